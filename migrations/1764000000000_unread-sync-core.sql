@@ -1,0 +1,186 @@
+-- Up Migration
+-- unread-sync core: change capture on chat_rooms into a durable, commit-order-safe log.
+-- Everything lives in schema unread_sync except chat_rooms itself (created only when absent).
+
+CREATE SCHEMA unread_sync;
+
+-- Facts the down migration needs (e.g. whether we created chat_rooms).
+CREATE TABLE unread_sync.meta (
+  key   text PRIMARY KEY,
+  value text NOT NULL
+);
+
+DO $$
+BEGIN
+  IF to_regclass('public.chat_rooms') IS NULL THEN
+    CREATE TABLE public.chat_rooms (
+      id                   uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+      user_id              uuid,
+      company_id           uuid,
+      user_unread_count    integer DEFAULT 0,
+      company_unread_count integer DEFAULT 0,
+      is_active            boolean DEFAULT true,
+      created_at           timestamptz NOT NULL DEFAULT now(),
+      updated_at           timestamptz NOT NULL DEFAULT now()
+    );
+    INSERT INTO unread_sync.meta (key, value) VALUES ('created_chat_rooms', 'true');
+  END IF;
+END
+$$;
+
+-- The single definition of "what a room contributes to whose badge".
+-- Mirrors the seed's syncFromDatabase: only active rooms count, NULL counts are 0,
+-- and when user_id = company_id the user side wins (the room is counted once).
+-- Negative counts are clamped to 0 and flagged so the bridge can report them.
+CREATE FUNCTION unread_sync.room_unread(
+  p_user_id uuid, p_company_id uuid,
+  p_user_count integer, p_company_count integer, p_active boolean)
+RETURNS TABLE (user_id uuid, unread integer, negative boolean)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT p_user_id, greatest(coalesce(p_user_count, 0), 0), coalesce(p_user_count, 0) < 0
+   WHERE p_active IS TRUE AND p_user_id IS NOT NULL
+  UNION ALL
+  SELECT p_company_id, greatest(coalesce(p_company_count, 0), 0), coalesce(p_company_count, 0) < 0
+   WHERE p_active IS TRUE AND p_company_id IS NOT NULL
+     AND p_company_id IS DISTINCT FROM p_user_id
+$$;
+
+-- Ground truth, computed from chat_rooms: one row per (user, room) with unread > 0.
+CREATE VIEW unread_sync.unread_truth AS
+SELECT e.user_id, r.id AS room_id, e.unread
+  FROM public.chat_rooms r
+ CROSS JOIN LATERAL unread_sync.room_unread(
+   r.user_id, r.company_id, r.user_unread_count, r.company_unread_count, r.is_active) e
+ WHERE e.unread > 0;
+
+-- The durable change log. Each row is an absolute value: "user U now has N unread in room R".
+-- id (a sequence) is the per-(user, room) version: a second change to the same room waits
+-- for the first one's row lock, so ids of one room are in commit order.
+-- xid is the writing top-level transaction: readers use it with pg_snapshot to read exactly
+-- the rows committed since their last snapshot, whatever order ids were handed out in.
+CREATE TABLE unread_sync.changes (
+  id         bigint GENERATED ALWAYS AS IDENTITY,
+  xid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
+  kind       text NOT NULL DEFAULT 'set',
+  user_id    uuid,
+  room_id    uuid,
+  unread     integer,
+  negative   boolean NOT NULL DEFAULT false,
+  created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE unread_sync.changes IS
+  'unread-sync change log: written by triggers on chat_rooms, read by the bridge, pruned by unread_sync.prune()';
+CREATE INDEX changes_xid_idx ON unread_sync.changes (xid);
+
+-- Where each bridge has read up to: everything visible in this snapshot has been applied to Redis.
+CREATE TABLE unread_sync.bridge_state (
+  name       text PRIMARY KEY,
+  snapshot   pg_snapshot NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Row trigger: diff the old and new contribution of the row and log every (user, room) that changed.
+CREATE FUNCTION unread_sync.capture_change() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  INSERT INTO unread_sync.changes (user_id, room_id, unread, negative)
+  SELECT coalesce(n.user_id, o.user_id), coalesce(n.room_id, o.room_id),
+         coalesce(n.unread, 0), coalesce(n.negative, false)
+    FROM (SELECT e.user_id, OLD.id AS room_id, e.unread
+            FROM unread_sync.room_unread(OLD.user_id, OLD.company_id, OLD.user_unread_count,
+                                         OLD.company_unread_count, OLD.is_active) e
+           WHERE TG_OP <> 'INSERT') o
+    FULL JOIN
+         (SELECT e.user_id, NEW.id AS room_id, e.unread, e.negative
+            FROM unread_sync.room_unread(NEW.user_id, NEW.company_id, NEW.user_unread_count,
+                                         NEW.company_unread_count, NEW.is_active) e
+           WHERE TG_OP <> 'DELETE') n
+      ON n.user_id = o.user_id AND n.room_id = o.room_id
+   WHERE coalesce(n.unread, 0) <> coalesce(o.unread, 0);
+  IF FOUND THEN
+    -- A wake-up hint only; identical payloads are folded into one per transaction.
+    PERFORM pg_notify('unread_sync', '');
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+-- TRUNCATE skips row triggers: log a reset so the bridge forgets every cached user.
+CREATE FUNCTION unread_sync.capture_truncate() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  INSERT INTO unread_sync.changes (kind) VALUES ('reset');
+  PERFORM pg_notify('unread_sync', '');
+  RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER unread_sync_capture
+  AFTER INSERT OR DELETE OR UPDATE OF id, user_id, company_id, user_unread_count, company_unread_count, is_active
+  ON public.chat_rooms
+  FOR EACH ROW EXECUTE FUNCTION unread_sync.capture_change();
+
+CREATE TRIGGER unread_sync_capture_truncate
+  AFTER TRUNCATE ON public.chat_rooms
+  FOR EACH STATEMENT EXECUTE FUNCTION unread_sync.capture_truncate();
+
+-- Bounded log: delete what every bridge has applied and is older than min_age.
+-- Rows older than max_age go even if unapplied; the newest such xid is recorded so a
+-- bridge that falls that far behind sees the gap and rebuilds instead of serving wrong totals.
+CREATE FUNCTION unread_sync.prune(
+  min_age interval DEFAULT interval '1 hour',
+  max_age interval DEFAULT interval '7 days',
+  max_rows integer DEFAULT 100000)
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  applied_below xid8;
+  deleted bigint := 0;
+  lost xid8;
+BEGIN
+  SELECT min(pg_snapshot_xmin(snapshot)) INTO applied_below FROM unread_sync.bridge_state;
+
+  WITH doomed AS (
+    SELECT ctid, xid FROM unread_sync.changes
+     WHERE (applied_below IS NOT NULL AND xid < applied_below AND created_at < now() - min_age)
+        OR created_at < now() - max_age
+     LIMIT max_rows
+  ), gone AS (
+    DELETE FROM unread_sync.changes c USING doomed d WHERE c.ctid = d.ctid RETURNING c.xid
+  )
+  SELECT count(*), max(xid) FILTER (WHERE applied_below IS NULL OR xid >= applied_below)
+    INTO deleted, lost FROM gone;
+
+  IF lost IS NOT NULL THEN
+    INSERT INTO unread_sync.meta (key, value) VALUES ('pruned_unapplied_xid', lost::text)
+    ON CONFLICT (key) DO UPDATE
+      SET value = greatest(unread_sync.meta.value::xid8, excluded.value::xid8)::text;
+  END IF;
+  RETURN deleted;
+END
+$$;
+
+-- Down Migration
+-- Removes everything the up migration added. chat_rooms is dropped only when this
+-- package created it and it holds no rows; the app's own table and data are never touched.
+DROP TRIGGER IF EXISTS unread_sync_capture ON public.chat_rooms;
+DROP TRIGGER IF EXISTS unread_sync_capture_truncate ON public.chat_rooms;
+
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM unread_sync.meta WHERE key = 'created_chat_rooms')
+     AND to_regclass('public.chat_rooms') IS NOT NULL THEN
+    IF NOT EXISTS (SELECT 1 FROM public.chat_rooms) THEN
+      DROP TABLE public.chat_rooms;
+    ELSE
+      RAISE NOTICE 'unread-sync: keeping public.chat_rooms (created by unread-sync) because it holds rows';
+    END IF;
+  END IF;
+END
+$$;
+
+DROP SCHEMA unread_sync CASCADE;

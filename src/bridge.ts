@@ -1,0 +1,213 @@
+import { ageMs, parseEvent, type SetEvent } from './events.js';
+import type { Logger } from './log.js';
+import { BridgeMetrics } from './metrics.js';
+import type { ChangeSource, CycleHandler, HydratedRoom } from './sources/source.js';
+import type { RoomChange, UnreadStore } from './store/store.js';
+import { parseUserId } from './ids.js';
+
+export interface BridgeOptions {
+  source: ChangeSource;
+  store: UnreadStore;
+  log: Logger;
+  metrics?: BridgeMetrics;
+  hydrateBatchSize?: number;
+  pollIntervalMs?: number;
+  maintainIntervalMs?: number;
+  /**
+   * Test hook between source and apply: may drop, duplicate or reorder raw events.
+   * Used by the fault tests to prove versions make delivery order irrelevant.
+   */
+  interceptor?: (rows: unknown[]) => unknown[];
+}
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+  });
+
+/**
+ * The bridge: pulls cycles from a change source, validates every event, applies them to Redis
+ * through the store's Lua scripts, serves hydration requests in the same consistent snapshot,
+ * and lets the source advance its position only after Redis has applied everything.
+ */
+export class Bridge {
+  readonly metrics: BridgeMetrics;
+  private readonly pendingHydration = new Set<string>();
+  private hydrationWake: (() => void) | null = null;
+  private readonly hydrateBatchSize: number;
+
+  constructor(private readonly options: BridgeOptions) {
+    this.metrics = options.metrics ?? new BridgeMetrics();
+    this.hydrateBatchSize = options.hydrateBatchSize ?? 500;
+  }
+
+  /** Queues users to load from the database in the next cycle (single-flight per user). */
+  requestHydration(userIds: string[]): void {
+    for (const id of userIds) this.pendingHydration.add(id);
+    if (userIds.length > 0) this.hydrationWake?.();
+  }
+
+  /** Runs one read cycle; returns the number of events the source delivered. */
+  async runOnce(): Promise<number> {
+    const { store, source } = this.options;
+    await this.collectHydrationRequests();
+    const hydrate = [...this.pendingHydration].slice(0, this.hydrateBatchSize);
+    let skipUsers = new Set<string>();
+    let hydrated = new Map<string, HydratedRoom[]>();
+    let events = 0;
+
+    const handler: CycleHandler = {
+      begin: async (ctx) => {
+        hydrated = ctx.hydrated;
+        // Changes already contained in the hydration snapshot must not be applied again.
+        skipUsers = new Set(hydrated.keys());
+        if (ctx.gap) await this.reset('gap or first start');
+      },
+      chunk: async (raw) => {
+        const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
+        let groups = new Map<string, RoomChange[]>();
+        const flush = async () => {
+          if (groups.size > 0) await this.applyGroups(groups);
+          groups = new Map();
+        };
+        for (const row of rows) {
+          const parsed = parseEvent(row);
+          if (!parsed.ok) {
+            await this.deadLetter(parsed.reason, row);
+            continue;
+          }
+          const event = parsed.event;
+          if (event.kind === 'reset') {
+            await flush();
+            await this.reset('chat_rooms truncated');
+            continue;
+          }
+          this.observe(event);
+          if (skipUsers.has(event.user_id)) continue;
+          let list = groups.get(event.user_id);
+          if (!list) groups.set(event.user_id, (list = []));
+          list.push({ roomId: event.room_id, unread: event.unread, version: event.id });
+        }
+        events += rows.length;
+        await flush();
+      },
+      end: async () => {
+        if (hydrated.size > 0) {
+          await store.hydrate(hydrated);
+          this.metrics.hydrations.inc(hydrated.size);
+        }
+      },
+    };
+
+    await source.cycle(hydrate, handler);
+    for (const id of hydrate) this.pendingHydration.delete(id);
+    this.metrics.cycles.inc();
+    this.metrics.batchSize.observe(events);
+    return events;
+  }
+
+  /** Runs until `signal` aborts: cycles while there is work, waits for a wake-up otherwise. */
+  async run(signal: AbortSignal): Promise<void> {
+    const { source, log, store } = this.options;
+    const poll = this.options.pollIntervalMs ?? 1_000;
+    const maintainEvery = this.options.maintainIntervalMs ?? 60_000;
+    // Narrowed for the type checker: Redis and Cluster both have duplicate(), with unrelated signatures.
+    const subscriber = (store.redis as { duplicate(): typeof store.redis }).duplicate();
+    subscriber.on('error', () => {}); // reconnects on its own; cycles report Redis errors
+    subscriber.on('message', () => this.hydrationWake?.());
+    await subscriber.subscribe(store.keys.hydrateQueue);
+
+    let backoff = 0;
+    let started = false;
+    let lastMaintain = Date.now();
+    try {
+      while (!signal.aborted) {
+        try {
+          if (!started) {
+            await source.start(signal);
+            started = true;
+          }
+          const events = await this.runOnce();
+          backoff = 0;
+          if (source.maintain && Date.now() - lastMaintain >= maintainEvery) {
+            lastMaintain = Date.now();
+            await source.maintain().catch((err: unknown) => log.warn({ err }, 'log maintenance failed'));
+          }
+          if (events === 0 && this.pendingHydration.size === 0) await this.waitForWork(poll, signal);
+        } catch (err) {
+          if (signal.aborted) break;
+          this.metrics.errors.inc();
+          if ((err as Error).name === 'LockLostError') started = false;
+          backoff = Math.min(5_000, backoff === 0 ? 100 : backoff * 2);
+          const delay = backoff / 2 + Math.random() * (backoff / 2); // jitter: no reconnect storm
+          log.warn({ err: (err as Error).message, retryInMs: Math.round(delay) }, 'bridge cycle failed');
+          await sleep(delay, signal);
+        }
+      }
+    } finally {
+      subscriber.disconnect();
+      await source.stop().catch((err: unknown) => log.warn({ err }, 'source stop failed'));
+      log.info('bridge stopped');
+    }
+  }
+
+  private async waitForWork(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    const inner = new AbortController();
+    const onAbort = () => inner.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    const hydration = new Promise<void>((resolve) => {
+      this.hydrationWake = resolve;
+    });
+    await Promise.race([this.options.source.waitForChanges(timeoutMs, inner.signal), hydration]);
+    this.hydrationWake = null;
+    inner.abort();
+    signal.removeEventListener('abort', onAbort);
+  }
+
+  private async collectHydrationRequests(): Promise<void> {
+    const room = this.hydrateBatchSize * 2 - this.pendingHydration.size;
+    if (room <= 0) return;
+    const ids = await this.options.store.takeHydrationRequests(room);
+    for (const id of ids) {
+      try {
+        this.pendingHydration.add(parseUserId(id));
+      } catch (err) {
+        await this.deadLetter((err as Error).message, { hydrate: id });
+      }
+    }
+  }
+
+  private async applyGroups(groups: Map<string, RoomChange[]>): Promise<void> {
+    const results = await this.options.store.apply(groups);
+    for (const r of results) {
+      if (r.applied < 0) {
+        this.metrics.changesUnknownUser.inc(groups.get(r.userId)?.length ?? 0);
+      } else {
+        this.metrics.changesApplied.inc(r.applied);
+        this.metrics.changesSkipped.inc(r.skipped);
+      }
+    }
+  }
+
+  private observe(event: SetEvent): void {
+    const age = ageMs(event);
+    if (age !== null) this.metrics.lag.observe(age / 1000);
+    if (event.negative) {
+      this.metrics.negativeCounts.inc();
+      this.options.log.warn({ userId: event.user_id, roomId: event.room_id }, 'negative unread count in chat_rooms, counted as 0');
+    }
+  }
+
+  private async reset(reason: string): Promise<void> {
+    const removed = await this.options.store.forgetAll();
+    this.metrics.resets.inc();
+    this.options.log.warn({ reason, removed }, 'forgot every cached user');
+  }
+
+  private async deadLetter(reason: string, event: unknown): Promise<void> {
+    this.metrics.deadLetters.inc();
+    this.options.log.warn({ reason }, 'malformed event dead-lettered');
+    await this.options.store.deadLetter({ reason, event, source: this.options.source.name });
+  }
+}

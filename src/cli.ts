@@ -1,0 +1,172 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError } from 'commander';
+import { loadConfig, ConfigError, type Config } from './config.js';
+import { connect, queries } from './db.js';
+import { parseUserId } from './ids.js';
+import { createLogger } from './log.js';
+import { migrate } from './migrate.js';
+import { UnreadReader } from './reader.js';
+import { startBridge } from './runtime.js';
+import { createRedis, UnreadStore } from './store/store.js';
+import { verify } from './verify.js';
+
+const userIdArg = (value: string) => {
+  try {
+    return parseUserId(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+};
+
+const positiveInt = (value: string) => {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive whole number');
+  return n;
+};
+
+function withStore<T>(config: Config, fn: (store: UnreadStore) => Promise<T>): Promise<T> {
+  const redis = createRedis(config.redisUrl);
+  const store = new UnreadStore(redis, config.keyPrefix);
+  return fn(store).finally(() => redis.disconnect());
+}
+
+/** Runs until SIGINT/SIGTERM, then stops cleanly (the checkpoint is saved on the way out). */
+async function runUntilSignal(stop: () => Promise<void>, done: Promise<void>): Promise<void> {
+  const onSignal = () => void stop();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  await done;
+}
+
+const program = new Command()
+  .name('unread-sync')
+  .description('Chat unread badges mirrored from Postgres into Redis')
+  .showHelpAfterError();
+
+program
+  .command('migrate')
+  .description('apply (up) or roll back (down) the unread-sync migrations')
+  .argument('<direction>', 'up or down', (v) => {
+    if (v !== 'up' && v !== 'down') throw new InvalidArgumentError('must be "up" or "down"');
+    return v;
+  })
+  .option('--count <n>', 'how many migrations (default: all)', positiveInt)
+  .action(async (direction: 'up' | 'down', opts: { count?: number }) => {
+    const config = loadConfig();
+    const ran = await migrate({
+      databaseUrl: config.databaseUrl,
+      direction,
+      ...(opts.count ? { count: opts.count } : {}),
+      log: (m) => process.stderr.write(`${m}\n`),
+    });
+    console.log(ran.length === 0 ? 'nothing to migrate' : `${direction}: ${ran.join(', ')}`);
+  });
+
+program
+  .command('bridge')
+  .description('mirror committed unread changes from Postgres into Redis (runs until SIGTERM)')
+  .action(async () => {
+    const config = loadConfig();
+    const log = createLogger(config.logLevel, 'unread-sync-bridge');
+    if (config.autoMigrate) await migrate({ databaseUrl: config.databaseUrl, direction: 'up' });
+    const running = startBridge(config, log);
+    await runUntilSignal(running.stop, running.done);
+  });
+
+program
+  .command('start')
+  .description('local default: apply migrations, then run the bridge (and the socket server, when built)')
+  .action(async () => {
+    const config = loadConfig();
+    const log = createLogger(config.logLevel, 'unread-sync');
+    await migrate({ databaseUrl: config.databaseUrl, direction: 'up' });
+    const running = startBridge(config, log);
+    await runUntilSignal(running.stop, running.done);
+  });
+
+program
+  .command('badge')
+  .description("print a user's unread counts (from Redis; hydrated through the bridge on a miss)")
+  .argument('<userId>', 'user id (UUID)', userIdArg)
+  .option('--json', 'print JSON')
+  .action(async (userId: string, opts: { json?: boolean }) => {
+    const config = loadConfig();
+    await withStore(config, async (store) => {
+      const counts = await new UnreadReader(store, { hydrateTimeoutMs: config.hydrateTimeoutMs }).getCounts(userId);
+      if (opts.json) {
+        console.log(JSON.stringify(counts));
+      } else {
+        console.log(`user ${counts.userId}: ${counts.total} unread in ${counts.unreadRooms} room(s)`);
+        for (const [room, n] of Object.entries(counts.rooms)) console.log(`  ${room}  ${n}`);
+      }
+    });
+  });
+
+program
+  .command('verify')
+  .description('compare every cached user with the database; exit 1 when any drifted')
+  .option('--repair', 'forget drifted users and have the bridge hydrate them again')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { repair?: boolean; json?: boolean }) => {
+    const config = loadConfig();
+    const sql = connect(config.databaseUrl, { max: 2, applicationName: 'unread-sync verify' });
+    try {
+      const report = await withStore(config, (store) =>
+        verify({ sql, store, bridgeName: config.bridgeName, repair: opts.repair ?? false }),
+      );
+      if (opts.json) console.log(JSON.stringify(report));
+      else {
+        for (const d of report.drifted) {
+          console.log(`drift ${d.userId}: redis total ${d.redis.total}, database total ${d.database.total}`);
+        }
+        console.log(`checked ${report.checked} cached users, ${report.drifted.length} drifted, ${report.repaired} repaired`);
+      }
+      if (report.drifted.length > 0) process.exitCode = 1;
+    } finally {
+      await sql.end({ timeout: 5 });
+    }
+  });
+
+program
+  .command('rebuild')
+  .description('reload users from the database through the running bridge (all users with unread, or one)')
+  .option('--user <userId>', 'only this user', userIdArg)
+  .action(async (opts: { user?: string }) => {
+    const config = loadConfig();
+    await withStore(config, async (store) => {
+      const reader = new UnreadReader(store, { hydrateTimeoutMs: config.hydrateTimeoutMs });
+      if (opts.user) {
+        await store.forget([opts.user]);
+        const c = await reader.getCounts(opts.user);
+        console.log(`rebuilt ${c.userId}: ${c.total} unread in ${c.unreadRooms} room(s)`);
+        return;
+      }
+      const sql = connect(config.databaseUrl, { max: 1, applicationName: 'unread-sync rebuild' });
+      try {
+        const removed = await store.forgetAll();
+        let after: string | null = null;
+        let count = 0;
+        for (;;) {
+          const page = await queries.usersWithUnread(sql, after, config.hydrateBatchSize);
+          if (page.length === 0) break;
+          await store.requestHydration(page);
+          await Promise.all(page.map((id) => reader.getTotals(id)));
+          count += page.length;
+          after = page[page.length - 1] ?? null;
+        }
+        console.log(`forgot ${removed} keys; hydrated ${count} users with unread (others load on demand)`);
+      } finally {
+        await sql.end({ timeout: 5 });
+      }
+    });
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    console.error(`unread-sync: ${err.message}`);
+    process.exitCode = 2;
+    return;
+  }
+  console.error(`unread-sync: ${(err as Error).message}`);
+  process.exitCode = 1;
+});

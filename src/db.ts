@@ -1,0 +1,147 @@
+import postgres from 'postgres';
+
+/**
+ * Database access: every runtime query unread-sync sends to Postgres lives here, as a
+ * postgres.js tagged template (values always travel as bind parameters).
+ */
+export type Sql = postgres.Sql<Record<string, never>>;
+export type TxSql = postgres.TransactionSql<Record<string, never>>;
+
+export function connect(url: string, options: { max?: number; applicationName?: string } = {}): Sql {
+  return postgres(url, {
+    max: options.max ?? 4,
+    onnotice: () => {},
+    connection: { application_name: options.applicationName ?? 'unread-sync' },
+    // Ids travel as text: version numbers are bigint and must stay exact.
+    types: {},
+  }) as Sql;
+}
+
+/** Key of the session advisory lock that makes one bridge (per name) active at a time. */
+const LOCK_NAMESPACE = 'unread_sync.bridge:';
+
+export interface HydratedRoom {
+  roomId: string;
+  unread: number;
+}
+
+/** A row of unread_sync.changes as the bridge reads it (validated later, by the bridge). */
+export interface ChangeRow {
+  id: string;
+  kind: string;
+  user_id: string | null;
+  room_id: string | null;
+  unread: number | null;
+  negative: boolean;
+  created_at: Date;
+}
+
+export const queries = {
+  async tryBridgeLock(sql: Sql, name: string): Promise<{ locked: boolean; pid: number }> {
+    const [row] = await sql<{ locked: boolean; pid: number }[]>`
+      select pg_try_advisory_lock(hashtextextended(${LOCK_NAMESPACE + name}, 0)) as locked,
+             pg_backend_pid() as pid`;
+    return row ?? { locked: false, pid: -1 };
+  },
+
+  async readCheckpoint(sql: Sql, name: string): Promise<string | null> {
+    const [row] = await sql<{ snapshot: string }[]>`
+      select snapshot::text as snapshot from unread_sync.bridge_state where name = ${name}`;
+    return row?.snapshot ?? null;
+  },
+
+  /** Saved without waiting for the WAL flush: a lost checkpoint only means a replay. */
+  async saveCheckpoint(sql: Sql, name: string, snapshot: string): Promise<void> {
+    await sql.begin(async (tx) => {
+      await tx`set local synchronous_commit = off`;
+      await tx`
+        insert into unread_sync.bridge_state (name, snapshot) values (${name}, ${snapshot}::pg_snapshot)
+        on conflict (name) do update set snapshot = excluded.snapshot, updated_at = now()`;
+    });
+  },
+
+  /**
+   * First statement of a read cycle: fixes the transaction snapshot and tells whether rows the
+   * previous snapshot had not seen were pruned before being read (a gap).
+   */
+  async openCycle(tx: Sql | TxSql, previous: string): Promise<{ snapshot: string; gap: boolean; pid: number }> {
+    const [row] = await tx<{ snapshot: string; gap: boolean; pid: number }[]>`
+      select pg_current_snapshot()::text as snapshot,
+             pg_backend_pid() as pid,
+             coalesce((select not pg_visible_in_snapshot(value::xid8, ${previous}::pg_snapshot)
+                         from unread_sync.meta where key = 'pruned_unapplied_xid'), false) as gap`;
+    if (!row) throw new Error('openCycle returned no row');
+    return row;
+  },
+
+  /** The current snapshot, outside any cycle (first start, verify). */
+  async currentSnapshot(sql: Sql | TxSql): Promise<string> {
+    const [row] = await sql<{ snapshot: string }[]>`select pg_current_snapshot()::text as snapshot`;
+    if (!row) throw new Error('no snapshot');
+    return row.snapshot;
+  },
+
+  /**
+   * Rows committed after `previous` and visible now: exactly those not visible in `previous`
+   * (xid at or past its xmax, or in its in-progress list). Both branches use the xid index.
+   * Ordered by id, which is commit order for any one room.
+   */
+  changesSince(tx: Sql | TxSql, previous: string) {
+    return tx<ChangeRow[]>`
+      select id::text as id, kind, user_id, room_id, unread, negative, created_at
+        from unread_sync.changes
+       where xid >= pg_snapshot_xmax(${previous}::pg_snapshot)
+          or xid = any(array(select pg_snapshot_xip(${previous}::pg_snapshot)))
+       order by id`;
+  },
+
+  /** Rooms with unread > 0 of the given users, by the same rule as the triggers. */
+  async unreadRooms(tx: Sql | TxSql, userIds: string[]): Promise<Map<string, HydratedRoom[]>> {
+    const rows = await tx<{ user_id: string; room_id: string; unread: number }[]>`
+      select u.user_id, r.id as room_id, e.unread
+        from unnest(${userIds}::uuid[]) as u(user_id)
+        join public.chat_rooms r on r.user_id = u.user_id or r.company_id = u.user_id
+        cross join lateral unread_sync.room_unread(
+          r.user_id, r.company_id, r.user_unread_count, r.company_unread_count, r.is_active) e
+       where e.user_id = u.user_id and e.unread > 0`;
+    const out = new Map<string, HydratedRoom[]>(userIds.map((id) => [id, []]));
+    for (const r of rows) out.get(r.user_id)?.push({ roomId: r.room_id, unread: r.unread });
+    return out;
+  },
+
+  /** Every user with at least one unread room, page by page (rebuild, verify). */
+  async usersWithUnread(sql: Sql, after: string | null, limit: number): Promise<string[]> {
+    const rows = await sql<{ user_id: string }[]>`
+      select distinct user_id from unread_sync.unread_truth
+       where ${after}::uuid is null or user_id > ${after}::uuid
+       order by user_id limit ${limit}`;
+    return rows.map((r) => r.user_id);
+  },
+
+  async prune(sql: Sql, minAgeSeconds: number, maxAgeSeconds: number): Promise<number> {
+    const [row] = await sql<{ deleted: string }[]>`
+      select unread_sync.prune(make_interval(secs => ${minAgeSeconds}),
+                               make_interval(secs => ${maxAgeSeconds}))::text as deleted`;
+    return Number(row?.deleted ?? 0);
+  },
+
+  /** Pending log rows the bridge has not read yet (an estimate from its checkpoint). */
+  async backlog(sql: Sql, name: string): Promise<number> {
+    const [row] = await sql<{ n: string }[]>`
+      select count(*)::text as n from unread_sync.changes c, unread_sync.bridge_state b
+       where b.name = ${name} and not pg_visible_in_snapshot(c.xid, b.snapshot)`;
+    return Number(row?.n ?? 0);
+  },
+
+  /** True when every transaction visible in `snapshot` is also visible in the bridge's checkpoint. */
+  async bridgeHasReached(sql: Sql, name: string, snapshot: string): Promise<boolean> {
+    const [row] = await sql<{ reached: boolean }[]>`
+      select pg_snapshot_xmax(${snapshot}::pg_snapshot) <= pg_snapshot_xmax(b.snapshot)
+             and not exists (
+               select 1 from pg_snapshot_xip(b.snapshot) x
+                where x < pg_snapshot_xmax(${snapshot}::pg_snapshot)
+                  and x not in (select pg_snapshot_xip(${snapshot}::pg_snapshot))) as reached
+        from unread_sync.bridge_state b where b.name = ${name}`;
+    return row?.reached ?? false;
+  },
+};

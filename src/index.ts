@@ -1,0 +1,23 @@
+// Public API of unread-sync.
+export { loadConfig, ConfigError, type Config } from './config.js';
+export { parseUserId, InvalidIdError } from './ids.js';
+export { createLogger, type Logger } from './log.js';
+export { migrate, MIGRATIONS_DIR, MIGRATIONS_TABLE, type MigrateOptions } from './migrate.js';
+export { keyLayout, type KeyLayout } from './store/keys.js';
+export {
+  UnreadStore,
+  createRedis,
+  parseTotalsMessage,
+  type RedisClient,
+  type UnreadCounts,
+  type BadgeTotals,
+  type RoomChange,
+} from './store/store.js';
+export { UnreadReader, HydrationTimeoutError } from './reader.js';
+export { Bridge, type BridgeOptions } from './bridge.js';
+export { BridgeMetrics } from './metrics.js';
+export { PostgresSource, type PostgresSourceOptions } from './sources/postgres.js';
+export type { ChangeSource, CycleHandler } from './sources/source.js';
+export { parseEvent, changeEventSchema, type ChangeEvent } from './events.js';
+export { startBridge, type RunningBridge } from './runtime.js';
+export { verify, BridgeBehindError, type VerifyReport, type Drift } from './verify.js';

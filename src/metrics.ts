@@ -1,0 +1,22 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Bridge metrics, on their own registry so several bridges can live in one test process. */
+export class BridgeMetrics {
+  readonly registry = new Registry();
+  readonly changesApplied = new Counter({ name: 'unread_sync_changes_applied_total', help: 'Changes written to Redis', registers: [this.registry] });
+  readonly changesSkipped = new Counter({ name: 'unread_sync_changes_skipped_total', help: 'Duplicate or stale changes ignored by version', registers: [this.registry] });
+  readonly changesUnknownUser = new Counter({ name: 'unread_sync_changes_unknown_user_total', help: 'Changes for users not cached (nothing to update)', registers: [this.registry] });
+  readonly negativeCounts = new Counter({ name: 'unread_sync_negative_counts_total', help: 'Changes whose source count was negative (clamped to 0)', registers: [this.registry] });
+  readonly deadLetters = new Counter({ name: 'unread_sync_dead_letters_total', help: 'Malformed events set aside', registers: [this.registry] });
+  readonly hydrations = new Counter({ name: 'unread_sync_hydrations_total', help: 'Users loaded from the database', registers: [this.registry] });
+  readonly resets = new Counter({ name: 'unread_sync_resets_total', help: 'Times the whole cache was forgotten (truncate, gap, first start)', registers: [this.registry] });
+  readonly cycles = new Counter({ name: 'unread_sync_cycles_total', help: 'Read cycles completed', registers: [this.registry] });
+  readonly errors = new Counter({ name: 'unread_sync_bridge_errors_total', help: 'Failed cycles (retried with backoff)', registers: [this.registry] });
+  readonly batchSize = new Histogram({ name: 'unread_sync_batch_size', help: 'Events per read cycle', buckets: [0, 1, 10, 100, 1_000, 10_000, 100_000], registers: [this.registry] });
+  readonly lag = new Histogram({ name: 'unread_sync_commit_to_apply_seconds', help: 'From the change being written to it being applied in Redis', buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30], registers: [this.registry] });
+  readonly backlog = new Gauge({ name: 'unread_sync_log_backlog', help: 'Log rows past the durable checkpoint', registers: [this.registry] });
+
+  constructor(defaults = false) {
+    if (defaults) collectDefaultMetrics({ register: this.registry });
+  }
+}

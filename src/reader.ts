@@ -1,0 +1,75 @@
+import { parseUserId } from './ids.js';
+import type { BadgeTotals, UnreadCounts, UnreadStore } from './store/store.js';
+
+export class HydrationTimeoutError extends Error {
+  constructor(userId: string, ms: number) {
+    super(`no bridge hydrated user ${userId} within ${ms} ms (is \`unread-sync bridge\` running?)`);
+    this.name = 'HydrationTimeoutError';
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Reads badges from Redis only. A missing user means "unknown": the reader asks the bridge to
+ * hydrate it (through Redis) and waits, once per user however many callers ask at the same time.
+ */
+export class UnreadReader {
+  private readonly inflight = new Map<string, Promise<UnreadCounts>>();
+  private readonly timeoutMs: number;
+
+  constructor(
+    private readonly store: UnreadStore,
+    options: { hydrateTimeoutMs?: number } = {},
+  ) {
+    this.timeoutMs = options.hydrateTimeoutMs ?? 3_000;
+  }
+
+  /** Per-room counts, total and number of rooms with unread. */
+  async getCounts(userId: string): Promise<UnreadCounts> {
+    const id = parseUserId(userId);
+    const cached = await this.store.read(id);
+    return cached ?? this.hydrate(id);
+  }
+
+  /** Total unread messages across the user's active rooms. */
+  async getTotal(userId: string): Promise<number> {
+    return (await this.getTotals(userId)).total;
+  }
+
+  /** Total, rooms with unread and seq, without the per-room map. */
+  async getTotals(userId: string): Promise<BadgeTotals> {
+    const id = parseUserId(userId);
+    const cached = await this.store.readTotals(id);
+    if (cached) return cached;
+    const { total, unreadRooms, seq } = await this.hydrate(id);
+    return { total, unreadRooms, seq };
+  }
+
+  private hydrate(userId: string): Promise<UnreadCounts> {
+    let pending = this.inflight.get(userId);
+    if (!pending) {
+      pending = this.waitForHydration(userId).finally(() => this.inflight.delete(userId));
+      this.inflight.set(userId, pending);
+    }
+    return pending;
+  }
+
+  private async waitForHydration(userId: string): Promise<UnreadCounts> {
+    const deadline = Date.now() + this.timeoutMs;
+    let delay = 1;
+    let askedAt = 0;
+    while (Date.now() < deadline) {
+      // Re-ask now and then: a request can be lost if Redis restarts.
+      if (Date.now() - askedAt >= 1_000) {
+        await this.store.requestHydration([userId]);
+        askedAt = Date.now();
+      }
+      await sleep(delay);
+      delay = Math.min(delay * 2, 50);
+      const counts = await this.store.read(userId);
+      if (counts) return counts;
+    }
+    throw new HydrationTimeoutError(userId, this.timeoutMs);
+  }
+}

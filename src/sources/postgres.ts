@@ -1,0 +1,168 @@
+import { connect, queries, type Sql } from '../db.js';
+import type { Logger } from '../log.js';
+import type { ChangeSource, CycleHandler } from './source.js';
+
+export interface PostgresSourceOptions {
+  databaseUrl: string;
+  bridgeName: string;
+  batchSize: number;
+  checkpointIntervalMs: number;
+  logMinAgeSeconds: number;
+  logMaxAgeSeconds: number;
+  log: Logger;
+}
+
+/** Thrown when the connection holding the bridge lock was replaced: another bridge may be active. */
+export class LockLostError extends Error {
+  constructor() {
+    super('bridge lock lost (database connection was replaced)');
+    this.name = 'LockLostError';
+  }
+}
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+  });
+
+/**
+ * The embedded default source: reads unread_sync.changes by snapshot difference.
+ *
+ * Each cycle opens a REPEATABLE READ transaction whose snapshot S' is the new position and reads
+ * the rows visible in S' but not in the previous position S: no committed row is skipped however
+ * out of order transactions commit, no uncommitted or rolled-back row is ever seen, and an open
+ * transaction delays only its own rows. NOTIFY is used as a wake-up hint only.
+ */
+export class PostgresSource implements ChangeSource {
+  readonly name = 'postgres';
+  private readonly pool: Sql;
+  /** One connection: holds the advisory lock and runs the cycles. */
+  private readonly lockConn: Sql;
+  private position: string | null = null;
+  private persisted: string | null = null;
+  private persistedAt = 0;
+  private firstStart = false;
+  private lockPid = -1;
+  private woken = false;
+  private wake: (() => void) | null = null;
+  private unlisten: (() => Promise<void>) | null = null;
+
+  constructor(private readonly options: PostgresSourceOptions) {
+    this.pool = connect(options.databaseUrl, { max: 2, applicationName: 'unread-sync bridge' });
+    this.lockConn = connect(options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (lock)' });
+  }
+
+  async start(signal: AbortSignal): Promise<void> {
+    const { log, bridgeName } = this.options;
+    let announced = false;
+    for (;;) {
+      const { locked, pid } = await queries.tryBridgeLock(this.lockConn, bridgeName);
+      if (locked) {
+        this.lockPid = pid;
+        break;
+      }
+      if (!announced) log.info({ bridge: bridgeName }, 'another bridge is active; standing by');
+      announced = true;
+      await sleep(1_000, signal);
+      if (signal.aborted) throw new Error('aborted while standing by');
+    }
+    this.position = await queries.readCheckpoint(this.pool, bridgeName);
+    if (this.position === null) {
+      // Nothing says what Redis holds: start from now and treat every cached user as unknown.
+      this.position = await queries.currentSnapshot(this.pool);
+      this.firstStart = true;
+      await this.persist(this.position);
+      log.info({ bridge: bridgeName }, 'first start: cache will be reset, users hydrate on demand');
+    }
+    this.persisted = this.position;
+    if (!this.unlisten) {
+      const sub = await this.pool.listen('unread_sync', () => this.notify(), () => this.notify());
+      this.unlisten = sub.unlisten;
+    }
+    log.info({ bridge: bridgeName, position: this.position }, 'postgres source active');
+  }
+
+  async cycle(hydrate: string[], handler: CycleHandler): Promise<number> {
+    const previous = this.position;
+    if (previous === null) throw new Error('source not started');
+    const conn = this.lockConn;
+    let delivered = 0;
+    let snapshot: string;
+    let gap: boolean;
+    await conn`begin isolation level repeatable read, read only`;
+    try {
+      const opened = await queries.openCycle(conn, previous);
+      if (opened.pid !== this.lockPid) throw new LockLostError();
+      snapshot = opened.snapshot;
+      gap = opened.gap || this.firstStart;
+      if (opened.gap) this.options.log.warn({ previous }, 'change log was pruned past this bridge: resetting cache');
+      const hydrated = hydrate.length > 0 ? await queries.unreadRooms(conn, hydrate) : new Map();
+      await handler.begin({ gap, hydrated });
+      for await (const rows of queries.changesSince(conn, previous).cursor(this.options.batchSize)) {
+        delivered += rows.length;
+        await handler.chunk(rows);
+      }
+      await handler.end();
+      await conn`commit`;
+    } catch (err) {
+      await conn`rollback`.catch(() => {});
+      throw err;
+    }
+    this.position = snapshot;
+    this.firstStart = false;
+    if (gap || Date.now() - this.persistedAt >= this.options.checkpointIntervalMs) {
+      await this.persist(snapshot);
+    }
+    return delivered;
+  }
+
+  waitForChanges(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    if (this.woken || signal.aborted) {
+      this.woken = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wake = null;
+        this.woken = false;
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      signal.addEventListener('abort', done, { once: true });
+      this.wake = done;
+    });
+  }
+
+  async maintain(): Promise<void> {
+    const deleted = await queries.prune(this.pool, this.options.logMinAgeSeconds, this.options.logMaxAgeSeconds);
+    if (deleted > 0) this.options.log.info({ deleted }, 'pruned change log');
+  }
+
+  /** Pending rows past the durable checkpoint. */
+  backlog(): Promise<number> {
+    return queries.backlog(this.pool, this.options.bridgeName);
+  }
+
+  async stop(): Promise<void> {
+    try {
+      if (this.position !== null && this.position !== this.persisted) await this.persist(this.position);
+    } finally {
+      await this.unlisten?.().catch(() => {});
+      this.unlisten = null;
+      await Promise.all([this.pool.end({ timeout: 5 }), this.lockConn.end({ timeout: 5 })]);
+    }
+  }
+
+  private async persist(snapshot: string): Promise<void> {
+    await queries.saveCheckpoint(this.pool, this.options.bridgeName, snapshot);
+    this.persisted = snapshot;
+    this.persistedAt = Date.now();
+  }
+
+  private notify(): void {
+    this.woken = true;
+    this.wake?.();
+  }
+}

@@ -1,0 +1,34 @@
+import type { HydratedRoom } from '../db.js';
+
+export type { HydratedRoom };
+
+/** What a source hands the bridge for one read cycle, all from one consistent point. */
+export interface CycleHandler {
+  /** Called first. `gap`: changes were lost before being read; forget every cached user. */
+  begin(context: { gap: boolean; hydrated: Map<string, HydratedRoom[]> }): Promise<void>;
+  /** Raw, unvalidated events, in per-room commit order, chunk by chunk. */
+  chunk(rows: unknown[]): Promise<void>;
+  /** Called last, before the source records the cycle as applied. */
+  end(): Promise<void>;
+}
+
+/**
+ * A change source: where unread changes come from (the Postgres log, Supabase Realtime, ...).
+ * The bridge knows only this interface.
+ */
+export interface ChangeSource {
+  readonly name: string;
+  /** Connects and takes whatever exclusivity the source needs; resolves once it may read. */
+  start(signal: AbortSignal): Promise<void>;
+  /**
+   * Runs one cycle: the changes not yet acknowledged plus the rooms of `hydrate`, read at one
+   * consistent point. The position advances only after `handler.end()` resolved.
+   * Returns how many events were delivered.
+   */
+  cycle(hydrate: string[], handler: CycleHandler): Promise<number>;
+  /** Resolves when new changes may be there, or after `timeoutMs`. */
+  waitForChanges(timeoutMs: number, signal: AbortSignal): Promise<void>;
+  /** Periodic housekeeping (log retention); optional. */
+  maintain?(): Promise<void>;
+  stop(): Promise<void>;
+}
