@@ -1,0 +1,38 @@
+import { Bridge } from '../../src/bridge.js';
+import { PostgresSource } from '../../src/sources/postgres.js';
+import type { Config } from '../../src/config.js';
+import { testLogger, type TestRedis } from './env.js';
+
+/** A bridge driven step by step (runOnce) for deterministic tests. */
+export async function steppedBridge(config: Config, r: TestRedis, interceptor?: (rows: unknown[]) => unknown[]) {
+  const log = testLogger();
+  const source = new PostgresSource({
+    databaseUrl: config.databaseUrl,
+    bridgeName: config.bridgeName,
+    batchSize: config.batchSize,
+    checkpointIntervalMs: 0,
+    logMinAgeSeconds: config.logMinAgeSeconds,
+    logMaxAgeSeconds: config.logMaxAgeSeconds,
+    log,
+  });
+  const controller = new AbortController();
+  await source.start(controller.signal);
+  const bridge = new Bridge({ source, store: r.store, log, ...(interceptor ? { interceptor } : {}) });
+  return {
+    bridge,
+    source,
+    /** Cycles until a cycle delivers nothing and no hydration is pending. */
+    async drain() {
+      for (let i = 0; i < 1000; i++) {
+        const n = await bridge.runOnce();
+        if (n === 0) return;
+      }
+      throw new Error('bridge did not drain');
+    },
+    async hydrate(users: string[]) {
+      bridge.requestHydration(users);
+      await bridge.runOnce();
+    },
+    stop: () => source.stop(),
+  };
+}

@@ -1,0 +1,136 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { inject } from 'vitest';
+import postgres from 'postgres';
+import { Redis } from 'ioredis';
+import { migrate } from '../../src/migrate.js';
+import { loadConfig, type Config } from '../../src/config.js';
+import { queries, type Sql } from '../../src/db.js';
+import { UnreadStore } from '../../src/store/store.js';
+import { createLogger } from '../../src/log.js';
+
+export const uuid = (): string => randomUUID();
+
+export function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+export interface TestDb {
+  url: string;
+  name: string;
+  sql: Sql;
+  drop(): Promise<void>;
+}
+
+/** A fresh database for one test file; migrated unless asked not to. */
+export async function createTestDb(options: { migrate?: boolean; prefix?: string } = {}): Promise<TestDb> {
+  const admin = inject('databaseUrl');
+  const name = `${options.prefix ?? 'us'}_${randomBytes(5).toString('hex')}`;
+  const adminSql = postgres(admin, { max: 1, onnotice: () => {} });
+  await adminSql.unsafe(`create database ${name}`);
+  await adminSql.end();
+  const url = withDatabase(admin, name);
+  if (options.migrate !== false) await migrate({ databaseUrl: url, direction: 'up' });
+  const sql = postgres(url, { max: 8, onnotice: () => {} }) as unknown as Sql;
+  return {
+    url,
+    name,
+    sql,
+    async drop() {
+      await sql.end({ timeout: 5 });
+      const a = postgres(admin, { max: 1, onnotice: () => {} });
+      await a.unsafe(`drop database if exists ${name} with (force)`);
+      await a.end();
+    },
+  };
+}
+
+export interface TestRedis {
+  url: string;
+  prefix: string;
+  redis: Redis;
+  store: UnreadStore;
+  cleanup(): Promise<void>;
+}
+
+/** A Redis connection with a key prefix of its own, so test files never see each other's keys. */
+export async function createTestRedis(options: { db?: number } = {}): Promise<TestRedis> {
+  const base = new URL(inject('redisUrl'));
+  if (options.db !== undefined) base.pathname = `/${options.db}`;
+  const url = base.toString();
+  const prefix = `t${randomBytes(4).toString('hex')}:`;
+  const redis = new Redis(url, { enableAutoPipelining: true });
+  const store = new UnreadStore(redis, prefix, { tombstoneTtlMs: 600_000, deadLetterMax: 100 });
+  return {
+    url,
+    prefix,
+    redis,
+    store,
+    async cleanup() {
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length) await redis.unlink(...keys);
+      } while (cursor !== '0');
+      redis.disconnect();
+    },
+  };
+}
+
+/** Config for a bridge under test: fast polling and checkpoints so waits stay short. */
+export function testConfig(db: TestDb, r: TestRedis, extra: Record<string, string> = {}): Config {
+  return loadConfig({
+    DATABASE_URL: db.url,
+    REDIS_URL: r.url,
+    UNREAD_KEY_PREFIX: r.prefix,
+    UNREAD_POLL_INTERVAL_MS: '50',
+    UNREAD_CHECKPOINT_INTERVAL_MS: '0',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    ...extra,
+  });
+}
+
+export const testLogger = () => createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
+
+/** Waits until the bridge has applied everything committed before this call. */
+export async function waitForBridge(sql: Sql, bridgeName = 'default', timeoutMs = 60_000): Promise<void> {
+  const snapshot = await queries.currentSnapshot(sql);
+  const deadline = Date.now() + timeoutMs;
+  while (!(await queries.bridgeHasReached(sql, bridgeName, snapshot))) {
+    if (Date.now() > deadline) throw new Error(`bridge did not reach ${snapshot} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+export interface Truth {
+  [userId: string]: Record<string, number>;
+}
+
+/** Per-user rooms with unread > 0, computed by SQL from chat_rooms (the definition of correct). */
+export async function truth(sql: Sql): Promise<Truth> {
+  const rows = await sql<{ user_id: string; room_id: string; unread: number }[]>`
+    select user_id, room_id, unread from unread_sync.unread_truth`;
+  const out: Truth = {};
+  for (const r of rows) (out[r.user_id] ??= {})[r.room_id] = r.unread;
+  return out;
+}
+
+/** Users whose cached badge differs from the truth (users not cached are unknown, not drift). */
+export async function drifted(sql: Sql, store: UnreadStore, users: string[]): Promise<string[]> {
+  const t = await truth(sql);
+  const bad: string[] = [];
+  for (const u of users) {
+    const cached = await store.read(u);
+    if (!cached) continue;
+    const expected = t[u] ?? {};
+    const sum = Object.values(expected).reduce((a, b) => a + b, 0);
+    const same =
+      cached.total === sum &&
+      cached.unreadRooms === Object.keys(expected).length &&
+      JSON.stringify(Object.entries(cached.rooms).sort()) === JSON.stringify(Object.entries(expected).sort());
+    if (!same) bad.push(u);
+  }
+  return bad;
+}
