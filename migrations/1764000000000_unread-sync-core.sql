@@ -169,6 +169,7 @@ $$;
 -- package created it and it holds no rows; the app's own table and data are never touched.
 DROP TRIGGER IF EXISTS unread_sync_capture ON public.chat_rooms;
 DROP TRIGGER IF EXISTS unread_sync_capture_truncate ON public.chat_rooms;
+DROP VIEW IF EXISTS unread_sync.unread_truth;
 
 DO $$
 BEGIN
