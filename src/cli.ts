@@ -25,7 +25,7 @@ const positiveInt = (value: string) => {
 };
 
 function withStore<T>(config: Config, fn: (store: UnreadStore) => Promise<T>): Promise<T> {
-  const redis = createRedis(config.redisUrl);
+  const redis = createRedis(config.redisUrl, { clusterNodes: config.redisClusterNodes });
   const store = new UnreadStore(redis, config.keyPrefix);
   return fn(store).finally(() => redis.disconnect());
 }

@@ -47,7 +47,14 @@ const prefix = z
 
 const schema = z.object({
   DATABASE_URL: url(['postgres:', 'postgresql:'], 'postgres://postgres@127.0.0.1:5432/postgres'),
-  REDIS_URL: url(['redis:', 'rediss:'], 'redis://127.0.0.1:6379'),
+  REDIS_URL: url(['redis:', 'rediss:', 'redis+cluster:'], 'redis://127.0.0.1:6379'),
+  // Seed nodes of a Redis Cluster, "host:port,host:port"; REDIS_URL=redis+cluster://h:p,h:p works too.
+  REDIS_CLUSTER_NODES: z
+    .string()
+    .optional()
+    .refine((v) => v === undefined || v.split(',').every((n) => /^[A-Za-z0-9_.-]+:\d{1,5}$/.test(n.trim())), {
+      error: 'must be a comma-separated list of host:port',
+    }),
   UNREAD_KEY_PREFIX: prefix,
   UNREAD_BATCH_SIZE: int(1, 100_000, 5_000),
   UNREAD_HYDRATE_BATCH_SIZE: int(1, 10_000, 500),
@@ -64,6 +71,14 @@ const schema = z.object({
     .default('default')
     .refine((v) => /^[A-Za-z0-9_.-]{1,64}$/.test(v), { error: 'must be 1-64 characters of letters, digits, _ . -' }),
   UNREAD_AUTO_MIGRATE: bool(false),
+  UNREAD_SOURCE: z.enum(['postgres', 'supabase'], { error: 'must be "postgres" or "supabase"' }).default('postgres'),
+  SUPABASE_URL: z
+    .string()
+    .optional()
+    .refine((v) => v === undefined || /^https?:\/\/[^\s]+$/.test(v), { error: 'must be an http(s) URL' }),
+  SUPABASE_SERVICE_ROLE_KEY: z.string().min(20, { error: 'looks too short for a service role key' }).optional(),
+  UNREAD_REALTIME_SHARDS: int(1, 64, 4),
+  UNREAD_CATCHUP_INTERVAL_MS: int(100, 3_600_000, 5_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -72,6 +87,8 @@ type Env = z.output<typeof schema>;
 export interface Config {
   databaseUrl: string;
   redisUrl: string;
+  /** Cluster seed nodes ("host:port"); empty for a single Redis. */
+  redisClusterNodes: string[];
   keyPrefix: string;
   batchSize: number;
   hydrateBatchSize: number;
@@ -85,7 +102,19 @@ export interface Config {
   deadLetterMax: number;
   bridgeName: string;
   autoMigrate: boolean;
+  source: 'postgres' | 'supabase';
+  supabaseUrl: string | null;
+  supabaseServiceRoleKey: string | null;
+  realtimeShards: number;
+  catchupIntervalMs: number;
   logLevel: Env['LOG_LEVEL'];
+}
+
+function clusterNodes(url: string, list: string | undefined): string[] {
+  if (list) return list.split(',').map((n) => n.trim());
+  // The URL parser does not take a host list, so read it by hand.
+  if (url.startsWith('redis+cluster://')) return url.slice('redis+cluster://'.length).split('/')[0]!.split(',');
+  return [];
 }
 
 /** Reads and validates the environment; throws ConfigError naming every bad variable at once. */
@@ -104,12 +133,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     );
   }
   const e = parsed.data;
+  const extra: string[] = [];
   if (e.UNREAD_LOG_MAX_AGE_S < e.UNREAD_LOG_MIN_AGE_S) {
-    throw new ConfigError(['UNREAD_LOG_MAX_AGE_S must not be smaller than UNREAD_LOG_MIN_AGE_S']);
+    extra.push('UNREAD_LOG_MAX_AGE_S must not be smaller than UNREAD_LOG_MIN_AGE_S');
   }
+  if (e.UNREAD_SOURCE === 'supabase') {
+    if (!e.SUPABASE_URL) extra.push('SUPABASE_URL is required when UNREAD_SOURCE=supabase');
+    if (!e.SUPABASE_SERVICE_ROLE_KEY) extra.push('SUPABASE_SERVICE_ROLE_KEY is required when UNREAD_SOURCE=supabase');
+  }
+  if (extra.length > 0) throw new ConfigError(extra);
   return {
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,
+    redisClusterNodes: clusterNodes(e.REDIS_URL, e.REDIS_CLUSTER_NODES),
     keyPrefix: e.UNREAD_KEY_PREFIX,
     batchSize: e.UNREAD_BATCH_SIZE,
     hydrateBatchSize: e.UNREAD_HYDRATE_BATCH_SIZE,
@@ -123,6 +159,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     deadLetterMax: e.UNREAD_DEAD_LETTER_MAX,
     bridgeName: e.UNREAD_BRIDGE_NAME,
     autoMigrate: e.UNREAD_AUTO_MIGRATE,
+    source: e.UNREAD_SOURCE,
+    supabaseUrl: e.SUPABASE_URL ?? null,
+    supabaseServiceRoleKey: e.SUPABASE_SERVICE_ROLE_KEY ?? null,
+    realtimeShards: e.UNREAD_REALTIME_SHARDS,
+    catchupIntervalMs: e.UNREAD_CATCHUP_INTERVAL_MS,
     logLevel: e.LOG_LEVEL,
   };
 }

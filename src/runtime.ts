@@ -20,7 +20,7 @@ export function startBridge(
   log: Logger,
   overrides: { source?: ChangeSource; redis?: RedisClient; interceptor?: (rows: unknown[]) => unknown[] } = {},
 ): RunningBridge {
-  const redis = overrides.redis ?? createRedis(config.redisUrl);
+  const redis = overrides.redis ?? createRedis(config.redisUrl, { clusterNodes: config.redisClusterNodes });
   redis.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection error'));
   const store = new UnreadStore(redis, config.keyPrefix, {
     tombstoneTtlMs: config.tombstoneTtlMs,

@@ -215,11 +215,15 @@ export class UnreadStore {
   }
 }
 
-/** Connects to Redis (or a cluster) with the options unread-sync relies on. */
+/** Connects to Redis, or to a Redis Cluster when seed nodes are given, with the options unread-sync relies on. */
 export function createRedis(url: string, options: { clusterNodes?: string[]; lazy?: boolean } = {}): RedisClient {
   const common = { enableAutoPipelining: true, lazyConnect: options.lazy ?? false };
   if (options.clusterNodes && options.clusterNodes.length > 0) {
-    return new Cluster(options.clusterNodes, { ...common, redisOptions: { maxRetriesPerRequest: 3 } });
+    const nodes = options.clusterNodes.map((n) => {
+      const [host, port] = n.split(':');
+      return { host: host as string, port: Number(port) };
+    });
+    return new Cluster(nodes, { ...common, redisOptions: { maxRetriesPerRequest: 3 } });
   }
   return new Redis(url, { ...common, maxRetriesPerRequest: 3 });
 }
