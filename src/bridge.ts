@@ -13,6 +13,9 @@ export interface BridgeOptions {
   hydrateBatchSize?: number;
   pollIntervalMs?: number;
   maintainIntervalMs?: number;
+  /** Every this often, compare a page of cached users with the database in a cycle's snapshot; 0 = off. */
+  verifyIntervalMs?: number;
+  verifySampleSize?: number;
   /**
    * Test hook between source and apply: may drop, duplicate or reorder raw events.
    * Used by the fault tests to prove versions make delivery order irrelevant.
@@ -36,6 +39,8 @@ export class Bridge {
   private readonly pendingHydration = new Set<string>();
   private hydrationWake: (() => void) | null = null;
   private readonly hydrateBatchSize: number;
+  private readonly verifyPosition = { node: 0, cursor: '0' };
+  private verifyDueAt = 0;
 
   constructor(private readonly options: BridgeOptions) {
     this.metrics = options.metrics ?? new BridgeMetrics();
@@ -53,15 +58,17 @@ export class Bridge {
     const { store, source } = this.options;
     await this.collectHydrationRequests();
     const hydrate = [...this.pendingHydration].slice(0, this.hydrateBatchSize);
-    let skipUsers = new Set<string>();
-    let hydrated = new Map<string, HydratedRoom[]>();
+    const verifying = (await this.verificationSample()).filter((u) => !this.pendingHydration.has(u));
+    const skipUsers = new Set(hydrate);
+    let read = new Map<string, HydratedRoom[]>();
     let events = 0;
 
     const handler: CycleHandler = {
       begin: async (ctx) => {
-        hydrated = ctx.hydrated;
-        // Changes already contained in the hydration snapshot must not be applied again.
-        skipUsers = new Set(hydrated.keys());
+        // Changes already contained in the hydration snapshot must not be applied again
+        // (skipUsers); users being verified get them applied, so at the end of the cycle their
+        // cache must equal the snapshot.
+        read = ctx.hydrated;
         if (ctx.gap) await this.reset('gap or first start');
       },
       chunk: async (raw) => {
@@ -93,14 +100,16 @@ export class Bridge {
         await flush();
       },
       end: async () => {
+        const hydrated = new Map(hydrate.map((u) => [u, read.get(u) ?? []]));
         if (hydrated.size > 0) {
           await store.hydrate(hydrated);
           this.metrics.hydrations.inc(hydrated.size);
         }
+        if (verifying.length > 0) await this.verifyAgainst(verifying, read);
       },
     };
 
-    await source.cycle(hydrate, handler);
+    await source.cycle([...hydrate, ...verifying], handler);
     for (const id of hydrate) this.pendingHydration.delete(id);
     this.metrics.cycles.inc();
     this.metrics.batchSize.observe(events);
@@ -163,6 +172,41 @@ export class Bridge {
     this.hydrationWake = null;
     inner.abort();
     signal.removeEventListener('abort', onAbort);
+  }
+
+  private async verificationSample(): Promise<string[]> {
+    const every = this.options.verifyIntervalMs ?? 0;
+    if (every <= 0 || Date.now() < this.verifyDueAt) return [];
+    this.verifyDueAt = Date.now() + every;
+    return this.options.store.nextUsers(this.verifyPosition, this.options.verifySampleSize ?? 50);
+  }
+
+  /** Compares cached users with the snapshot just applied; repairs and reports any difference. */
+  private async verifyAgainst(users: string[], truth: Map<string, HydratedRoom[]>): Promise<void> {
+    const { store, log } = this.options;
+    const cached = await Promise.all(users.map((u) => store.read(u)));
+    const repairs = new Map<string, HydratedRoom[]>();
+    users.forEach((userId, i) => {
+      const c = cached[i];
+      if (!c) return; // evicted meanwhile: unknown, nothing to compare
+      const rooms = truth.get(userId) ?? [];
+      const expected = Object.fromEntries(rooms.map((r) => [r.roomId, r.unread]));
+      const total = rooms.reduce((a, r) => a + r.unread, 0);
+      const same =
+        c.total === total &&
+        c.unreadRooms === rooms.length &&
+        Object.keys(c.rooms).length === rooms.length &&
+        rooms.every((r) => c.rooms[r.roomId] === r.unread);
+      this.metrics.verifiedUsers.inc();
+      if (!same) {
+        repairs.set(userId, rooms);
+        log.error({ userId, cachedTotal: c.total, databaseTotal: total, cached: c.rooms, database: expected }, 'drift found and repaired');
+      }
+    });
+    if (repairs.size > 0) {
+      await store.hydrate(repairs);
+      this.metrics.driftRepairs.inc(repairs.size);
+    }
   }
 
   private async collectHydrationRequests(): Promise<void> {

@@ -66,6 +66,8 @@ const schema = z.object({
   UNREAD_LOG_MIN_AGE_S: int(0, 30 * 86_400, 3_600),
   UNREAD_LOG_MAX_AGE_S: int(60, 365 * 86_400, 7 * 86_400),
   UNREAD_DEAD_LETTER_MAX: int(1, 1_000_000, 1_000),
+  UNREAD_VERIFY_INTERVAL_MS: int(0, 86_400_000, 30_000),
+  UNREAD_VERIFY_SAMPLE: int(1, 10_000, 50),
   UNREAD_BRIDGE_NAME: z
     .string()
     .default('default')
@@ -100,6 +102,8 @@ export interface Config {
   logMinAgeSeconds: number;
   logMaxAgeSeconds: number;
   deadLetterMax: number;
+  verifyIntervalMs: number;
+  verifySampleSize: number;
   bridgeName: string;
   autoMigrate: boolean;
   source: 'postgres' | 'supabase';
@@ -157,6 +161,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logMinAgeSeconds: e.UNREAD_LOG_MIN_AGE_S,
     logMaxAgeSeconds: e.UNREAD_LOG_MAX_AGE_S,
     deadLetterMax: e.UNREAD_DEAD_LETTER_MAX,
+    verifyIntervalMs: e.UNREAD_VERIFY_INTERVAL_MS,
+    verifySampleSize: e.UNREAD_VERIFY_SAMPLE,
     bridgeName: e.UNREAD_BRIDGE_NAME,
     autoMigrate: e.UNREAD_AUTO_MIGRATE,
     source: e.UNREAD_SOURCE,

@@ -14,6 +14,8 @@ export class BridgeMetrics {
   readonly errors = new Counter({ name: 'unread_sync_bridge_errors_total', help: 'Failed cycles (retried with backoff)', registers: [this.registry] });
   readonly batchSize = new Histogram({ name: 'unread_sync_batch_size', help: 'Events per read cycle', buckets: [0, 1, 10, 100, 1_000, 10_000, 100_000], registers: [this.registry] });
   readonly lag = new Histogram({ name: 'unread_sync_commit_to_apply_seconds', help: 'From the change being written to it being applied in Redis', buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30], registers: [this.registry] });
+  readonly verifiedUsers = new Counter({ name: 'unread_sync_verified_users_total', help: 'Cached users compared with the database by the periodic verifier', registers: [this.registry] });
+  readonly driftRepairs = new Counter({ name: 'unread_sync_drift_repairs_total', help: 'Users whose cache differed from the database and was repaired (should stay 0)', registers: [this.registry] });
   readonly backlog = new Gauge({ name: 'unread_sync_log_backlog', help: 'Log rows past the durable checkpoint', registers: [this.registry] });
 
   constructor(defaults = false) {

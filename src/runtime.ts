@@ -45,6 +45,8 @@ export function startBridge(
     hydrateBatchSize: config.hydrateBatchSize,
     pollIntervalMs: config.pollIntervalMs,
     maintainIntervalMs: config.pruneIntervalMs,
+    verifyIntervalMs: config.verifyIntervalMs,
+    verifySampleSize: config.verifySampleSize,
     ...(overrides.interceptor ? { interceptor: overrides.interceptor } : {}),
   });
   const controller = new AbortController();

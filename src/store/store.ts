@@ -15,6 +15,14 @@ export interface UnreadCounts {
   seq: number;
 }
 
+/** Where a rolling scan over cached users stands. */
+export interface ScanPosition {
+  node: number;
+  cursor: string;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 export interface BadgeTotals {
   total: number;
   unreadRooms: number;
@@ -208,6 +216,21 @@ export class UnreadStore {
         if (keys.length > 0) yield keys.map((k) => k.slice(start + 1, -1));
       } while (cursor !== '0');
     }
+  }
+
+  /**
+   * The next page of cached users from a rolling SCAN (one cursor per master), so that repeated
+   * calls walk the whole keyspace over time. Ids that are not UUIDs (stray keys) are left out.
+   */
+  async nextUsers(position: ScanPosition, count: number): Promise<string[]> {
+    const nodes = this.masters();
+    const node = nodes[position.node % nodes.length] as Redis;
+    const pattern = this.keys.userPatterns[0] as string;
+    const start = pattern.indexOf('{');
+    const [next, keys] = await node.scan(position.cursor, 'MATCH', pattern, 'COUNT', count);
+    position.cursor = next;
+    if (next === '0') position.node = (position.node + 1) % nodes.length;
+    return keys.map((k) => k.slice(start + 1, -1)).filter((id) => UUID.test(id));
   }
 
   private masters(): Redis[] {

@@ -1,10 +1,15 @@
-import { Bridge } from '../../src/bridge.js';
+import { Bridge, type BridgeOptions } from '../../src/bridge.js';
 import { PostgresSource } from '../../src/sources/postgres.js';
 import type { Config } from '../../src/config.js';
 import { testLogger, type TestRedis } from './env.js';
 
 /** A bridge driven step by step (runOnce) for deterministic tests. */
-export async function steppedBridge(config: Config, r: TestRedis, interceptor?: (rows: unknown[]) => unknown[]) {
+export async function steppedBridge(
+  config: Config,
+  r: TestRedis,
+  interceptor?: (rows: unknown[]) => unknown[],
+  extra: Partial<BridgeOptions> = {},
+) {
   const log = testLogger();
   const source = new PostgresSource({
     databaseUrl: config.databaseUrl,
@@ -17,7 +22,7 @@ export async function steppedBridge(config: Config, r: TestRedis, interceptor?: 
   });
   const controller = new AbortController();
   await source.start(controller.signal);
-  const bridge = new Bridge({ source, store: r.store, log, ...(interceptor ? { interceptor } : {}) });
+  const bridge = new Bridge({ source, store: r.store, log, ...(interceptor ? { interceptor } : {}), ...extra });
   return {
     bridge,
     source,
