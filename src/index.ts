@@ -14,6 +14,7 @@ export {
   type RoomChange,
 } from './store/store.js';
 export { UnreadReader, HydrationTimeoutError } from './reader.js';
+export { DbFallback, FallbackUnavailableError, type DbFallbackOptions } from './fallback.js';
 export { Bridge, type BridgeOptions } from './bridge.js';
 export { BridgeMetrics } from './metrics.js';
 export { PostgresSource, type PostgresSourceOptions } from './sources/postgres.js';

@@ -1,4 +1,5 @@
-import { parseUserId } from './ids.js';
+import type { DbFallback } from './fallback.js';
+import { InvalidIdError, parseUserId } from './ids.js';
 import type { BadgeTotals, UnreadCounts, UnreadStore } from './store/store.js';
 
 export class HydrationTimeoutError extends Error {
@@ -17,19 +18,29 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export class UnreadReader {
   private readonly inflight = new Map<string, Promise<UnreadCounts>>();
   private readonly timeoutMs: number;
+  private readonly fallback: DbFallback | null;
 
   constructor(
     private readonly store: UnreadStore,
-    options: { hydrateTimeoutMs?: number } = {},
+    options: { hydrateTimeoutMs?: number; fallback?: DbFallback } = {},
   ) {
     this.timeoutMs = options.hydrateTimeoutMs ?? 3_000;
+    this.fallback = options.fallback ?? null;
   }
 
-  /** Per-room counts, total and number of rooms with unread. */
+  /**
+   * Per-room counts, total and number of rooms with unread. When Redis fails and a database
+   * fallback is configured, the answer comes from the database (marked `fromDatabase`).
+   */
   async getCounts(userId: string): Promise<UnreadCounts> {
     const id = parseUserId(userId);
-    const cached = await this.store.read(id);
-    return cached ?? this.hydrate(id);
+    try {
+      const cached = await this.store.read(id);
+      return cached ?? (await this.hydrate(id));
+    } catch (err) {
+      if (!this.fallback || err instanceof InvalidIdError || err instanceof HydrationTimeoutError) throw err;
+      return this.fallback.counts(id);
+    }
   }
 
   /** Total unread messages across the user's active rooms. */
@@ -40,9 +51,13 @@ export class UnreadReader {
   /** Total, rooms with unread and seq, without the per-room map. */
   async getTotals(userId: string): Promise<BadgeTotals> {
     const id = parseUserId(userId);
-    const cached = await this.store.readTotals(id);
-    if (cached) return cached;
-    const { total, unreadRooms, seq } = await this.hydrate(id);
+    try {
+      const cached = await this.store.readTotals(id);
+      if (cached) return cached;
+    } catch (err) {
+      if (!this.fallback) throw err;
+    }
+    const { total, unreadRooms, seq } = await this.getCounts(id);
     return { total, unreadRooms, seq };
   }
 

@@ -11,8 +11,10 @@ export interface UnreadCounts {
   unreadRooms: number;
   /** Unread count per room id; rooms at 0 are absent. */
   rooms: Record<string, number>;
-  /** Monotonic per user: a client keeps the highest seq it has seen. */
+  /** Monotonic per user: a client keeps the highest seq it has seen (0 when read from the database). */
   seq: number;
+  /** Set when Redis was unavailable and the database fallback answered. */
+  fromDatabase?: true;
 }
 
 /** Where a rolling scan over cached users stands. */
