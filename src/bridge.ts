@@ -5,6 +5,13 @@ import type { ChangeSource, CycleHandler, HydratedRoom } from './sources/source.
 import type { RoomChange, UnreadStore } from './store/store.js';
 import { parseUserId } from './ids.js';
 
+export interface BridgeStatus {
+  /** Holds the source (e.g. the Postgres lock); false while standing by or reconnecting. */
+  active: boolean;
+  lastCycleAt: Date | null;
+  lastError: string | null;
+}
+
 export interface BridgeOptions {
   source: ChangeSource;
   store: UnreadStore;
@@ -41,10 +48,15 @@ export class Bridge {
   private readonly hydrateBatchSize: number;
   private readonly verifyPosition = { node: 0, cursor: '0' };
   private verifyDueAt = 0;
+  private state: BridgeStatus = { active: false, lastCycleAt: null, lastError: null };
 
   constructor(private readonly options: BridgeOptions) {
     this.metrics = options.metrics ?? new BridgeMetrics();
     this.hydrateBatchSize = options.hydrateBatchSize ?? 500;
+  }
+
+  status(): BridgeStatus {
+    return { ...this.state };
   }
 
   /** Queues users to load from the database in the next cycle (single-flight per user). */
@@ -134,10 +146,14 @@ export class Bridge {
       while (!signal.aborted) {
         try {
           if (!started) {
+            if (this.state.lastError !== null) this.metrics.reconnects.inc();
             await source.start(signal);
             started = true;
+            this.state.active = true;
           }
           const events = await this.runOnce();
+          this.state.lastCycleAt = new Date();
+          this.state.lastError = null;
           backoff = 0;
           if (source.maintain && Date.now() - lastMaintain >= maintainEvery) {
             lastMaintain = Date.now();
@@ -147,7 +163,11 @@ export class Bridge {
         } catch (err) {
           if (signal.aborted) break;
           this.metrics.errors.inc();
-          if ((err as Error).name === 'LockLostError') started = false;
+          this.state.lastError = (err as Error).message;
+          if ((err as Error).name === 'LockLostError') {
+            started = false;
+            this.state.active = false;
+          }
           backoff = Math.min(5_000, backoff === 0 ? 100 : backoff * 2);
           const delay = backoff / 2 + Math.random() * (backoff / 2); // jitter: no reconnect storm
           log.warn({ err: (err as Error).message, retryInMs: Math.round(delay) }, 'bridge cycle failed');
@@ -155,6 +175,7 @@ export class Bridge {
         }
       }
     } finally {
+      this.state.active = false;
       subscriber.disconnect();
       await source.stop().catch((err: unknown) => log.warn({ err }, 'source stop failed'));
       log.info('bridge stopped');

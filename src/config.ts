@@ -66,6 +66,8 @@ const schema = z.object({
   UNREAD_LOG_MIN_AGE_S: int(0, 30 * 86_400, 3_600),
   UNREAD_LOG_MAX_AGE_S: int(60, 365 * 86_400, 7 * 86_400),
   UNREAD_DEAD_LETTER_MAX: int(1, 1_000_000, 1_000),
+  UNREAD_METRICS_PORT: int(0, 65_535, 9_464),
+  UNREAD_METRICS_HOST: z.string().default('127.0.0.1'),
   UNREAD_VERIFY_INTERVAL_MS: int(0, 86_400_000, 30_000),
   UNREAD_VERIFY_SAMPLE: int(1, 10_000, 50),
   UNREAD_BRIDGE_NAME: z
@@ -103,6 +105,9 @@ export interface Config {
   logMaxAgeSeconds: number;
   deadLetterMax: number;
   verifyIntervalMs: number;
+  /** Port of /metrics, /healthz, /readyz for the bridge; 0 = off. */
+  metricsPort: number;
+  metricsHost: string;
   verifySampleSize: number;
   bridgeName: string;
   autoMigrate: boolean;
@@ -162,6 +167,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logMaxAgeSeconds: e.UNREAD_LOG_MAX_AGE_S,
     deadLetterMax: e.UNREAD_DEAD_LETTER_MAX,
     verifyIntervalMs: e.UNREAD_VERIFY_INTERVAL_MS,
+    metricsPort: e.UNREAD_METRICS_PORT,
+    metricsHost: e.UNREAD_METRICS_HOST,
     verifySampleSize: e.UNREAD_VERIFY_SAMPLE,
     bridgeName: e.UNREAD_BRIDGE_NAME,
     autoMigrate: e.UNREAD_AUTO_MIGRATE,

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ScanPosition, UnreadStore } from './store/store.js';
 
 /** Bridge metrics, on their own registry so several bridges can live in one test process. */
 export class BridgeMetrics {
@@ -16,9 +17,42 @@ export class BridgeMetrics {
   readonly lag = new Histogram({ name: 'unread_sync_commit_to_apply_seconds', help: 'From the change being written to it being applied in Redis', buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30], registers: [this.registry] });
   readonly verifiedUsers = new Counter({ name: 'unread_sync_verified_users_total', help: 'Cached users compared with the database by the periodic verifier', registers: [this.registry] });
   readonly driftRepairs = new Counter({ name: 'unread_sync_drift_repairs_total', help: 'Users whose cache differed from the database and was repaired (should stay 0)', registers: [this.registry] });
-  readonly backlog = new Gauge({ name: 'unread_sync_log_backlog', help: 'Log rows past the durable checkpoint', registers: [this.registry] });
+  readonly reconnects = new Counter({ name: 'unread_sync_source_restarts_total', help: 'Times the source had to be started again (lock lost, connection replaced)', registers: [this.registry] });
 
   constructor(defaults = false) {
     if (defaults) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Log backlog, read when scraped (one count query on the log). */
+  observeBacklog(read: () => Promise<number>): void {
+    new Gauge({
+      name: 'unread_sync_log_backlog',
+      help: 'Log rows committed but past the durable checkpoint',
+      registers: [this.registry],
+      async collect() {
+        this.set(await read().catch(() => -1));
+      },
+    });
+  }
+
+  /** Redis memory (the seed's "memory monitoring"), read when scraped. */
+  observeRedis(store: UnreadStore): void {
+    new Gauge({
+      name: 'unread_sync_redis_used_memory_bytes',
+      help: 'used_memory of Redis, summed over masters',
+      registers: [this.registry],
+      async collect() {
+        this.set(await store.usedMemory().catch(() => -1));
+      },
+    });
+    const position: ScanPosition = { node: 0, cursor: '0' };
+    new Gauge({
+      name: 'unread_sync_redis_bytes_per_user',
+      help: 'MEMORY USAGE of a user hash, averaged over a rolling sample of cached users',
+      registers: [this.registry],
+      async collect() {
+        this.set(await store.sampleBytesPerUser(position, 20).catch(() => -1));
+      },
+    });
   }
 }

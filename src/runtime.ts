@@ -2,6 +2,7 @@ import { Bridge } from './bridge.js';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { BridgeMetrics } from './metrics.js';
+import { startOpsServer } from './ops.js';
 import { PostgresSource } from './sources/postgres.js';
 import type { ChangeSource } from './sources/source.js';
 import { createRedis, UnreadStore, type RedisClient } from './store/store.js';
@@ -37,11 +38,14 @@ export function startBridge(
       logMaxAgeSeconds: config.logMaxAgeSeconds,
       log,
     });
+  const metrics = new BridgeMetrics(true);
+  if (source.backlog) metrics.observeBacklog(() => source.backlog?.() ?? Promise.resolve(0));
+  metrics.observeRedis(store);
   const bridge = new Bridge({
     source,
     store,
     log,
-    metrics: new BridgeMetrics(),
+    metrics,
     hydrateBatchSize: config.hydrateBatchSize,
     pollIntervalMs: config.pollIntervalMs,
     maintainIntervalMs: config.pruneIntervalMs,
@@ -50,7 +54,30 @@ export function startBridge(
     ...(overrides.interceptor ? { interceptor: overrides.interceptor } : {}),
   });
   const controller = new AbortController();
-  const done = bridge.run(controller.signal).finally(() => {
+  const ops =
+    config.metricsPort > 0
+      ? startOpsServer({
+          port: config.metricsPort,
+          host: config.metricsHost,
+          registry: metrics.registry,
+          log,
+          readiness: {
+            source: () => source.check?.() ?? Promise.resolve(),
+            redis: async () => {
+              await redis.ping();
+            },
+            bridge: async () => {
+              const s = bridge.status();
+              if (s.lastError) throw new Error(s.lastError);
+            },
+          },
+        }).catch((err: unknown) => {
+          log.error({ err: (err as Error).message, port: config.metricsPort }, 'metrics server did not start');
+          return null;
+        })
+      : Promise.resolve(null);
+  const done = bridge.run(controller.signal).finally(async () => {
+    await (await ops)?.close();
     if (!overrides.redis) redis.disconnect();
   });
   return {

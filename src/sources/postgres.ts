@@ -145,6 +145,10 @@ export class PostgresSource implements ChangeSource {
     return queries.backlog(this.pool, this.options.bridgeName);
   }
 
+  async check(): Promise<void> {
+    await this.pool`select 1`;
+  }
+
   async stop(): Promise<void> {
     try {
       if (this.position !== null && this.position !== this.persisted) await this.persist(this.position);

@@ -30,5 +30,9 @@ export interface ChangeSource {
   waitForChanges(timeoutMs: number, signal: AbortSignal): Promise<void>;
   /** Periodic housekeeping (log retention); optional. */
   maintain?(): Promise<void>;
+  /** Changes committed but not yet acknowledged, for the backlog metric; optional. */
+  backlog?(): Promise<number>;
+  /** Throws when the source's upstream (database, Realtime) is unreachable; optional. */
+  check?(): Promise<void>;
   stop(): Promise<void>;
 }

@@ -235,6 +235,25 @@ export class UnreadStore {
     return keys.map((k) => k.slice(start + 1, -1)).filter((id) => UUID.test(id));
   }
 
+  /** used_memory from INFO, summed over every master. */
+  async usedMemory(): Promise<number> {
+    let sum = 0;
+    for (const node of this.masters()) {
+      const info = await node.info('memory');
+      sum += Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0);
+    }
+    return sum;
+  }
+
+  /** Average MEMORY USAGE of user hashes over the next page of a rolling scan (0 when none). */
+  async sampleBytesPerUser(position: ScanPosition, sample: number): Promise<number> {
+    const users = await this.nextUsers(position, sample);
+    if (users.length === 0) return 0;
+    const sizes = await Promise.all(users.map((u) => this.redis.memory('USAGE', this.keys.user(u))));
+    const known = sizes.filter((n): n is number => typeof n === 'number');
+    return known.length === 0 ? 0 : Math.round(known.reduce((a, b) => a + b, 0) / known.length);
+  }
+
   private masters(): Redis[] {
     return this.redis instanceof Cluster ? this.redis.nodes('master') : [this.redis];
   }

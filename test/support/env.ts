@@ -87,6 +87,7 @@ export function testConfig(db: TestDb, r: TestRedis, extra: Record<string, strin
     UNREAD_KEY_PREFIX: r.prefix,
     UNREAD_POLL_INTERVAL_MS: '50',
     UNREAD_CHECKPOINT_INTERVAL_MS: '0',
+    UNREAD_METRICS_PORT: '0',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     ...extra,
   });

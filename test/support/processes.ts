@@ -29,6 +29,7 @@ export function bridgeEnv(databaseUrl: string, redisUrl: string, prefix: string,
     UNREAD_KEY_PREFIX: prefix,
     UNREAD_POLL_INTERVAL_MS: '50',
     UNREAD_CHECKPOINT_INTERVAL_MS: '0',
+    UNREAD_METRICS_PORT: '0',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
     ...extra,
   };
