@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { randomBytes } from 'node:crypto';
 import { Command, InvalidArgumentError } from 'commander';
 import { loadConfig, ConfigError, type Config } from './config.js';
 import { connect, queries } from './db.js';
@@ -9,6 +10,7 @@ import { UnreadReader } from './reader.js';
 import { startBridge } from './runtime.js';
 import { createRedis, UnreadStore } from './store/store.js';
 import { verify } from './verify.js';
+import { loadSocketConfig, startDemo, startSocketServer } from './socket/index.js';
 
 const userIdArg = (value: string) => {
   try {
@@ -74,14 +76,47 @@ program
   });
 
 program
+  .command('serve')
+  .description('Socket.IO badge server: reads Redis only, needs no database credentials')
+  .action(async () => {
+    const socketConfig = loadSocketConfig();
+    const log = createLogger(socketConfig.logLevel, 'unread-sync-socket');
+    const server = await startSocketServer(socketConfig, log);
+    await runUntilSignal(server.close, new Promise<void>((r) => server.http.once('close', () => r())));
+  });
+
+program
   .command('start')
-  .description('local default: apply migrations, then run the bridge (and the socket server, when built)')
+  .description('local default: apply migrations, then run the bridge and the socket server in one process')
   .action(async () => {
     const config = loadConfig();
     const log = createLogger(config.logLevel, 'unread-sync');
     await migrate({ databaseUrl: config.databaseUrl, direction: 'up' });
+    const env: Record<string, string | undefined> = { ...process.env, REDIS_URL: config.redisUrl, UNREAD_KEY_PREFIX: config.keyPrefix };
+    if (!env.SUPABASE_JWT_SECRET && !env.SUPABASE_JWKS_URL) {
+      // Local default only: nobody outside this process knows this secret, so set
+      // SUPABASE_JWT_SECRET (or SUPABASE_JWKS_URL) to let real clients connect.
+      env.SUPABASE_JWT_SECRET = randomBytes(32).toString('hex');
+      log.warn('no SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL: sockets use an ephemeral secret (see `npm run demo`)');
+    }
     const running = startBridge(config, log);
-    await runUntilSignal(running.stop, running.done);
+    const server = await startSocketServer(loadSocketConfig(env), log);
+    log.info({ url: server.url }, 'bridge and socket server running');
+    const stop = async () => {
+      await server.close();
+      await running.stop();
+    };
+    await runUntilSignal(stop, running.done);
+  });
+
+program
+  .command('demo')
+  .description('seed demo rooms, run bridge + socket server with the demo page (demo endpoints on)')
+  .action(async () => {
+    const config = loadConfig();
+    const log = createLogger(config.logLevel, 'unread-sync-demo');
+    const demo = await startDemo(config, log);
+    await runUntilSignal(demo.stop, demo.bridge.done);
   });
 
 program

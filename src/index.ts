@@ -22,3 +22,4 @@ export type { ChangeSource, CycleHandler } from './sources/source.js';
 export { parseEvent, changeEventSchema, type ChangeEvent } from './events.js';
 export { startBridge, type RunningBridge } from './runtime.js';
 export { verify, BridgeBehindError, type VerifyReport, type Drift } from './verify.js';
+export * from './socket/index.js';

@@ -10,11 +10,13 @@
   KEYS[1]  user hash      {room -> "count:version", t -> total, n -> unread rooms, s -> seq}
   KEYS[2]  tombstones     {room -> version}, expires after ARGV[1] ms
   ARGV[1]  tombstone ttl (ms)
-  ARGV[2]  shard channel to SPUBLISH "total unreadRooms seq" on when something changed
+  ARGV[2]  shard channel: SPUBLISH "total unreadRooms seq" after a change, "unknown" when the user is not cached
   ARGV[3..] triples: room, unread, version
   Returns  {applied, skipped, total, unreadRooms, seq}; applied = -1 when the user is unknown
 ]]
 if redis.call('EXISTS', KEYS[1]) == 0 then
+  -- Tell socket servers holding this user that its cache is gone (evicted or wiped).
+  redis.call('SPUBLISH', ARGV[2], 'unknown')
   return {-1, 0, 0, 0, 0}
 end
 

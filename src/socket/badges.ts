@@ -1,0 +1,340 @@
+import type { Namespace, Server, Socket } from 'socket.io';
+import type { Logger } from '../log.js';
+import { parseUserId } from '../ids.js';
+import { UnreadReader } from '../reader.js';
+import { parseTotalsMessage, UnreadStore, type BadgeTotals, type RedisClient } from '../store/store.js';
+import { AuthError, createTokenVerifier, tokenFromHandshake, type AuthOptions, type TokenVerifier } from './auth.js';
+
+/** Seed event and field names (kept for client compatibility). */
+export const TOTAL_EVENT = 'total-unread-count-updated';
+export const COUNTS_EVENT = 'get-unread-counts';
+
+export interface TotalUnreadPayload {
+  userId: string;
+  totalUnreadCount: number;
+  unreadRooms: number;
+  /** Monotonic per user: clients keep the highest seq they have seen. */
+  seq: number;
+}
+
+export interface UnreadCountsReply {
+  userId: string;
+  totalUnreadCount: number;
+  unreadRooms: number;
+  rooms: Record<string, number>;
+  seq: number;
+}
+
+export interface ErrorReply {
+  error: string;
+}
+
+export interface AttachOptions {
+  /** Command connection (reads, hydration requests). A subscriber is duplicated from it. */
+  redis: RedisClient;
+  keyPrefix: string;
+  /** Supabase JWT settings, or your own verifier. */
+  auth: AuthOptions | TokenVerifier;
+  log?: Logger | undefined;
+  /** Namespace to serve; default "/". */
+  namespace?: string | undefined;
+  hydrateTimeoutMs?: number | undefined;
+  /** Minimum gap between two emits for one user; bursts in between are folded into the last value. */
+  coalesceMs?: number | undefined;
+  /** Periodic re-check of connected users against Redis; 0 disables. */
+  reconcileIntervalMs?: number | undefined;
+  /** Room a user's sockets join; default `user:<id>`. */
+  roomFor?: ((userId: string) => string) | undefined;
+  /** Disconnect a socket when its token expires (clients reconnect with a fresh token). Default true. */
+  disconnectOnExpiry?: boolean | undefined;
+}
+
+export interface UnreadBadges {
+  readonly namespace: Namespace;
+  readonly store: UnreadStore;
+  readonly reader: UnreadReader;
+  roomFor(userId: string): string;
+  /** Re-reads a user's totals (hydrating on a miss) and pushes them to this server's sockets of that user. */
+  sendTotalUnreadCount(userId: string): Promise<BadgeTotals>;
+  /** Emits to every socket of the user in this namespace (through the server's adapter). */
+  sendToUser(userId: string, event: string, data: unknown): void;
+  /** Re-reads every connected user (after a reset or a Redis reconnect). */
+  refreshAll(): Promise<void>;
+  /** Users this server has sockets for (and is subscribed to). */
+  connectedUsers(): string[];
+  close(): Promise<void>;
+}
+
+interface UserState {
+  userId: string;
+  sockets: number;
+  /** Resolves once SSUBSCRIBE is acknowledged. */
+  subscribed: Promise<unknown>;
+  last: BadgeTotals | null;
+  pending: BadgeTotals | null;
+  timer: NodeJS.Timeout | null;
+  lastEmitAt: number;
+}
+
+const payload = (userId: string, t: BadgeTotals): TotalUnreadPayload => ({
+  userId,
+  totalUnreadCount: t.total,
+  unreadRooms: t.unreadRooms,
+  seq: t.seq,
+});
+
+const MAX_TIMEOUT = 2_147_483_647;
+
+/**
+ * Serves unread badges on an existing Socket.IO server. Each socket authenticates with a
+ * Supabase JWT and joins its user's room; this server SSUBSCRIBEs to the shard channels of the
+ * users it has sockets for and emits, coalesced and in seq order, to its own sockets only.
+ */
+export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBadges {
+  const log = options.log;
+  const nsp = io.of(options.namespace ?? '/');
+  const store = new UnreadStore(options.redis, options.keyPrefix);
+  const reader = new UnreadReader(store, { hydrateTimeoutMs: options.hydrateTimeoutMs ?? 3_000 });
+  const verify = typeof options.auth === 'function' ? options.auth : createTokenVerifier(options.auth);
+  const coalesceMs = options.coalesceMs ?? 50;
+  const roomFor = options.roomFor ?? ((id: string) => `user:${id}`);
+  const disconnectOnExpiry = options.disconnectOnExpiry ?? true;
+  const users = new Map<string, UserState>();
+  const channelPrefix = store.keys.channel('');
+  let closed = false;
+
+  // Narrowed for the type checker: Redis and Cluster both have duplicate(), with unrelated signatures.
+  const sub = (options.redis as { duplicate(): RedisClient }).duplicate();
+  sub.on('error', (err: Error) => log?.warn({ err: err.message }, 'socket subscriber redis error'));
+  let readyOnce = false;
+  sub.on('ready', () => {
+    // ioredis re-subscribes on its own; after a reconnect Redis may have lost data, so re-read.
+    if (readyOnce) {
+      log?.info({ users: users.size }, 'redis reconnected, refreshing connected users');
+      void refreshAll();
+    }
+    readyOnce = true;
+  });
+  sub.on('smessage', (channel: string, message: string) => {
+    // Channel is `${prefix}c:{<id>}`: the id sits between the braces.
+    const userId = channel.slice(channelPrefix.length - 1, -1);
+    const state = users.get(userId);
+    if (!state) return;
+    const totals = parseTotalsMessage(message);
+    if (totals) offer(state, totals);
+    // Forward-compatible: a bridge that announces "change for an uncached user" gets it re-read now
+    // instead of at the next reconcile.
+    else if (message === 'unknown') void refreshUser(state);
+  });
+  sub.on('message', (channel: string) => {
+    if (channel === store.keys.resetChannel) {
+      log?.info({ users: users.size }, 'reset published, refreshing connected users');
+      void refreshAll();
+    }
+  });
+  void sub.subscribe(store.keys.resetChannel).catch((err: Error) => log?.warn({ err: err.message }, 'subscribe to reset failed'));
+
+  const emitNow = (state: UserState) => {
+    const t = state.pending;
+    if (state.timer) clearTimeout(state.timer);
+    state.timer = null;
+    if (!t) return;
+    state.pending = null;
+    state.last = t;
+    state.lastEmitAt = Date.now();
+    // local: other servers emit to their own sockets from their own subscriptions.
+    nsp.local.to(roomFor(state.userId)).emit(TOTAL_EVENT, payload(state.userId, t));
+  };
+
+  const knownSeq = (s: UserState) => Math.max(s.last?.seq ?? -1, s.pending?.seq ?? -1);
+
+  /** Leading + trailing throttle per user; anything not newer than what we know is dropped. */
+  function offer(state: UserState, totals: BadgeTotals): void {
+    if (totals.seq <= knownSeq(state)) return;
+    state.pending = totals;
+    if (state.timer) return;
+    const wait = state.lastEmitAt + coalesceMs - Date.now();
+    if (wait <= 0) emitNow(state);
+    else state.timer = setTimeout(() => emitNow(state), wait);
+  }
+
+  async function refreshUser(state: UserState): Promise<BadgeTotals | null> {
+    try {
+      const totals = await reader.getTotals(state.userId);
+      if (users.get(state.userId) === state) offer(state, totals);
+      return totals;
+    } catch (err) {
+      log?.warn({ userId: state.userId, err: (err as Error).message }, 'refreshing badge failed');
+      return null;
+    }
+  }
+
+  async function refreshAll(): Promise<void> {
+    const all = [...users.values()];
+    // Bounded batches: a reset with many users connected must not flood Redis at once.
+    for (let i = 0; i < all.length; i += 500) await Promise.all(all.slice(i, i + 500).map(refreshUser));
+  }
+
+  function acquire(userId: string): UserState {
+    let state = users.get(userId);
+    if (!state) {
+      state = {
+        userId,
+        sockets: 0,
+        subscribed: sub.ssubscribe(store.keys.channel(userId)).catch((err: Error) => {
+          log?.warn({ userId, err: err.message }, 'ssubscribe failed');
+        }),
+        last: null,
+        pending: null,
+        timer: null,
+        lastEmitAt: 0,
+      };
+      users.set(userId, state);
+    }
+    state.sockets += 1;
+    return state;
+  }
+
+  function release(state: UserState): void {
+    state.sockets -= 1;
+    if (state.sockets > 0 || users.get(state.userId) !== state) return;
+    users.delete(state.userId);
+    if (state.timer) clearTimeout(state.timer);
+    if (!closed) {
+      void sub.sunsubscribe(store.keys.channel(state.userId)).catch(() => {});
+    }
+  }
+
+  nsp.use((socket, next) => {
+    if (closed) return next(new Error('unavailable: unread badges are shutting down'));
+    const token = tokenFromHandshake(socket.handshake);
+    if (!token) return next(new Error('unauthorized: missing token (send auth.token or Authorization: Bearer)'));
+    verify(token).then(
+      (user) => {
+        socket.data.unreadUserId = user.userId;
+        socket.data.unreadExpiresAt = user.expiresAt;
+        next();
+      },
+      (err: unknown) => next(new Error(err instanceof AuthError ? err.message : 'unauthorized')),
+    );
+  });
+
+  const onConnection = (socket: Socket) => {
+    const userId = socket.data.unreadUserId as string | undefined;
+    if (!userId || closed) return; // another middleware let it through without our check: serve nothing
+    const state = acquire(userId);
+    let left = false;
+    let expiry: NodeJS.Timeout | null = null;
+    const expiresAt = socket.data.unreadExpiresAt as number;
+    if (disconnectOnExpiry && expiresAt > 0) {
+      expiry = setTimeout(() => {
+        socket.emit('unread-auth-expired', { error: 'token expired; reconnect with a fresh token' });
+        socket.disconnect(true);
+      }, Math.min(Math.max(expiresAt - Date.now(), 0), MAX_TIMEOUT));
+    }
+    socket.once('disconnect', () => {
+      left = true;
+      if (expiry) clearTimeout(expiry);
+      release(state);
+    });
+
+    socket.on(COUNTS_EVENT, (...args: unknown[]) => {
+      const ack = args.at(-1);
+      if (typeof ack !== 'function') return;
+      const reply = ack as (r: UnreadCountsReply | ErrorReply) => void;
+      const request = args.length > 1 ? args[0] : undefined;
+      // Only one's own counts: a payload naming anyone else is refused outright.
+      // Seed clients may send the id itself or { userId } / { user_id }.
+      const asked =
+        typeof request === 'string'
+          ? request
+          : request && typeof request === 'object'
+            ? ((request as Record<string, unknown>).userId ?? (request as Record<string, unknown>).user_id)
+            : undefined;
+      if (asked !== undefined) {
+        let same = false;
+        try {
+          same = parseUserId(asked) === userId;
+        } catch {
+          same = false;
+        }
+        if (!same) {
+          reply({ error: 'forbidden: you can only read your own unread counts' });
+          return;
+        }
+      }
+      reader.getCounts(userId).then(
+        (c) => {
+          if (users.get(userId) === state) offer(state, { total: c.total, unreadRooms: c.unreadRooms, seq: c.seq });
+          reply({ userId, totalUnreadCount: c.total, unreadRooms: c.unreadRooms, rooms: c.rooms, seq: c.seq });
+        },
+        (err: unknown) => {
+          log?.warn({ userId, err: (err as Error).message }, 'get-unread-counts failed');
+          reply({ error: 'unavailable: unread counts could not be read, retry shortly' });
+        },
+      );
+    });
+
+    // Subscribe first, then read: nothing published in between can be missed.
+    void state.subscribed
+      .then(() => reader.getTotals(userId))
+      .then(
+        (totals) => {
+          if (left || users.get(userId) !== state) return;
+          if (totals.seq > knownSeq(state)) state.pending = totals;
+          // Flush first so the newcomer joins with nothing pending and never sees a seq twice or backwards.
+          if (state.pending) emitNow(state);
+          const best = state.last ?? totals;
+          socket.emit(TOTAL_EVENT, payload(userId, best));
+          void socket.join(roomFor(userId));
+        },
+        (err: unknown) => {
+          log?.warn({ userId, err: (err as Error).message }, 'initial badge read failed');
+          // Still join: the reconcile loop or the next change will deliver a total.
+          if (!left) void socket.join(roomFor(userId));
+        },
+      );
+  };
+  nsp.on('connection', onConnection);
+
+  let reconcileTimer: NodeJS.Timeout | null = null;
+  const reconcileMs = options.reconcileIntervalMs ?? 5_000;
+  if (reconcileMs > 0) {
+    let running = false;
+    reconcileTimer = setInterval(() => {
+      if (running || users.size === 0) return;
+      running = true;
+      // refreshUser reads Redis (hydrating a wiped user); offer() drops anything already sent.
+      refreshAll().finally(() => (running = false));
+    }, reconcileMs);
+    reconcileTimer.unref();
+  }
+
+  return {
+    namespace: nsp,
+    store,
+    reader,
+    roomFor,
+    async sendTotalUnreadCount(id: string) {
+      const userId = parseUserId(id);
+      const state = users.get(userId);
+      const totals = await reader.getTotals(userId);
+      if (state && users.get(userId) === state) offer(state, totals);
+      return totals;
+    },
+    sendToUser(id: string, event: string, data: unknown) {
+      nsp.to(roomFor(parseUserId(id))).emit(event, data);
+    },
+    refreshAll,
+    connectedUsers: () => [...users.keys()],
+    async close() {
+      closed = true;
+      nsp.off('connection', onConnection);
+      if (reconcileTimer) clearInterval(reconcileTimer);
+      for (const s of users.values()) if (s.timer) clearTimeout(s.timer);
+      for (const socket of nsp.sockets.values()) if (socket.data.unreadUserId) socket.disconnect(true);
+      users.clear();
+      sub.disconnect();
+    },
+  };
+}

@@ -1,0 +1,25 @@
+// Socket layer of unread-sync: badges over Socket.IO, the seed-compatible adapter and the demo.
+export { loadSocketConfig, type SocketConfig } from './config.js';
+export {
+  AuthError,
+  createTokenVerifier,
+  mintToken,
+  tokenFromHandshake,
+  type AuthOptions,
+  type TokenVerifier,
+  type VerifiedUser,
+} from './auth.js';
+export {
+  attachUnreadBadges,
+  TOTAL_EVENT,
+  COUNTS_EVENT,
+  type AttachOptions,
+  type UnreadBadges,
+  type TotalUnreadPayload,
+  type UnreadCountsReply,
+  type ErrorReply,
+} from './badges.js';
+export { SeedCompatChatSocket, RoomNotFoundError, type SeedCompatOptions, type WriteResult, type SqlClient } from './seed-compat.js';
+export { startSocketServer, type RunningSocketServer } from './server.js';
+export { seedDemo, DEMO_USERS, DEMO_ROOMS, type DemoUser, type DemoRoom } from './demo.js';
+export { startDemo, type RunningDemo } from './run.js';

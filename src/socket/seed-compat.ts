@@ -1,0 +1,119 @@
+import type postgres from 'postgres';
+import type { Logger } from '../log.js';
+import { parseUserId } from '../ids.js';
+import type { BadgeTotals } from '../store/store.js';
+import type { UnreadBadges } from './badges.js';
+
+import type { Sql } from '../db.js';
+
+/** A postgres.js instance: the host app's own (default types) or unread-sync's `connect()`. */
+export type SqlClient = Sql | postgres.Sql;
+type AnySql = postgres.Sql<Record<string, unknown>>;
+
+export class RoomNotFoundError extends Error {
+  constructor(roomId: string, userId: string) {
+    super(`chat room ${roomId} does not exist or ${userId} is not one of its members`);
+    this.name = 'RoomNotFoundError';
+  }
+}
+
+export interface SeedCompatOptions {
+  log?: Logger | undefined;
+  /**
+   * The seed logged and swallowed errors; keep that by default so existing callers that do not
+   * catch cannot crash the process. Set true to get rejections instead.
+   */
+  throwOnError?: boolean | undefined;
+  /** The seed's push step, if the host app has one. */
+  sendChatPushNotification?: ((senderId: string, receiverId: string, message: unknown) => Promise<void> | void) | undefined;
+}
+
+/** What a write did: the receiver's new unread count in the room, or why nothing was written. */
+export type WriteResult = { ok: true; roomId: string; userId: string; unread: number } | { ok: false; error: string };
+
+/**
+ * Drop-in for the seed ChatSocket's badge methods. Counts change only through parameterized
+ * writes to chat_rooms; the triggers and the bridge carry them into Redis and to every socket
+ * server, so nothing here writes Redis and nothing here needs to emit the badge itself.
+ */
+export class SeedCompatChatSocket {
+  private readonly sql: AnySql;
+
+  constructor(
+    sql: SqlClient,
+    private readonly badges: UnreadBadges,
+    private readonly options: SeedCompatOptions = {},
+  ) {
+    this.sql = sql as unknown as AnySql;
+  }
+
+  /** Re-reads the user's badge from Redis (hydrating on a miss) and pushes it to the user's sockets. */
+  async sendTotalUnreadCount(userId: string): Promise<BadgeTotals | null> {
+    return this.guard('sendTotalUnreadCount', () => this.badges.sendTotalUnreadCount(userId));
+  }
+
+  /** A message from sender to receiver in room: +1 on the receiver's side, then the seed's room event. */
+  async notifyRoomUpdate(senderId: string, receiverId: string, roomId: string, messageData: unknown): Promise<WriteResult> {
+    const result = await this.write('notifyRoomUpdate', async () => {
+      const sender = parseUserId(senderId, 'sender id');
+      const receiver = parseUserId(receiverId, 'receiver id');
+      const room = parseUserId(roomId, 'room id');
+      // The receiver's side only: user side when they are user_id (wins if both), else company side.
+      const [row] = await this.sql<{ unread: number }[]>`
+        update public.chat_rooms set
+          user_unread_count = case when user_id = ${receiver}::uuid
+                                   then coalesce(user_unread_count, 0) + 1 else user_unread_count end,
+          company_unread_count = case when user_id is distinct from ${receiver}::uuid and company_id = ${receiver}::uuid
+                                      then coalesce(company_unread_count, 0) + 1 else company_unread_count end
+         where id = ${room}::uuid and (user_id = ${receiver}::uuid or company_id = ${receiver}::uuid)
+        returning case when user_id = ${receiver}::uuid then user_unread_count else company_unread_count end as unread`;
+      if (!row) throw new RoomNotFoundError(room, receiver);
+      return { ok: true as const, roomId: room, userId: receiver, unread: row.unread, sender };
+    });
+    if (!result.ok) return result;
+    this.badges.sendToUser(result.userId, 'chat-room-updated', messageData);
+    const push = this.options.sendChatPushNotification;
+    if (push) {
+      const message = messageData && typeof messageData === 'object' ? (messageData as Record<string, unknown>).message : undefined;
+      await this.guard('sendChatPushNotification', async () => push(result.sender, result.userId, message));
+    }
+    return { ok: true, roomId: result.roomId, userId: result.userId, unread: result.unread };
+  }
+
+  /** The user opened the room: their side goes to 0. */
+  async resetUnreadCountOnJoin(userId: string, roomId: string): Promise<WriteResult> {
+    return this.write('resetUnreadCountOnJoin', async () => {
+      const user = parseUserId(userId);
+      const room = parseUserId(roomId, 'room id');
+      const [row] = await this.sql<{ id: string }[]>`
+        update public.chat_rooms set
+          user_unread_count = case when user_id = ${user}::uuid then 0 else user_unread_count end,
+          company_unread_count = case when user_id is distinct from ${user}::uuid and company_id = ${user}::uuid
+                                      then 0 else company_unread_count end
+         where id = ${room}::uuid and (user_id = ${user}::uuid or company_id = ${user}::uuid)
+        returning id`;
+      if (!row) throw new RoomNotFoundError(room, user);
+      return { ok: true as const, roomId: room, userId: user, unread: 0 };
+    });
+  }
+
+  private async write<T extends { ok: true }>(what: string, fn: () => Promise<T>): Promise<T | { ok: false; error: string }> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (this.options.throwOnError) throw err;
+      this.options.log?.warn({ err: (err as Error).message }, `${what} failed`);
+      return { ok: false, error: (err as Error).message };
+    }
+  }
+
+  private async guard<T>(what: string, fn: () => Promise<T>): Promise<T | null> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (this.options.throwOnError) throw err;
+      this.options.log?.warn({ err: (err as Error).message }, `${what} failed`);
+      return null;
+    }
+  }
+}

@@ -1,0 +1,101 @@
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Server } from 'socket.io';
+import { connect, type Sql } from '../db.js';
+import type { Logger } from '../log.js';
+import { createRedis, type RedisClient } from '../store/store.js';
+import { attachUnreadBadges, type UnreadBadges } from './badges.js';
+import type { SocketConfig } from './config.js';
+import { handleDemoRequest, sendJson } from './demo.js';
+import { SeedCompatChatSocket } from './seed-compat.js';
+
+export interface RunningSocketServer {
+  /** Base URL clients connect to, e.g. http://127.0.0.1:3000 */
+  url: string;
+  port: number;
+  http: HttpServer;
+  io: Server;
+  badges: UnreadBadges;
+  /** Present in demo mode only. */
+  chat: SeedCompatChatSocket | null;
+  close(): Promise<void>;
+}
+
+/**
+ * Standalone HTTP + Socket.IO server (`unread-sync serve`): badges over Socket.IO, /healthz,
+ * and in demo mode the demo page with its endpoints. Resolves once listening.
+ */
+export async function startSocketServer(
+  config: SocketConfig,
+  log: Logger,
+  overrides: { redis?: RedisClient; sql?: Sql } = {},
+): Promise<RunningSocketServer> {
+  const redis = overrides.redis ?? createRedis(config.redisUrl);
+  if (!overrides.redis) redis.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection error'));
+  const sql = config.demo ? (overrides.sql ?? connect(config.databaseUrl as string, { max: 4, applicationName: 'unread-sync demo' })) : null;
+  let chat: SeedCompatChatSocket | null = null;
+
+  const http = createServer((req, res) => {
+    void route(req, res).catch((err: unknown) => {
+      log.warn({ err: (err as Error).message }, 'http request failed');
+      if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
+    });
+  });
+  async function route(req: IncomingMessage, res: ServerResponse) {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path === '/healthz' && req.method === 'GET') {
+      const ok = redis.status === 'ready';
+      sendJson(res, ok ? 200 : 503, { ok, redis: redis.status, users: badges.connectedUsers().length });
+      return;
+    }
+    if (chat && config.jwtSecret) {
+      if (await handleDemoRequest(req, res, { jwtSecret: config.jwtSecret, audience: config.jwtAudience, chat })) return;
+    }
+    sendJson(res, 404, { error: 'not found' });
+  }
+
+  const io = new Server(http, {
+    serveClient: true,
+    ...(config.corsOrigins.length > 0 ? { cors: { origin: config.corsOrigins } } : {}),
+  });
+  const badges = attachUnreadBadges(io, {
+    redis,
+    keyPrefix: config.keyPrefix,
+    auth: { jwtSecret: config.jwtSecret, jwksUrl: config.jwksUrl, audience: config.jwtAudience },
+    log,
+    hydrateTimeoutMs: config.hydrateTimeoutMs,
+    coalesceMs: config.coalesceMs,
+    reconcileIntervalMs: config.reconcileIntervalMs,
+  });
+  if (sql) {
+    chat = new SeedCompatChatSocket(sql, badges, { log });
+    log.warn('demo mode: /demo endpoints mint tokens for demo users and write chat_rooms; never enable in production');
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(config.port, config.host, () => {
+      http.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (http.address() as AddressInfo).port;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const url = `http://${host}:${port}`;
+  log.info({ url, demo: config.demo }, 'socket server listening');
+
+  return {
+    url,
+    port,
+    http,
+    io,
+    badges,
+    chat,
+    async close() {
+      await badges.close();
+      await new Promise<void>((resolve) => io.close(() => resolve()));
+      if (sql && !overrides.sql) await sql.end({ timeout: 5 });
+      if (!overrides.redis) redis.disconnect();
+    },
+  };
+}
