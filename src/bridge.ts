@@ -23,6 +23,8 @@ export interface BridgeOptions {
   /** Every this often, compare a page of cached users with the database in a cycle's snapshot; 0 = off. */
   verifyIntervalMs?: number;
   verifySampleSize?: number;
+  /** A cycle taking longer is abandoned and the source restarted (a hung connection must not stall badges). */
+  cycleTimeoutMs?: number;
   /**
    * Test hook between source and apply: may drop, duplicate or reorder raw events.
    * Used by the fault tests to prove versions make delivery order irrelevant.
@@ -118,6 +120,9 @@ export class Bridge {
           this.metrics.hydrations.inc(hydrated.size);
         }
         if (verifying.length > 0) await this.verifyAgainst(verifying, read);
+        // Before the source may advance: the cycle's writes must survive a master failover.
+        const unconfirmed = await store.awaitReplication();
+        if (unconfirmed > 0) this.options.log.warn({ masters: unconfirmed }, 'redis replica did not confirm the cycle in time');
       },
     };
 
@@ -151,7 +156,7 @@ export class Bridge {
             started = true;
             this.state.active = true;
           }
-          const events = await this.runOnce();
+          const events = await this.withWatchdog(this.runOnce());
           this.state.lastCycleAt = new Date();
           this.state.lastError = null;
           backoff = 0;
@@ -164,10 +169,10 @@ export class Bridge {
           if (signal.aborted) break;
           this.metrics.errors.inc();
           this.state.lastError = (err as Error).message;
-          if ((err as Error).name === 'LockLostError') {
-            started = false;
-            this.state.active = false;
-          }
+          // Start over after any failure: the source reconnects and re-takes its lock, so a
+          // half-broken connection is never trusted again.
+          started = false;
+          this.state.active = false;
           backoff = Math.min(5_000, backoff === 0 ? 100 : backoff * 2);
           const delay = backoff / 2 + Math.random() * (backoff / 2); // jitter: no reconnect storm
           log.warn({ err: (err as Error).message, retryInMs: Math.round(delay) }, 'bridge cycle failed');
@@ -180,6 +185,16 @@ export class Bridge {
       await source.stop().catch((err: unknown) => log.warn({ err }, 'source stop failed'));
       log.info('bridge stopped');
     }
+  }
+
+  private withWatchdog<T>(work: Promise<T>): Promise<T> {
+    const ms = this.options.cycleTimeoutMs ?? 120_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`cycle took longer than ${ms} ms; restarting the source`)), ms);
+    });
+    work.catch(() => {}); // an abandoned cycle may still fail later; nobody waits for it then
+    return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
   }
 
   private async waitForWork(timeoutMs: number, signal: AbortSignal): Promise<void> {

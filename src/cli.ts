@@ -5,6 +5,7 @@ import { loadConfig, ConfigError, type Config } from './config.js';
 import { connect, queries } from './db.js';
 import { parseUserId } from './ids.js';
 import { createLogger } from './log.js';
+import { installPostgresWriteGuard } from './process-guard.js';
 import { migrate } from './migrate.js';
 import { UnreadReader } from './reader.js';
 import { startBridge } from './runtime.js';
@@ -70,6 +71,7 @@ program
   .action(async () => {
     const config = loadConfig();
     const log = createLogger(config.logLevel, 'unread-sync-bridge');
+    installPostgresWriteGuard(log);
     if (config.autoMigrate) await migrate({ databaseUrl: config.databaseUrl, direction: 'up' });
     const running = startBridge(config, log);
     await runUntilSignal(running.stop, running.done);
@@ -91,6 +93,7 @@ program
   .action(async () => {
     const config = loadConfig();
     const log = createLogger(config.logLevel, 'unread-sync');
+    installPostgresWriteGuard(log);
     await migrate({ databaseUrl: config.databaseUrl, direction: 'up' });
     const env: Record<string, string | undefined> = { ...process.env, REDIS_URL: config.redisUrl, UNREAD_KEY_PREFIX: config.keyPrefix };
     if (!env.SUPABASE_JWT_SECRET && !env.SUPABASE_JWKS_URL) {
@@ -115,6 +118,7 @@ program
   .action(async () => {
     const config = loadConfig();
     const log = createLogger(config.logLevel, 'unread-sync-demo');
+    installPostgresWriteGuard(log);
     const demo = await startDemo(config, log);
     await runUntilSignal(demo.stop, demo.bridge.done);
   });

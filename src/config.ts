@@ -1,61 +1,24 @@
 import { z } from 'zod';
+import {
+  ConfigError,
+  clusterNodes,
+  clusterNodesSchema,
+  envBool as bool,
+  envInt as int,
+  envUrl,
+  keyPrefixSchema,
+  logLevelSchema,
+  parseEnv,
+  redisUrlSchema,
+} from './env.js';
 
-/** Raised when the environment is wrong; `issues` holds one readable line per bad variable. */
-export class ConfigError extends Error {
-  constructor(readonly issues: string[]) {
-    super(`invalid configuration:\n  - ${issues.join('\n  - ')}`);
-    this.name = 'ConfigError';
-  }
-}
-
-const int = (min: number, max: number, fallback: number) =>
-  z.coerce
-    .number({ error: 'must be a number' })
-    .int({ error: 'must be a whole number' })
-    .min(min, { error: `must be at least ${min}` })
-    .max(max, { error: `must be at most ${max}` })
-    .default(fallback);
-
-const url = (schemes: string[], fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .refine(
-      (value) => {
-        try {
-          return schemes.includes(new URL(value).protocol);
-        } catch {
-          return false;
-        }
-      },
-      { error: `must be a URL starting with ${schemes.map((s) => `${s}//`).join(' or ')}` },
-    );
-
-const bool = (fallback: boolean) =>
-  z
-    .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'], { error: 'must be true or false' })
-    .optional()
-    .transform((v) => (v === undefined ? fallback : ['true', '1', 'yes', 'on'].includes(v)));
-
-// Key prefixes end up in every Redis key; braces would break cluster hash tags.
-const prefix = z
-  .string()
-  .default('unread:')
-  .refine((v) => /^[A-Za-z0-9_.:-]{1,64}$/.test(v), {
-    error: 'must be 1-64 characters of letters, digits, _ . : -',
-  });
+export { ConfigError };
 
 const schema = z.object({
-  DATABASE_URL: url(['postgres:', 'postgresql:'], 'postgres://postgres@127.0.0.1:5432/postgres'),
-  REDIS_URL: url(['redis:', 'rediss:', 'redis+cluster:'], 'redis://127.0.0.1:6379'),
-  // Seed nodes of a Redis Cluster, "host:port,host:port"; REDIS_URL=redis+cluster://h:p,h:p works too.
-  REDIS_CLUSTER_NODES: z
-    .string()
-    .optional()
-    .refine((v) => v === undefined || v.split(',').every((n) => /^[A-Za-z0-9_.-]+:\d{1,5}$/.test(n.trim())), {
-      error: 'must be a comma-separated list of host:port',
-    }),
-  UNREAD_KEY_PREFIX: prefix,
+  DATABASE_URL: envUrl(['postgres:', 'postgresql:']).default('postgres://postgres@127.0.0.1:5432/postgres'),
+  REDIS_URL: redisUrlSchema,
+  REDIS_CLUSTER_NODES: clusterNodesSchema,
+  UNREAD_KEY_PREFIX: keyPrefixSchema,
   UNREAD_BATCH_SIZE: int(1, 100_000, 5_000),
   UNREAD_HYDRATE_BATCH_SIZE: int(1, 10_000, 500),
   UNREAD_HYDRATE_TIMEOUT_MS: int(10, 60_000, 3_000),
@@ -68,6 +31,7 @@ const schema = z.object({
   UNREAD_DEAD_LETTER_MAX: int(1, 1_000_000, 1_000),
   UNREAD_METRICS_PORT: int(0, 65_535, 9_464),
   UNREAD_METRICS_HOST: z.string().default('127.0.0.1'),
+  UNREAD_CYCLE_TIMEOUT_MS: int(1_000, 3_600_000, 120_000),
   UNREAD_VERIFY_INTERVAL_MS: int(0, 86_400_000, 30_000),
   UNREAD_VERIFY_SAMPLE: int(1, 10_000, 50),
   UNREAD_BRIDGE_NAME: z
@@ -83,7 +47,7 @@ const schema = z.object({
   SUPABASE_SERVICE_ROLE_KEY: z.string().min(20, { error: 'looks too short for a service role key' }).optional(),
   UNREAD_REALTIME_SHARDS: int(1, 64, 4),
   UNREAD_CATCHUP_INTERVAL_MS: int(100, 3_600_000, 5_000),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_LEVEL: logLevelSchema,
 });
 
 type Env = z.output<typeof schema>;
@@ -105,6 +69,7 @@ export interface Config {
   logMaxAgeSeconds: number;
   deadLetterMax: number;
   verifyIntervalMs: number;
+  cycleTimeoutMs: number;
   /** Port of /metrics, /healthz, /readyz for the bridge; 0 = off. */
   metricsPort: number;
   metricsHost: string;
@@ -119,29 +84,9 @@ export interface Config {
   logLevel: Env['LOG_LEVEL'];
 }
 
-function clusterNodes(url: string, list: string | undefined): string[] {
-  if (list) return list.split(',').map((n) => n.trim());
-  // The URL parser does not take a host list, so read it by hand.
-  if (url.startsWith('redis+cluster://')) return url.slice('redis+cluster://'.length).split('/')[0]!.split(',');
-  return [];
-}
-
 /** Reads and validates the environment; throws ConfigError naming every bad variable at once. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  // Empty strings mean "unset", as in most .env tooling.
-  const input = Object.fromEntries(
-    Object.keys(schema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]),
-  );
-  const parsed = schema.safeParse(input);
-  if (!parsed.success) {
-    throw new ConfigError(
-      parsed.error.issues.map((i) => {
-        const name = String(i.path[0] ?? '?');
-        return `${name} ${i.message} (got ${JSON.stringify(input[name] ?? null)})`;
-      }),
-    );
-  }
-  const e = parsed.data;
+  const e = parseEnv(schema, env, ['SUPABASE_SERVICE_ROLE_KEY']);
   const extra: string[] = [];
   if (e.UNREAD_LOG_MAX_AGE_S < e.UNREAD_LOG_MIN_AGE_S) {
     extra.push('UNREAD_LOG_MAX_AGE_S must not be smaller than UNREAD_LOG_MIN_AGE_S');
@@ -167,6 +112,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logMaxAgeSeconds: e.UNREAD_LOG_MAX_AGE_S,
     deadLetterMax: e.UNREAD_DEAD_LETTER_MAX,
     verifyIntervalMs: e.UNREAD_VERIFY_INTERVAL_MS,
+    cycleTimeoutMs: e.UNREAD_CYCLE_TIMEOUT_MS,
     metricsPort: e.UNREAD_METRICS_PORT,
     metricsHost: e.UNREAD_METRICS_HOST,
     verifySampleSize: e.UNREAD_VERIFY_SAMPLE,

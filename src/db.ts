@@ -44,6 +44,16 @@ export const queries = {
     return row ?? { locked: false, pid: -1 };
   },
 
+  /**
+   * Blocks until the bridge lock is free (a standby waits here), so takeover starts the moment
+   * the active bridge's session ends instead of at the next poll. The pid comes from the same
+   * statement: it names the session that holds the lock.
+   */
+  bridgeLock(sql: Sql, name: string) {
+    return sql<{ pid: number }[]>`
+      select pg_backend_pid() as pid from (select pg_advisory_lock(hashtextextended(${LOCK_NAMESPACE + name}, 0))) l`;
+  },
+
   async readCheckpoint(sql: Sql, name: string): Promise<string | null> {
     const [row] = await sql<{ snapshot: string }[]>`
       select snapshot::text as snapshot from unread_sync.bridge_state where name = ${name}`;
@@ -143,5 +153,92 @@ export const queries = {
                   and x not in (select pg_snapshot_xip(${snapshot}::pg_snapshot))) as reached
         from unread_sync.bridge_state b where b.name = ${name}`;
     return row?.reached ?? false;
+  },
+};
+
+/**
+ * A connection for single-statement use through a transaction-mode pooler (Supavisor, PgBouncer):
+ * no named prepared statements, no session state (used by the supabase source).
+ */
+export function connectPooled(url: string, options: { max?: number; applicationName?: string } = {}): Sql {
+  return postgres(url, {
+    max: options.max ?? 2,
+    prepare: false,
+    onnotice: () => {},
+    connection: { application_name: options.applicationName ?? 'unread-sync' },
+    types: {},
+  }) as Sql;
+}
+
+/** One row of unread_sync.read_changes(): a 'head', a 'change' or a hydration 'room'. */
+export interface CatchupRow {
+  part: 'head' | 'change' | 'room';
+  snapshot: string | null;
+  gap: boolean | null;
+  more: boolean | null;
+  id: string | null;
+  xid: string | null;
+  kind: string | null;
+  user_id: string | null;
+  room_id: string | null;
+  unread: number | null;
+  negative: boolean | null;
+  created_at: Date | null;
+}
+
+/** Queries of the supabase source: every one a single statement (pooler-safe). */
+export const supabaseQueries = {
+  /** One page of the catch-up (see unread_sync.read_changes in the realtime migration). */
+  readChanges(
+    sql: Sql,
+    args: { previous: string; upto: string | null; after: { xid: string; id: string } | null; hydrate: string[]; maxRows: number },
+  ) {
+    return sql<CatchupRow[]>`
+      select part, snapshot, gap, more, id, xid, kind, user_id, room_id, unread, negative, created_at
+        from unread_sync.read_changes(
+          ${args.previous}::pg_snapshot, ${args.upto}::pg_snapshot,
+          ${args.after?.xid ?? null}::xid8, ${args.after?.id ?? null}::bigint,
+          ${args.hydrate}::uuid[], ${args.maxRows}::int)`;
+  },
+
+  /** Takes or renews the bridge lease; true when `holder` holds it now. */
+  async acquireLease(sql: Sql, name: string, holder: string, ttlMs: number): Promise<boolean> {
+    const rows = await sql<{ holder: string }[]>`
+      insert into unread_sync.bridge_lease as l (name, holder, expires_at)
+      values (${name}, ${holder}, now() + make_interval(secs => ${ttlMs / 1000}))
+      on conflict (name) do update set holder = excluded.holder, expires_at = excluded.expires_at
+       where l.holder = excluded.holder or l.expires_at < now()
+      returning holder`;
+    return rows.length === 1;
+  },
+
+  async releaseLease(sql: Sql, name: string, holder: string): Promise<void> {
+    await sql`delete from unread_sync.bridge_lease where name = ${name} and holder = ${holder}`;
+  },
+
+  /** Saves the checkpoint only while `holder` holds an unexpired lease (fencing); false otherwise. */
+  async saveCheckpointLeased(sql: Sql, name: string, holder: string, snapshot: string): Promise<boolean> {
+    const rows = await sql<{ name: string }[]>`
+      insert into unread_sync.bridge_state (name, snapshot)
+      select ${name}, ${snapshot}::pg_snapshot
+       where exists (select 1 from unread_sync.bridge_lease
+                      where name = ${name} and holder = ${holder} and expires_at > now())
+      on conflict (name) do update set snapshot = excluded.snapshot, updated_at = now()
+      returning name`;
+    return rows.length === 1;
+  },
+
+  /** How many bridge topics the broadcast trigger spreads events over (read per row by the trigger). */
+  async setRealtimeShards(sql: Sql, shards: number): Promise<void> {
+    await sql`
+      insert into unread_sync.meta (key, value) values ('realtime_shards', ${String(shards)})
+      on conflict (key) do update set value = excluded.value`;
+  },
+
+  /** Whether the realtime migration installed the broadcast trigger (a Realtime schema was there). */
+  async realtimeInstalled(sql: Sql): Promise<boolean> {
+    const [row] = await sql<{ installed: boolean }[]>`
+      select exists (select 1 from unread_sync.meta where key = 'realtime_installed') as installed`;
+    return row?.installed ?? false;
   },
 };

@@ -12,8 +12,12 @@ const version = z
     error: 'version must be a positive integer below 2^53',
   });
 
+/** The writing transaction (xid8 as text); Realtime payloads carry it, log rows need not. */
+export const xidSchema = z.string().regex(/^[0-9]{1,20}$/, { error: 'xid must be an xid8 (decimal digits)' });
+
 const setEvent = z.object({
   id: version,
+  xid: xidSchema.optional(),
   kind: z.literal('set'),
   user_id: uuidSchema,
   room_id: uuidSchema,
@@ -24,6 +28,7 @@ const setEvent = z.object({
 
 const resetEvent = z.object({
   id: version,
+  xid: xidSchema.optional(),
   kind: z.literal('reset'),
   created_at: z.union([z.date(), z.string(), z.number()]).optional(),
 });

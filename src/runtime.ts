@@ -4,6 +4,7 @@ import type { Logger } from './log.js';
 import { BridgeMetrics } from './metrics.js';
 import { startOpsServer } from './ops.js';
 import { PostgresSource } from './sources/postgres.js';
+import { SupabaseSource } from './sources/supabase.js';
 import type { ChangeSource } from './sources/source.js';
 import { createRedis, UnreadStore, type RedisClient } from './store/store.js';
 
@@ -29,6 +30,21 @@ export function startBridge(
   });
   const source =
     overrides.source ??
+    (config.source === 'supabase'
+      ? new SupabaseSource({
+          // loadConfig guarantees both when UNREAD_SOURCE=supabase.
+          supabaseUrl: config.supabaseUrl ?? '',
+          serviceRoleKey: config.supabaseServiceRoleKey ?? '',
+          databaseUrl: config.databaseUrl,
+          bridgeName: config.bridgeName,
+          shards: config.realtimeShards,
+          catchupIntervalMs: config.catchupIntervalMs,
+          batchSize: config.batchSize,
+          logMinAgeSeconds: config.logMinAgeSeconds,
+          logMaxAgeSeconds: config.logMaxAgeSeconds,
+          log,
+        })
+      : null) ??
     new PostgresSource({
       databaseUrl: config.databaseUrl,
       bridgeName: config.bridgeName,
@@ -51,6 +67,7 @@ export function startBridge(
     maintainIntervalMs: config.pruneIntervalMs,
     verifyIntervalMs: config.verifyIntervalMs,
     verifySampleSize: config.verifySampleSize,
+    cycleTimeoutMs: config.cycleTimeoutMs,
     ...(overrides.interceptor ? { interceptor: overrides.interceptor } : {}),
   });
   const controller = new AbortController();

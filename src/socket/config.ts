@@ -1,35 +1,19 @@
 import { z } from 'zod';
-import { ConfigError } from '../config.js';
+import {
+  ConfigError,
+  clusterNodes,
+  clusterNodesSchema,
+  envBool as bool,
+  envInt as int,
+  envUrl as url,
+  keyPrefixSchema,
+  logLevelSchema,
+  parseEnv,
+  redisUrlSchema,
+} from '../env.js';
 
 // Socket-server settings live apart from the bridge's Config: a socket process needs no DB
 // credentials (DATABASE_URL is read only for the demo endpoints).
-
-const int = (min: number, max: number, fallback: number) =>
-  z.coerce
-    .number({ error: 'must be a number' })
-    .int({ error: 'must be a whole number' })
-    .min(min, { error: `must be at least ${min}` })
-    .max(max, { error: `must be at most ${max}` })
-    .default(fallback);
-
-const isUrl = (value: string, schemes: string[]) => {
-  try {
-    return schemes.includes(new URL(value).protocol);
-  } catch {
-    return false;
-  }
-};
-
-const url = (schemes: string[]) =>
-  z.string().refine((v) => isUrl(v, schemes), {
-    error: `must be a URL starting with ${schemes.map((s) => `${s}//`).join(' or ')}`,
-  });
-
-const bool = (fallback: boolean) =>
-  z
-    .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'], { error: 'must be true or false' })
-    .optional()
-    .transform((v) => (v === undefined ? fallback : ['true', '1', 'yes', 'on'].includes(v)));
 
 const schema = z.object({
   PORT: int(0, 65_535, 3000),
@@ -37,11 +21,9 @@ const schema = z.object({
     .string()
     .default('127.0.0.1')
     .refine((v) => /^[A-Za-z0-9.:_-]{1,255}$/.test(v), { error: 'must be a host name or IP address' }),
-  REDIS_URL: url(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
-  UNREAD_KEY_PREFIX: z
-    .string()
-    .default('unread:')
-    .refine((v) => /^[A-Za-z0-9_.:-]{1,64}$/.test(v), { error: 'must be 1-64 characters of letters, digits, _ . : -' }),
+  REDIS_URL: redisUrlSchema,
+  REDIS_CLUSTER_NODES: clusterNodesSchema,
+  UNREAD_KEY_PREFIX: keyPrefixSchema,
   // Supabase's legacy HS256 secret; shorter secrets are brute-forceable.
   SUPABASE_JWT_SECRET: z.string().min(32, { error: 'must be at least 32 characters' }).optional(),
   SUPABASE_JWKS_URL: url(['https:', 'http:']).optional(),
@@ -52,7 +34,7 @@ const schema = z.object({
   UNREAD_SOCKET_COALESCE_MS: int(0, 10_000, 50),
   UNREAD_SOCKET_RECONCILE_MS: int(0, 3_600_000, 5_000),
   UNREAD_SOCKET_CORS_ORIGIN: z.string().optional(),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_LEVEL: logLevelSchema,
 });
 
 type Env = z.output<typeof schema>;
@@ -61,6 +43,8 @@ export interface SocketConfig {
   port: number;
   host: string;
   redisUrl: string;
+  /** Cluster seed nodes ("host:port"); empty for a single Redis. */
+  redisClusterNodes: string[];
   keyPrefix: string;
   jwtSecret: string | undefined;
   jwksUrl: string | undefined;
@@ -79,19 +63,7 @@ export interface SocketConfig {
 
 /** Reads and validates the socket server's environment; throws ConfigError naming every bad variable. */
 export function loadSocketConfig(env: Record<string, string | undefined> = process.env): SocketConfig {
-  const input = Object.fromEntries(Object.keys(schema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]));
-  const parsed = schema.safeParse(input);
-  if (!parsed.success) {
-    throw new ConfigError(
-      parsed.error.issues.map((i) => {
-        const name = String(i.path[0] ?? '?');
-        // Never echo secrets back into logs.
-        const shown = name === 'SUPABASE_JWT_SECRET' ? '[redacted]' : JSON.stringify(input[name] ?? null);
-        return `${name} ${i.message} (got ${shown})`;
-      }),
-    );
-  }
-  const e = parsed.data;
+  const e = parseEnv(schema, env, ['SUPABASE_JWT_SECRET']);
   const issues: string[] = [];
   if (!e.SUPABASE_JWT_SECRET && !e.SUPABASE_JWKS_URL) {
     issues.push('SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL must be set (sockets authenticate with Supabase JWTs)');
@@ -103,6 +75,7 @@ export function loadSocketConfig(env: Record<string, string | undefined> = proce
     port: e.PORT,
     host: e.HOST,
     redisUrl: e.REDIS_URL,
+    redisClusterNodes: clusterNodes(e.REDIS_URL, e.REDIS_CLUSTER_NODES),
     keyPrefix: e.UNREAD_KEY_PREFIX,
     jwtSecret: e.SUPABASE_JWT_SECRET,
     jwksUrl: e.SUPABASE_JWKS_URL,

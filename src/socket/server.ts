@@ -30,7 +30,7 @@ export async function startSocketServer(
   log: Logger,
   overrides: { redis?: RedisClient; sql?: Sql } = {},
 ): Promise<RunningSocketServer> {
-  const redis = overrides.redis ?? createRedis(config.redisUrl);
+  const redis = overrides.redis ?? createRedis(config.redisUrl, { clusterNodes: config.redisClusterNodes });
   if (!overrides.redis) redis.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection error'));
   const sql = config.demo ? (overrides.sql ?? connect(config.databaseUrl as string, { max: 4, applicationName: 'unread-sync demo' })) : null;
   let chat: SeedCompatChatSocket | null = null;

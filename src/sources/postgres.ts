@@ -20,12 +20,6 @@ export class LockLostError extends Error {
   }
 }
 
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
-  });
-
 /**
  * The embedded default source: reads unread_sync.changes by snapshot difference.
  *
@@ -36,9 +30,12 @@ const sleep = (ms: number, signal: AbortSignal) =>
  */
 export class PostgresSource implements ChangeSource {
   readonly name = 'postgres';
-  private readonly pool: Sql;
+  private pool: Sql;
   /** One connection: holds the advisory lock and runs the cycles. */
-  private readonly lockConn: Sql;
+  private lockConn: Sql;
+  private connected = false;
+  /** Bumped on reconnect: a cycle abandoned by the bridge's watchdog must not move the position. */
+  private generation = 0;
   private position: string | null = null;
   private persisted: string | null = null;
   private persistedAt = 0;
@@ -53,19 +50,36 @@ export class PostgresSource implements ChangeSource {
     this.lockConn = connect(options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (lock)' });
   }
 
+  /**
+   * (Re)starts from scratch: after any failure the bridge calls start() again, and fresh
+   * connections are opened rather than trusting a pool that saw its server restart or its
+   * backends terminated mid-query.
+   */
   async start(signal: AbortSignal): Promise<void> {
     const { log, bridgeName } = this.options;
-    let announced = false;
-    for (;;) {
-      const { locked, pid } = await queries.tryBridgeLock(this.lockConn, bridgeName);
-      if (locked) {
-        this.lockPid = pid;
-        break;
+    if (this.connected) await this.reconnect();
+    this.connected = true;
+    const { locked, pid } = await queries.tryBridgeLock(this.lockConn, bridgeName);
+    if (locked) {
+      this.lockPid = pid;
+    } else {
+      log.info({ bridge: bridgeName }, 'another bridge is active; standing by');
+      // Wait inside Postgres: the lock is granted the moment the active bridge's session ends
+      // (a 1 s poll added up to 1 s to every takeover). Aborting cancels the waiting statement.
+      const waiting = queries.bridgeLock(this.lockConn, bridgeName);
+      const cancel = () => void waiting.cancel();
+      signal.addEventListener('abort', cancel, { once: true });
+      try {
+        const [row] = await waiting;
+        if (!row) throw new Error('bridge lock query returned no row');
+        this.lockPid = row.pid;
+      } catch (err) {
+        if (signal.aborted) throw new Error('aborted while standing by');
+        throw err;
+      } finally {
+        signal.removeEventListener('abort', cancel);
       }
-      if (!announced) log.info({ bridge: bridgeName }, 'another bridge is active; standing by');
-      announced = true;
-      await sleep(1_000, signal);
-      if (signal.aborted) throw new Error('aborted while standing by');
+      log.info({ bridge: bridgeName }, 'bridge lock acquired: taking over');
     }
     this.position = await queries.readCheckpoint(this.pool, bridgeName);
     if (this.position === null) {
@@ -87,6 +101,7 @@ export class PostgresSource implements ChangeSource {
     const previous = this.position;
     if (previous === null) throw new Error('source not started');
     const conn = this.lockConn;
+    const generation = this.generation;
     let delivered = 0;
     let snapshot: string;
     let gap: boolean;
@@ -109,6 +124,7 @@ export class PostgresSource implements ChangeSource {
       await conn`rollback`.catch(() => {});
       throw err;
     }
+    if (generation !== this.generation) throw new Error('cycle abandoned: the source reconnected meanwhile');
     this.position = snapshot;
     this.firstStart = false;
     if (gap || Date.now() - this.persistedAt >= this.options.checkpointIntervalMs) {
@@ -157,6 +173,16 @@ export class PostgresSource implements ChangeSource {
       this.unlisten = null;
       await Promise.all([this.pool.end({ timeout: 5 }), this.lockConn.end({ timeout: 5 })]);
     }
+  }
+
+  private async reconnect(): Promise<void> {
+    this.generation++;
+    await this.unlisten?.().catch(() => {});
+    this.unlisten = null;
+    const old = [this.pool, this.lockConn];
+    this.pool = connect(this.options.databaseUrl, { max: 2, applicationName: 'unread-sync bridge' });
+    this.lockConn = connect(this.options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (lock)' });
+    await Promise.all(old.map((c) => c.end({ timeout: 0 }).catch(() => {})));
   }
 
   private async persist(snapshot: string): Promise<void> {

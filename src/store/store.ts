@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { Cluster, Redis } from 'ioredis';
+import { Cluster, Command, Redis } from 'ioredis';
 import { keyLayout, type KeyLayout } from './keys.js';
 
 export type RedisClient = Redis | Cluster;
@@ -47,6 +47,15 @@ export interface ApplyResult {
 }
 
 const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
+const APPLY_LUA = lua('applyChanges');
+const HYDRATE_LUA = lua('hydrate');
+
+/**
+ * Errors after which a cluster command did not run (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) or may not
+ * have run (connection lost in a failover). ioredis retries these for single commands, but an
+ * auto-pipeline mixing several slots hands them to the caller instead.
+ */
+const REDIRECTED = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)\b|Connection is closed|CONNECTION_CLOSED|Cluster isn't ready/;
 
 interface ScriptCommands {
   unreadApply(user: string, tombstones: string, ...argv: string[]): Promise<number[]>;
@@ -82,8 +91,8 @@ export class UnreadStore {
     this.keys = keyLayout(prefix);
     // defineCommand loads each script once per connection (EVALSHA, falling back to EVAL).
     if (!('unreadApply' in redis)) {
-      redis.defineCommand('unreadApply', { numberOfKeys: 2, lua: lua('applyChanges') });
-      redis.defineCommand('unreadHydrate', { numberOfKeys: 2, lua: lua('hydrate') });
+      redis.defineCommand('unreadApply', { numberOfKeys: 2, lua: APPLY_LUA });
+      redis.defineCommand('unreadHydrate', { numberOfKeys: 2, lua: HYDRATE_LUA });
     }
     this.scripts = redis as unknown as ScriptCommands;
   }
@@ -95,10 +104,12 @@ export class UnreadStore {
       [...changes].map(async ([userId, list]) => {
         const argv = [ttl, this.keys.channel(userId)];
         for (const c of list) argv.push(c.roomId, String(c.unread), c.version);
-        const [applied, skipped, total, unreadRooms, seq] = await this.scripts.unreadApply(
-          this.keys.user(userId),
-          this.keys.tombstones(userId),
-          ...argv,
+        const keys = [this.keys.user(userId), this.keys.tombstones(userId)] as const;
+        const [applied, skipped, total, unreadRooms, seq] = await this.retryAlone(
+          () => this.scripts.unreadApply(...keys, ...argv),
+          APPLY_LUA,
+          keys,
+          argv,
         );
         return {
           userId,
@@ -117,10 +128,12 @@ export class UnreadStore {
       [...users].map(async ([userId, rooms]) => {
         const argv = [this.keys.channel(userId)];
         for (const r of rooms) argv.push(r.roomId, String(r.unread));
-        const [total, unreadRooms, seq] = await this.scripts.unreadHydrate(
-          this.keys.user(userId),
-          this.keys.tombstones(userId),
-          ...argv,
+        const keys = [this.keys.user(userId), this.keys.tombstones(userId)] as const;
+        const [total, unreadRooms, seq] = await this.retryAlone(
+          () => this.scripts.unreadHydrate(...keys, ...argv),
+          HYDRATE_LUA,
+          keys,
+          argv,
         );
         out.set(userId, { total: total ?? 0, unreadRooms: unreadRooms ?? 0, seq: seq ?? 0 });
       }),
@@ -226,13 +239,24 @@ export class UnreadStore {
    */
   async nextUsers(position: ScanPosition, count: number): Promise<string[]> {
     const nodes = this.masters();
-    const node = nodes[position.node % nodes.length] as Redis;
     const pattern = this.keys.userPatterns[0] as string;
     const start = pattern.indexOf('{');
-    const [next, keys] = await node.scan(position.cursor, 'MATCH', pattern, 'COUNT', count);
-    position.cursor = next;
-    if (next === '0') position.node = (position.node + 1) % nodes.length;
-    return keys.map((k) => k.slice(start + 1, -1)).filter((id) => UUID.test(id));
+    const found: string[] = [];
+    // SCAN's COUNT is slots looked at, not matches: where other keys share the database a page
+    // can match nothing, so keep walking (bounded) until enough users are found.
+    for (let pages = 0; pages < 20 && found.length < count; pages++) {
+      const node = nodes[position.node % nodes.length] as Redis;
+      const [next, keys] = await node.scan(position.cursor, 'MATCH', pattern, 'COUNT', Math.max(count * 20, 1_000));
+      position.cursor = next;
+      if (next === '0') position.node = (position.node + 1) % nodes.length;
+      for (const k of keys) {
+        const id = k.slice(start + 1, -1);
+        if (UUID.test(id)) found.push(id);
+      }
+      if (next === '0') break;
+    }
+    // Everything found is returned: dropping the surplus would leave those users out of the walk.
+    return found;
   }
 
   /** used_memory from INFO, summed over every master. */
@@ -254,6 +278,49 @@ export class UnreadStore {
     return known.length === 0 ? 0 : Math.round(known.reduce((a, b) => a + b, 0) / known.length);
   }
 
+  /**
+   * On a cluster, waits until every master that has a connected replica has passed this client's
+   * writes on to it (WAIT). The bridge calls this before acknowledging a cycle to its source, so
+   * a master killed right after a write cannot take acknowledged changes with it: either the
+   * promoted replica has them, or the command fails and the cycle is replayed (idempotent).
+   * Returns how many masters did not confirm within `timeoutMs` (replica lagging or cut off);
+   * those writes are as safe as Redis' asynchronous replication makes them, and the caller goes on
+   * rather than stalling every badge update on one slow replica.
+   */
+  async awaitReplication(timeoutMs = 1_000): Promise<number> {
+    if (!(this.redis instanceof Cluster)) return 0;
+    const results = await Promise.all(
+      this.masters().map(async (node) => {
+        const info = await node.info('replication');
+        // WAIT with no replica would sit out the whole timeout.
+        if (Number(/connected_slaves:(\d+)/.exec(info)?.[1] ?? 0) === 0) return true;
+        return ((await node.call('WAIT', 1, timeoutMs)) as number) >= 1;
+      }),
+    );
+    return results.filter((ok) => !ok).length;
+  }
+
+  /**
+   * Runs a script through the auto-pipeline (grouped per node); on a cluster redirect or a lost
+   * connection it is sent again on its own, where ioredis follows MOVED/ASK/TRYAGAIN itself.
+   * Both scripts are idempotent (versions; a hydration rewrites the same snapshot), so a retry
+   * after "maybe ran" is safe.
+   */
+  private async retryAlone(
+    first: () => Promise<number[]>,
+    script: string,
+    keys: readonly [string, string],
+    argv: string[],
+  ): Promise<number[]> {
+    try {
+      return await first();
+    } catch (err) {
+      if (!(this.redis instanceof Cluster) || !REDIRECTED.test((err as Error).message)) throw err;
+      const command = new Command('eval', [script, 2, ...keys, ...argv], { replyEncoding: 'utf8' });
+      return (await this.redis.sendCommand(command)) as number[];
+    }
+  }
+
   private masters(): Redis[] {
     return this.redis instanceof Cluster ? this.redis.nodes('master') : [this.redis];
   }
@@ -267,7 +334,17 @@ export function createRedis(url: string, options: { clusterNodes?: string[]; laz
       const [host, port] = n.split(':');
       return { host: host as string, port: Number(port) };
     });
-    return new Cluster(nodes, { ...common, redisOptions: { maxRetriesPerRequest: 3 } });
+    // shardedSubscribers: SSUBSCRIBE goes to the master owning each channel's slot (one
+    // connection per master, opened on first use, moved on failover); without it ioredis sends
+    // every SSUBSCRIBE to one node and messages of other slots never arrive.
+    // slotsRefreshInterval: ioredis 6 has no periodic refresh by default, and redirects seen inside
+    // an auto-pipeline do not trigger one, so after a failover the slot map could stay stale.
+    return new Cluster(nodes, {
+      ...common,
+      shardedSubscribers: true,
+      slotsRefreshInterval: 2_000,
+      redisOptions: { maxRetriesPerRequest: 3 },
+    });
   }
   return new Redis(url, { ...common, maxRetriesPerRequest: 3 });
 }

@@ -1,0 +1,569 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { createClient, type SupabaseClient } from '@supabase/supabase-js';
+import type { RealtimeChannel, RealtimeClientOptions, WebSocketLikeConstructor } from '@supabase/realtime-js';
+import { decodeJwt } from 'jose';
+import WebSocket from 'ws';
+import { z } from 'zod';
+import { connectPooled, queries, supabaseQueries, type HydratedRoom, type Sql } from '../db.js';
+import { parseEvent, xidSchema } from '../events.js';
+import type { Logger } from '../log.js';
+import type { ChangeSource, CycleHandler } from './source.js';
+
+export interface SupabaseSourceOptions {
+  supabaseUrl: string;
+  serviceRoleKey: string;
+  /** Postgres for the durable catch-up; a transaction-mode pooler URL works (single statements only). */
+  databaseUrl: string;
+  bridgeName: string;
+  /** Bridge topics unread-sync:bridge:0..shards-1; written to unread_sync.meta for the trigger. */
+  shards: number;
+  catchupIntervalMs: number;
+  batchSize: number;
+  logMinAgeSeconds: number;
+  logMaxAgeSeconds: number;
+  log: Logger;
+  /** Lease on the bridge name (default 15 s, renewed every third of it). */
+  leaseTtlMs?: number;
+  /** Resubscribe backoff: full range [base, max] ms, equal jitter (defaults 250 / 10 000). */
+  backoffBaseMs?: number;
+  backoffMaxMs?: number;
+  /** Live events held at most; past that the buffer is dropped and a catch-up reads the log. */
+  maxBuffered?: number;
+  /** Extra realtime-js options (tests: heartbeat, join timeout). */
+  realtime?: Pick<RealtimeClientOptions, 'timeout' | 'heartbeatIntervalMs' | 'vsn' | 'logger'>;
+  random?: () => number;
+}
+
+/** Counters a test or an operator can read; mutated in place. */
+export interface SupabaseSourceStats {
+  subscribed: number;
+  channelErrors: number;
+  timeouts: number;
+  closed: number;
+  lastChannelError: string | null;
+  replicationReady: number;
+  liveReceived: number;
+  liveDelivered: number;
+  /** Live events dropped because the last catch-up already covered them (their xid is visible in the position). */
+  liveCovered: number;
+  /** Broadcasts refused before the bridge (wrong event name, no valid xid). */
+  rejected: number;
+  lastRejection: string | null;
+  bufferOverflows: number;
+  catchups: number;
+  /** Log rows read by all catch-ups; each committed row is read by exactly one catch-up. */
+  catchupRows: number;
+  lastCatchupRows: number;
+  catchupPages: number;
+}
+
+/** Thrown when the lease was lost: another bridge may be active. The bridge restarts the source. */
+export class LeaseLostError extends Error {
+  constructor(detail: string) {
+    super(`bridge lease lost (${detail})`);
+    // Same name as the postgres source's error: the bridge restarts the source on it.
+    this.name = 'LockLostError';
+  }
+}
+
+/** A parsed pg_snapshot "xmin:xmax:xip,...". */
+export interface Snapshot {
+  xmin: bigint;
+  xmax: bigint;
+  xip: Set<bigint>;
+}
+
+export function parseSnapshot(text: string): Snapshot {
+  const m = /^(\d+):(\d+):([\d,]*)$/.exec(text);
+  if (!m) throw new Error(`not a pg_snapshot: ${JSON.stringify(text)}`);
+  return {
+    xmin: BigInt(m[1]!),
+    xmax: BigInt(m[2]!),
+    xip: new Set((m[3] ?? '').split(',').filter(Boolean).map(BigInt)),
+  };
+}
+
+/** pg_visible_in_snapshot() for a committed xid: the same rule the catch-up reads by. */
+export function visibleIn(xid: bigint, s: Snapshot): boolean {
+  if (xid < s.xmin) return true;
+  if (xid >= s.xmax) return false;
+  return !s.xip.has(xid);
+}
+
+/** Equal-jitter exponential backoff: half fixed, half random, so reconnects spread out. */
+export function backoffDelay(attempt: number, baseMs: number, maxMs: number, random: () => number = Math.random): number {
+  const cap = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 20));
+  return Math.round(cap / 2 + random() * (cap / 2));
+}
+
+export const bridgeTopic = (shard: number): string => `unread-sync:bridge:${shard}`;
+export const userTopic = (userId: string): string => `unread-sync:user:${userId}`;
+
+/** A broadcast frame as realtime-js hands it over; the payload itself is validated by the bridge. */
+const broadcastFrame = z.object({ event: z.string(), payload: z.unknown() });
+const withXid = z.object({ xid: xidSchema });
+
+interface Shard {
+  index: number;
+  channel: RealtimeChannel | null;
+  live: boolean;
+  attempt: number;
+  timer: NodeJS.Timeout | null;
+}
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+  });
+
+/**
+ * Supabase source: live events from Supabase Realtime "Broadcast from Database" (fast path),
+ * reconciled from unread_sync.changes (the record).
+ *
+ * Realtime delivers at most once and drops what was sent while nobody listened, so after every
+ * (re)subscribe and every `catchupIntervalMs` a catch-up reads, in one statement, the log rows
+ * committed since the last catch-up's snapshot (position). Only catch-ups advance the position.
+ * A live event whose xid is visible in the position is already covered and is dropped: that
+ * keeps an old event that Realtime delivers late from landing on top of a newer hydration.
+ */
+export class SupabaseSource implements ChangeSource {
+  readonly name = 'supabase';
+  readonly stats: SupabaseSourceStats = {
+    subscribed: 0,
+    channelErrors: 0,
+    timeouts: 0,
+    closed: 0,
+    lastChannelError: null,
+    replicationReady: 0,
+    liveReceived: 0,
+    liveDelivered: 0,
+    liveCovered: 0,
+    rejected: 0,
+    lastRejection: null,
+    bufferOverflows: 0,
+    catchups: 0,
+    catchupRows: 0,
+    lastCatchupRows: 0,
+    catchupPages: 0,
+  };
+  private readonly sql: Sql;
+  private readonly holder = `${hostname()}:${process.pid}:${randomUUID()}`;
+  private readonly leaseTtlMs: number;
+  private readonly random: () => number;
+  private client: SupabaseClient | null = null;
+  private shards: Shard[] = [];
+  private position: string | null = null;
+  private positionParsed: Snapshot | null = null;
+  private firstStart = false;
+  private realtimeInstalled = false;
+  private buffer: unknown[] = [];
+  private catchupDue = true;
+  private nextCatchupAt = 0;
+  private leaseTimer: NodeJS.Timeout | null = null;
+  private leaseLost: string | null = null;
+  private leaseValidUntil = 0;
+  private wake: (() => void) | null = null;
+  private stopped = false;
+  private readonly keyProblem: string | null;
+
+  constructor(private readonly options: SupabaseSourceOptions) {
+    this.sql = connectPooled(options.databaseUrl, { max: 2, applicationName: 'unread-sync bridge (supabase)' });
+    this.leaseTtlMs = options.leaseTtlMs ?? 15_000;
+    this.random = options.random ?? Math.random;
+    this.keyProblem = inspectKey(options.serviceRoleKey);
+  }
+
+  async start(signal: AbortSignal): Promise<void> {
+    const { log, bridgeName } = this.options;
+    this.stopped = false;
+    this.leaseLost = null;
+    let announced = false;
+    while (!(await supabaseQueries.acquireLease(this.sql, bridgeName, this.holder, this.leaseTtlMs))) {
+      if (!announced) log.info({ bridge: bridgeName }, 'another bridge holds the lease; standing by');
+      announced = true;
+      await sleep(backoffDelay(2, 500, 2_000, this.random), signal);
+      if (signal.aborted) throw new Error('aborted while standing by');
+    }
+    this.leaseValidUntil = Date.now() + this.leaseTtlMs;
+    this.armLeaseRenewal();
+
+    this.position = await queries.readCheckpoint(this.sql, bridgeName);
+    if (this.position === null) {
+      // Nothing says what Redis holds: start from now and forget every cached user (as the postgres source).
+      this.position = await queries.currentSnapshot(this.sql);
+      this.firstStart = true;
+      await this.persist(this.position);
+      log.info({ bridge: bridgeName }, 'first start: cache will be reset, users hydrate on demand');
+    }
+    this.positionParsed = parseSnapshot(this.position);
+    this.realtimeInstalled = await supabaseQueries.realtimeInstalled(this.sql);
+    if (this.realtimeInstalled) {
+      await supabaseQueries.setRealtimeShards(this.sql, this.options.shards);
+    } else {
+      log.warn('the realtime migration found no Supabase Realtime schema: no broadcasts, catch-ups only');
+    }
+    if (this.keyProblem) {
+      this.stats.lastChannelError = this.keyProblem;
+      log.error({ problem: this.keyProblem }, 'SUPABASE_SERVICE_ROLE_KEY cannot work; catch-ups keep badges correct meanwhile');
+    }
+    this.catchupDue = true;
+    this.subscribeAll();
+    log.info({ bridge: bridgeName, position: this.position, shards: this.options.shards }, 'supabase source active');
+  }
+
+  async cycle(hydrate: string[], handler: CycleHandler): Promise<number> {
+    if (this.position === null || this.positionParsed === null) throw new Error('source not started');
+    this.checkLease();
+    if (hydrate.length > 0 || this.catchupDue || Date.now() >= this.nextCatchupAt) {
+      return this.catchUp(hydrate, handler);
+    }
+    const position = this.positionParsed;
+    const raw = this.buffer.splice(0, this.options.batchSize);
+    const rows: unknown[] = [];
+    for (const payload of raw) {
+      // Malformed events go on as they are: the bridge dead-letters them with the reason.
+      if (!parseEvent(payload).ok) {
+        rows.push(payload);
+        continue;
+      }
+      const xid = withXid.safeParse(payload);
+      if (!xid.success) {
+        // A valid event without its xid cannot be ordered against the position: the catch-up has it.
+        this.reject('broadcast payload has no valid xid', payload);
+        continue;
+      }
+      if (visibleIn(BigInt(xid.data.xid), position)) {
+        this.stats.liveCovered++;
+        continue;
+      }
+      rows.push(payload);
+    }
+    await handler.begin({ gap: false, hydrated: new Map() });
+    if (rows.length > 0) await handler.chunk(rows);
+    await handler.end();
+    this.stats.liveDelivered += rows.length;
+    return rows.length;
+  }
+
+  waitForChanges(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    const untilCatchup = this.nextCatchupAt - Date.now();
+    if (this.buffer.length > 0 || this.catchupDue || untilCatchup <= 0 || this.leaseLost || signal.aborted) {
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        if (this.wake === done) this.wake = null;
+        resolve();
+      };
+      const timer = setTimeout(done, Math.min(timeoutMs, untilCatchup));
+      signal.addEventListener('abort', done, { once: true });
+      this.wake = done;
+    });
+  }
+
+  async maintain(): Promise<void> {
+    const deleted = await queries.prune(this.sql, this.options.logMinAgeSeconds, this.options.logMaxAgeSeconds);
+    if (deleted > 0) this.options.log.info({ deleted }, 'pruned change log');
+  }
+
+  backlog(): Promise<number> {
+    return queries.backlog(this.sql, this.options.bridgeName);
+  }
+
+  /** Throws while the database is unreachable or not every bridge topic is subscribed. */
+  async check(): Promise<void> {
+    await this.sql`select 1`;
+    if (!this.realtimeInstalled) return;
+    const live = this.shards.filter((s) => s.live).length;
+    if (live < this.shards.length) {
+      throw new Error(
+        `realtime: ${live}/${this.shards.length} bridge topics subscribed` +
+          (this.stats.lastChannelError ? ` (last error: ${this.stats.lastChannelError})` : ''),
+      );
+    }
+  }
+
+  /** True when every bridge topic is joined (tests wait for it). */
+  subscribedAll(): boolean {
+    return this.shards.length > 0 && this.shards.every((s) => s.live);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    this.leaseTimer = null;
+    try {
+      await this.unsubscribeAll();
+      if (!this.leaseLost) await supabaseQueries.releaseLease(this.sql, this.options.bridgeName, this.holder).catch(() => {});
+    } finally {
+      await this.sql.end({ timeout: 5 });
+    }
+  }
+
+  // --- catch-up --------------------------------------------------------------------
+
+  private async catchUp(hydrate: string[], handler: CycleHandler): Promise<number> {
+    const previous = this.position;
+    if (previous === null) throw new Error('source not started');
+    // Cleared first: a subscribe that lands during this catch-up asks for another one.
+    this.catchupDue = false;
+    let upto: string | null = null;
+    let after: { xid: string; id: string } | null = null;
+    let read = 0;
+    let pages = 0;
+    let gap = false;
+    for (;;) {
+      const rows = await supabaseQueries.readChanges(this.sql, {
+        previous,
+        upto,
+        after,
+        hydrate: upto === null ? hydrate : [],
+        maxRows: this.options.batchSize,
+      });
+      pages++;
+      const head = rows.find((r) => r.part === 'head');
+      if (!head?.snapshot) throw new Error('read_changes returned no head row');
+      if (upto === null) {
+        upto = head.snapshot;
+        gap = head.gap === true || this.firstStart;
+        if (head.gap) this.options.log.warn({ previous }, 'change log was pruned past this bridge: resetting cache');
+        const hydrated = new Map<string, HydratedRoom[]>(hydrate.map((u) => [u, []]));
+        for (const r of rows) {
+          if (r.part === 'room' && r.user_id && r.room_id && r.unread !== null) {
+            hydrated.get(r.user_id)?.push({ roomId: r.room_id, unread: r.unread });
+          }
+        }
+        await handler.begin({ gap, hydrated });
+      }
+      const changes: unknown[] = [];
+      for (const r of rows) {
+        if (r.part !== 'change') continue;
+        changes.push(
+          r.kind === 'reset'
+            ? { id: r.id, xid: r.xid, kind: r.kind, created_at: r.created_at }
+            : { id: r.id, xid: r.xid, kind: r.kind, user_id: r.user_id, room_id: r.room_id, unread: r.unread, negative: r.negative, created_at: r.created_at },
+        );
+        if (r.xid && r.id) after = { xid: r.xid, id: r.id };
+      }
+      read += changes.length;
+      if (changes.length > 0) await handler.chunk(changes);
+      if (!head.more) break;
+    }
+    await handler.end();
+    if (!(await supabaseQueries.saveCheckpointLeased(this.sql, this.options.bridgeName, this.holder, upto))) {
+      this.leaseLost = 'checkpoint refused: lease not held';
+      throw new LeaseLostError(this.leaseLost);
+    }
+    this.position = upto;
+    this.positionParsed = parseSnapshot(upto);
+    this.firstStart = false;
+    this.nextCatchupAt = Date.now() + this.options.catchupIntervalMs;
+    this.stats.catchups++;
+    this.stats.catchupRows += read;
+    this.stats.lastCatchupRows = read;
+    this.stats.catchupPages += pages;
+    return read;
+  }
+
+  private async persist(snapshot: string): Promise<void> {
+    if (!(await supabaseQueries.saveCheckpointLeased(this.sql, this.options.bridgeName, this.holder, snapshot))) {
+      this.leaseLost = 'checkpoint refused: lease not held';
+      throw new LeaseLostError(this.leaseLost);
+    }
+  }
+
+  // --- lease -----------------------------------------------------------------------
+
+  private armLeaseRenewal(): void {
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    this.leaseTimer = setInterval(() => {
+      supabaseQueries
+        .acquireLease(this.sql, this.options.bridgeName, this.holder, this.leaseTtlMs)
+        .then((held) => {
+          if (held) this.leaseValidUntil = Date.now() + this.leaseTtlMs;
+          else this.loseLease('taken over by another bridge');
+        })
+        .catch((err: unknown) => {
+          // The database is unreachable: the lease holds until it expires, then assume it lost.
+          if (Date.now() > this.leaseValidUntil) this.loseLease(`renewal failed: ${(err as Error).message}`);
+        });
+    }, Math.max(100, Math.floor(this.leaseTtlMs / 3)));
+    this.leaseTimer.unref();
+  }
+
+  private loseLease(reason: string): void {
+    if (this.leaseLost || this.stopped) return;
+    this.leaseLost = reason;
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    this.leaseTimer = null;
+    this.options.log.warn({ reason }, 'bridge lease lost; stopping live delivery');
+    void this.unsubscribeAll();
+    this.wake?.();
+  }
+
+  private checkLease(): void {
+    if (this.leaseLost) throw new LeaseLostError(this.leaseLost);
+  }
+
+  // --- realtime --------------------------------------------------------------------
+
+  private realtimeClient(): SupabaseClient {
+    if (this.client) return this.client;
+    const { backoffBaseMs = 250, backoffMaxMs = 10_000 } = this.options;
+    this.client = createClient(this.options.supabaseUrl, this.options.serviceRoleKey, {
+      auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+      realtime: {
+        // Node 20 has no global WebSocket.
+        transport: WebSocket as unknown as WebSocketLikeConstructor,
+        // Jittered, so a fleet of bridges does not reconnect in lockstep after an outage.
+        reconnectAfterMs: (tries: number) => backoffDelay(tries - 1, backoffBaseMs, backoffMaxMs, this.random),
+        ...this.options.realtime,
+      },
+    });
+    return this.client;
+  }
+
+  private subscribeAll(): void {
+    if (!this.realtimeInstalled) return;
+    if (this.shards.length !== this.options.shards) {
+      this.shards = Array.from({ length: this.options.shards }, (_, index) => ({
+        index, channel: null, live: false, attempt: 0, timer: null,
+      }));
+    }
+    for (const shard of this.shards) if (!shard.channel && !shard.timer) this.subscribe(shard);
+  }
+
+  private subscribe(shard: Shard): void {
+    if (this.stopped || this.leaseLost) return;
+    const client = this.realtimeClient();
+    const channel = client.channel(bridgeTopic(shard.index), {
+      // replication_ready: servers that support it say when the replication stream is live.
+      config: { private: true, broadcast: { self: false, ack: false, replication_ready: true } },
+    });
+    shard.channel = channel;
+    shard.live = false;
+    channel
+      .on('broadcast', { event: '*' }, (message: unknown) => this.onBroadcast(message))
+      .on('system', {}, (payload: unknown) => {
+        if (shard.channel === channel) this.onSystem(payload);
+      })
+      .subscribe((status, err) => {
+        if (shard.channel !== channel) return; // a discarded channel
+        this.onStatus(shard, channel, status, err);
+      });
+  }
+
+  private onStatus(shard: Shard, channel: RealtimeChannel, status: string, err?: Error): void {
+    const { log } = this.options;
+    if (status === 'SUBSCRIBED') {
+      shard.live = true;
+      shard.attempt = 0;
+      this.stats.subscribed++;
+      // Anything sent while this topic had no subscriber was never streamed: read the log.
+      this.catchupDue = true;
+      this.wake?.();
+      log.info({ topic: bridgeTopic(shard.index) }, 'realtime topic subscribed');
+      return;
+    }
+    shard.live = false;
+    if (status === 'TIMED_OUT') this.stats.timeouts++;
+    else if (status === 'CLOSED') this.stats.closed++;
+    else this.stats.channelErrors++;
+    // The server's reason when it gave one; a refused websocket says only "transport failure".
+    const reason = `${status}${err?.message ? `: ${err.message}` : ''}${this.keyProblem ? ` (${this.keyProblem})` : ''}`;
+    this.stats.lastChannelError = reason;
+    this.discard(channel);
+    shard.channel = null;
+    if (this.stopped || this.leaseLost) return;
+    const delay = backoffDelay(shard.attempt++, this.options.backoffBaseMs ?? 250, this.options.backoffMaxMs ?? 10_000, this.random);
+    log.warn({ topic: bridgeTopic(shard.index), reason, retryInMs: delay }, 'realtime topic lost; resubscribing');
+    shard.timer = setTimeout(() => {
+      shard.timer = null;
+      this.subscribe(shard);
+    }, delay);
+    shard.timer.unref();
+  }
+
+  private onSystem(payload: unknown): void {
+    const p = z.object({ status: z.string(), message: z.string().optional() }).safeParse(payload);
+    if (!p.success) return;
+    if (p.data.status === 'ok') {
+      this.stats.replicationReady++;
+      this.catchupDue = true; // the stream is live now: one more catch-up closes the window before it
+      this.wake?.();
+    } else {
+      this.options.log.warn({ message: p.data.message }, 'realtime system message');
+    }
+  }
+
+  private onBroadcast(message: unknown): void {
+    this.stats.liveReceived++;
+    const frame = broadcastFrame.safeParse(message);
+    if (!frame.success || frame.data.event !== 'change') {
+      this.reject(frame.success ? `unexpected broadcast event "${frame.data.event.slice(0, 40)}"` : 'not a broadcast frame', message);
+      return;
+    }
+    const maxBuffered = this.options.maxBuffered ?? 100_000;
+    if (this.buffer.length >= maxBuffered) {
+      // The bridge is far behind: the log has all of it, so read it from there instead.
+      this.buffer = [];
+      this.stats.bufferOverflows++;
+      this.catchupDue = true;
+    }
+    this.buffer.push(frame.data.payload);
+    this.wake?.();
+  }
+
+  private reject(reason: string, message: unknown): void {
+    this.stats.rejected++;
+    this.stats.lastRejection = reason;
+    this.options.log.warn({ reason, sample: JSON.stringify(message)?.slice(0, 200) }, 'realtime broadcast rejected');
+  }
+
+  /**
+   * Drops a channel without a leave round-trip. realtime-js removes channels *by topic* when one
+   * closes, which would also drop the replacement subscribed under the same topic.
+   */
+  private discard(channel: RealtimeChannel): void {
+    const client = this.client;
+    if (!client) return;
+    client.realtime.channels = client.realtime.channels.filter((c) => c !== channel);
+    channel.teardown();
+    // Best effort: also forget it in the underlying Phoenix socket (internal API, may change).
+    const inner = (channel as unknown as { channelAdapter?: { channel?: unknown } }).channelAdapter?.channel;
+    const socket = (client.realtime as unknown as { socketAdapter?: { getSocket?: () => { remove?: (c: unknown) => void } } })
+      .socketAdapter?.getSocket?.();
+    if (inner && typeof socket?.remove === 'function') socket.remove(inner);
+  }
+
+  private async unsubscribeAll(): Promise<void> {
+    for (const shard of this.shards) {
+      if (shard.timer) clearTimeout(shard.timer);
+      shard.timer = null;
+      shard.live = false;
+      shard.channel = null;
+    }
+    this.buffer = [];
+    const client = this.client;
+    this.client = null;
+    if (client) await client.realtime.removeAllChannels().catch(() => {});
+  }
+}
+
+/** Why a service key cannot work, when that can be told without the server (expired JWT). */
+function inspectKey(key: string): string | null {
+  if (key.startsWith('sb_')) return null; // new-style API keys are opaque
+  try {
+    const { exp } = decodeJwt(key);
+    if (typeof exp === 'number' && exp * 1000 < Date.now()) {
+      return `SUPABASE_SERVICE_ROLE_KEY expired at ${new Date(exp * 1000).toISOString()}`;
+    }
+    return null;
+  } catch {
+    return 'SUPABASE_SERVICE_ROLE_KEY is not a JWT';
+  }
+}
