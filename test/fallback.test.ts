@@ -67,3 +67,43 @@ describe('reads during a Redis outage', () => {
     await dead.end({ timeout: 1 });
   });
 });
+
+describe('socket server during a Redis outage', () => {
+  it('with UNREAD_DB_FALLBACK a client connecting during the outage gets the database total; others keep theirs', async () => {
+    const { startSocketServer } = await import('../src/socket/server.js');
+    const { connectClient, socketConfig, testSecret, token, until } = await import('./support/socket.js');
+    const db = await createTestDb();
+    const server = await privateRedis(6398);
+    const secret = testSecret();
+    const prefix = 'sfb:';
+    const config = socketConfig({ url: server.url, prefix } as never, secret, {
+      UNREAD_DB_FALLBACK: 'true',
+      DATABASE_URL: db.url,
+      UNREAD_HYDRATE_TIMEOUT_MS: '500',
+    });
+    const redis = new Redis(server.url, { maxRetriesPerRequest: 1, enableAutoPipelining: true });
+    redis.on('error', () => {});
+    const running = await startSocketServer(config, (await import('../src/log.js')).createLogger('silent'), { redis });
+    try {
+      const [a, b, room] = [uuid(), uuid(), uuid()];
+      await db.sql`insert into chat_rooms (id, user_id, company_id, user_unread_count, company_unread_count)
+                   values (${room}, ${a}, ${b}, 3, 5)`;
+      const store = new UnreadStore(redis, prefix);
+      await store.hydrate(new Map([[a, [{ roomId: room, unread: 3 }]]]));
+      const early = await connectClient(running.url, { token: await token(secret, a) }, a);
+      await until(() => early.last()?.totalUnreadCount === 3, 5_000, 'total before the outage');
+
+      await server.kill();
+      const late = await connectClient(running.url, { token: await token(secret, b) }, b);
+      await until(() => late.last()?.totalUnreadCount === 5, 10_000, 'fallback total for a new client');
+      expect(early.last()?.totalUnreadCount).toBe(3); // kept, never reset to something made up
+      early.close();
+      late.close();
+    } finally {
+      await running.close();
+      redis.disconnect();
+      await server.stop();
+      await db.drop();
+    }
+  });
+});

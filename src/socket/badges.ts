@@ -1,9 +1,13 @@
 import type { Namespace, Server, Socket } from 'socket.io';
 import type { Logger } from '../log.js';
 import { parseUserId } from '../ids.js';
+import type { DbFallback } from '../fallback.js';
 import { UnreadReader } from '../reader.js';
 import { parseTotalsMessage, UnreadStore, type BadgeTotals, type RedisClient } from '../store/store.js';
 import { AuthError, createTokenVerifier, tokenFromHandshake, type AuthOptions, type TokenVerifier } from './auth.js';
+
+/** How long a new socket's first read waits for its subscription (Redis may be down). */
+const SUBSCRIBE_WAIT_MS = 500;
 
 /** Seed event and field names (kept for client compatibility). */
 export const TOTAL_EVENT = 'total-unread-count-updated';
@@ -39,6 +43,8 @@ export interface AttachOptions {
   /** Namespace to serve; default "/". */
   namespace?: string | undefined;
   hydrateTimeoutMs?: number | undefined;
+  /** Database reads while Redis is down (see DbFallback); absent = clients keep their last total. */
+  fallback?: DbFallback | undefined;
   /** Minimum gap between two emits for one user; bursts in between are folded into the last value. */
   coalesceMs?: number | undefined;
   /** Periodic re-check of connected users against Redis; 0 disables. */
@@ -94,7 +100,10 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
   const log = options.log;
   const nsp = io.of(options.namespace ?? '/');
   const store = new UnreadStore(options.redis, options.keyPrefix);
-  const reader = new UnreadReader(store, { hydrateTimeoutMs: options.hydrateTimeoutMs ?? 3_000 });
+  const reader = new UnreadReader(store, {
+    hydrateTimeoutMs: options.hydrateTimeoutMs ?? 3_000,
+    ...(options.fallback ? { fallback: options.fallback } : {}),
+  });
   const verify = typeof options.auth === 'function' ? options.auth : createTokenVerifier(options.auth);
   const coalesceMs = options.coalesceMs ?? 50;
   const roomFor = options.roomFor ?? ((id: string) => `user:${id}`);
@@ -275,8 +284,20 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
       );
     });
 
-    // Subscribe first, then read: nothing published in between can be missed.
-    void state.subscribed
+    // Subscribe first, then read: nothing published in between can be missed. While Redis is
+    // down the subscription waits for it; read anyway after a moment (the database fallback may
+    // answer) and read once more when the subscription is finally in place.
+    let subscribedInTime = false;
+    const subscribedOrLate = Promise.race([
+      state.subscribed.then(() => {
+        subscribedInTime = true;
+      }),
+      new Promise<void>((resolve) => setTimeout(resolve, SUBSCRIBE_WAIT_MS).unref()),
+    ]);
+    void state.subscribed.then(() => {
+      if (!subscribedInTime && !left && users.get(userId) === state) void refreshUser(state);
+    });
+    void subscribedOrLate
       .then(() => reader.getTotals(userId))
       .then(
         (totals) => {

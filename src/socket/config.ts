@@ -29,6 +29,9 @@ const schema = z.object({
   SUPABASE_JWKS_URL: url(['https:', 'http:']).optional(),
   SUPABASE_JWT_AUDIENCE: z.string().min(1).default('authenticated'),
   UNREAD_DEMO: bool(false),
+  // Off by default: the socket layer is Redis-only by design; on, reads survive a Redis outage.
+  UNREAD_DB_FALLBACK: bool(false),
+  UNREAD_DB_FALLBACK_MAX_CONCURRENT: int(1, 1_000, 4),
   DATABASE_URL: url(['postgres:', 'postgresql:']).optional(),
   UNREAD_HYDRATE_TIMEOUT_MS: int(10, 60_000, 3_000),
   UNREAD_SOCKET_COALESCE_MS: int(0, 10_000, 50),
@@ -50,6 +53,9 @@ export interface SocketConfig {
   jwksUrl: string | undefined;
   jwtAudience: string;
   demo: boolean;
+  /** Read badges from the database (capped, behind a circuit breaker) while Redis is down. */
+  dbFallback: boolean;
+  dbFallbackMaxConcurrent: number;
   /** Only for the demo endpoints; the badge path never touches the database. */
   databaseUrl: string | undefined;
   hydrateTimeoutMs: number;
@@ -69,6 +75,7 @@ export function loadSocketConfig(env: Record<string, string | undefined> = proce
     issues.push('SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL must be set (sockets authenticate with Supabase JWTs)');
   }
   if (e.UNREAD_DEMO && !e.SUPABASE_JWT_SECRET) issues.push('UNREAD_DEMO=true needs SUPABASE_JWT_SECRET (to mint demo tokens)');
+  if (e.UNREAD_DB_FALLBACK && !e.DATABASE_URL) issues.push('UNREAD_DB_FALLBACK=true needs DATABASE_URL (the fallback reads chat_rooms)');
   if (e.UNREAD_DEMO && !e.DATABASE_URL) issues.push('UNREAD_DEMO=true needs DATABASE_URL (demo endpoints write chat_rooms)');
   if (issues.length > 0) throw new ConfigError(issues);
   return {
@@ -81,6 +88,8 @@ export function loadSocketConfig(env: Record<string, string | undefined> = proce
     jwksUrl: e.SUPABASE_JWKS_URL,
     jwtAudience: e.SUPABASE_JWT_AUDIENCE,
     demo: e.UNREAD_DEMO,
+    dbFallback: e.UNREAD_DB_FALLBACK,
+    dbFallbackMaxConcurrent: e.UNREAD_DB_FALLBACK_MAX_CONCURRENT,
     databaseUrl: e.DATABASE_URL,
     hydrateTimeoutMs: e.UNREAD_HYDRATE_TIMEOUT_MS,
     coalesceMs: e.UNREAD_SOCKET_COALESCE_MS,

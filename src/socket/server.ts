@@ -4,6 +4,7 @@ import { Server } from 'socket.io';
 import { connect, type Sql } from '../db.js';
 import type { Logger } from '../log.js';
 import { createRedis, type RedisClient } from '../store/store.js';
+import { DbFallback } from '../fallback.js';
 import { attachUnreadBadges, type UnreadBadges } from './badges.js';
 import type { SocketConfig } from './config.js';
 import { handleDemoRequest, sendJson } from './demo.js';
@@ -34,6 +35,9 @@ export async function startSocketServer(
   if (!overrides.redis) redis.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection error'));
   const sql = config.demo ? (overrides.sql ?? connect(config.databaseUrl as string, { max: 4, applicationName: 'unread-sync demo' })) : null;
   let chat: SeedCompatChatSocket | null = null;
+  const fallbackSql = config.dbFallback
+    ? connect(config.databaseUrl as string, { max: config.dbFallbackMaxConcurrent, applicationName: 'unread-sync fallback' })
+    : null;
 
   const http = createServer((req, res) => {
     void route(req, res).catch((err: unknown) => {
@@ -66,6 +70,7 @@ export async function startSocketServer(
     hydrateTimeoutMs: config.hydrateTimeoutMs,
     coalesceMs: config.coalesceMs,
     reconcileIntervalMs: config.reconcileIntervalMs,
+    fallback: fallbackSql ? new DbFallback(fallbackSql, { maxConcurrent: config.dbFallbackMaxConcurrent }) : undefined,
   });
   if (sql) {
     chat = new SeedCompatChatSocket(sql, badges, { log });
@@ -95,6 +100,7 @@ export async function startSocketServer(
       await badges.close();
       await new Promise<void>((resolve) => io.close(() => resolve()));
       if (sql && !overrides.sql) await sql.end({ timeout: 5 });
+      await fallbackSql?.end({ timeout: 5 });
       if (!overrides.redis) redis.disconnect();
     },
   };

@@ -51,7 +51,7 @@ export async function privateRedis(port: number, extraArgs: string[] = []): Prom
     },
     async kill() {
       const c = child;
-      if (!c || c.exitCode !== null) return;
+      if (!c || c.exitCode !== null || c.signalCode !== null) return;
       const gone = new Promise((r) => c.once('exit', r));
       c.kill('SIGKILL');
       await gone;
