@@ -76,6 +76,7 @@ export class Bridge {
     const skipUsers = new Set(hydrate);
     let read = new Map<string, HydratedRoom[]>();
     let events = 0;
+    let applying: Promise<void> = Promise.resolve();
 
     const handler: CycleHandler = {
       begin: async (ctx) => {
@@ -87,10 +88,21 @@ export class Bridge {
       },
       chunk: async (raw) => {
         const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
-        let groups = new Map<string, RoomChange[]>();
+        // Per user, per room: only the newest version of a chunk goes to Redis. Values are
+        // absolute, so an older change of the same room in the same chunk is superseded anyway.
+        let groups = new Map<string, Map<string, RoomChange>>();
+        let superseded = 0;
+        // Double buffering: this chunk's Redis writes run while the source fetches and this
+        // handler parses the next chunk. One apply at a time keeps every user's changes in order.
         const flush = async () => {
-          if (groups.size > 0) await this.applyGroups(groups);
+          await applying;
+          if (groups.size > 0) {
+            applying = this.applyGroups(new Map([...groups].map(([user, rooms]) => [user, [...rooms.values()]])));
+            applying.catch(() => {}); // surfaced by the next await of `applying`
+          }
+          this.metrics.changesSkipped.inc(superseded);
           groups = new Map();
+          superseded = 0;
         };
         for (const row of rows) {
           const parsed = parseEvent(row);
@@ -101,19 +113,27 @@ export class Bridge {
           const event = parsed.event;
           if (event.kind === 'reset') {
             await flush();
+            await applying;
             await this.reset('chat_rooms truncated');
             continue;
           }
           this.observe(event);
           if (skipUsers.has(event.user_id)) continue;
-          let list = groups.get(event.user_id);
-          if (!list) groups.set(event.user_id, (list = []));
-          list.push({ roomId: event.room_id, unread: event.unread, version: event.id });
+          let rooms = groups.get(event.user_id);
+          if (!rooms) groups.set(event.user_id, (rooms = new Map()));
+          const seen = rooms.get(event.room_id);
+          if (seen && Number(seen.version) >= Number(event.id)) {
+            superseded++;
+            continue;
+          }
+          if (seen) superseded++;
+          rooms.set(event.room_id, { roomId: event.room_id, unread: event.unread, version: event.id });
         }
         events += rows.length;
         await flush();
       },
       end: async () => {
+        await applying;
         const hydrated = new Map(hydrate.map((u) => [u, read.get(u) ?? []]));
         if (hydrated.size > 0) {
           await store.hydrate(hydrated);

@@ -2,7 +2,8 @@
 import { randomBytes } from 'node:crypto';
 import { Command, InvalidArgumentError } from 'commander';
 import { loadConfig, ConfigError, type Config } from './config.js';
-import { connect, queries } from './db.js';
+import { connect } from './db.js';
+import { rebuildAll } from './rebuild.js';
 import { parseUserId } from './ids.js';
 import { createLogger } from './log.js';
 import { installPostgresWriteGuard } from './process-guard.js';
@@ -182,18 +183,11 @@ program
       }
       const sql = connect(config.databaseUrl, { max: 1, applicationName: 'unread-sync rebuild' });
       try {
-        const removed = await store.forgetAll();
-        let after: string | null = null;
-        let count = 0;
-        for (;;) {
-          const page = await queries.usersWithUnread(sql, after, config.hydrateBatchSize);
-          if (page.length === 0) break;
-          await store.requestHydration(page);
-          await Promise.all(page.map((id) => reader.getTotals(id)));
-          count += page.length;
-          after = page[page.length - 1] ?? null;
-        }
-        console.log(`forgot ${removed} keys; hydrated ${count} users with unread (others load on demand)`);
+        const r = await rebuildAll({ sql, store, reader, pageSize: config.hydrateBatchSize * 5 });
+        console.log(
+          `forgot ${r.forgottenKeys} keys; hydrated ${r.users} users with unread in ${r.seconds.toFixed(1)} s` +
+            ` (${Math.round(r.users / Math.max(r.seconds, 0.001))} users/s; others load on demand)`,
+        );
       } finally {
         await sql.end({ timeout: 5 });
       }

@@ -19,10 +19,11 @@ const schema = z.object({
   REDIS_URL: redisUrlSchema,
   REDIS_CLUSTER_NODES: clusterNodesSchema,
   UNREAD_KEY_PREFIX: keyPrefixSchema,
-  UNREAD_BATCH_SIZE: int(1, 100_000, 5_000),
-  UNREAD_HYDRATE_BATCH_SIZE: int(1, 10_000, 500),
+  UNREAD_BATCH_SIZE: int(1, 100_000, 20_000),
+  UNREAD_HYDRATE_BATCH_SIZE: int(1, 10_000, 2_000),
   UNREAD_HYDRATE_TIMEOUT_MS: int(10, 60_000, 3_000),
-  UNREAD_POLL_INTERVAL_MS: int(5, 60_000, 1_000),
+  UNREAD_POLL_INTERVAL_MS: int(5, 60_000, 100),
+  UNREAD_POLL_MIN_MS: int(1, 1_000, 2),
   UNREAD_CHECKPOINT_INTERVAL_MS: int(0, 60_000, 200),
   UNREAD_TOMBSTONE_TTL_MS: int(1_000, 30 * 86_400_000, 86_400_000),
   UNREAD_PRUNE_INTERVAL_MS: int(1_000, 86_400_000, 60_000),
@@ -61,7 +62,10 @@ export interface Config {
   batchSize: number;
   hydrateBatchSize: number;
   hydrateTimeoutMs: number;
+  /** Longest wait between two polls of the log while idle. */
   pollIntervalMs: number;
+  /** Poll interval right after changes (doubles while idle up to pollIntervalMs). */
+  pollMinMs: number;
   checkpointIntervalMs: number;
   tombstoneTtlMs: number;
   pruneIntervalMs: number;
@@ -105,6 +109,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     hydrateBatchSize: e.UNREAD_HYDRATE_BATCH_SIZE,
     hydrateTimeoutMs: e.UNREAD_HYDRATE_TIMEOUT_MS,
     pollIntervalMs: e.UNREAD_POLL_INTERVAL_MS,
+    pollMinMs: e.UNREAD_POLL_MIN_MS,
     checkpointIntervalMs: e.UNREAD_CHECKPOINT_INTERVAL_MS,
     tombstoneTtlMs: e.UNREAD_TOMBSTONE_TTL_MS,
     pruneIntervalMs: e.UNREAD_PRUNE_INTERVAL_MS,

@@ -105,27 +105,41 @@ export const queries = {
        order by id`;
   },
 
+  /** Cheap poll: has anything been committed to the log since `previous`? (index probes only) */
+  async hasChangesSince(sql: Sql, previous: string): Promise<boolean> {
+    const [row] = await sql<{ any: boolean }[]>`
+      select exists (
+        select 1 from unread_sync.changes where xid >= pg_snapshot_xmax(${previous}::pg_snapshot)
+        union all
+        select 1 from unread_sync.changes where xid = any(array(select pg_snapshot_xip(${previous}::pg_snapshot)))
+      ) as any`;
+    return row?.any ?? false;
+  },
+
   /** Rooms with unread > 0 of the given users, by the same rule as the triggers. */
   async unreadRooms(tx: Sql | TxSql, userIds: string[]): Promise<Map<string, HydratedRoom[]>> {
+    // One index scan per side (an OR join would read every room of the users through a BitmapOr
+    // and then filter); room_unread() keeps the rule in one place.
     const rows = await tx<{ user_id: string; room_id: string; unread: number }[]>`
-      select u.user_id, r.id as room_id, e.unread
-        from unnest(${userIds}::uuid[]) as u(user_id)
-        join public.chat_rooms r on r.user_id = u.user_id or r.company_id = u.user_id
+      select e.user_id, r.id as room_id, e.unread
+        from public.chat_rooms r
         cross join lateral unread_sync.room_unread(
           r.user_id, r.company_id, r.user_unread_count, r.company_unread_count, r.is_active) e
-       where e.user_id = u.user_id and e.unread > 0`;
+       where r.user_id = any(${userIds}::uuid[]) and e.user_id = r.user_id and e.unread > 0
+      union all
+      select e.user_id, r.id as room_id, e.unread
+        from public.chat_rooms r
+        cross join lateral unread_sync.room_unread(
+          r.user_id, r.company_id, r.user_unread_count, r.company_unread_count, r.is_active) e
+       where r.company_id = any(${userIds}::uuid[]) and e.user_id = r.company_id and e.unread > 0`;
     const out = new Map<string, HydratedRoom[]>(userIds.map((id) => [id, []]));
     for (const r of rows) out.get(r.user_id)?.push({ roomId: r.room_id, unread: r.unread });
     return out;
   },
 
-  /** Every user with at least one unread room, page by page (rebuild, verify). */
-  async usersWithUnread(sql: Sql, after: string | null, limit: number): Promise<string[]> {
-    const rows = await sql<{ user_id: string }[]>`
-      select distinct user_id from unread_sync.unread_truth
-       where ${after}::uuid is null or user_id > ${after}::uuid
-       order by user_id limit ${limit}`;
-    return rows.map((r) => r.user_id);
+  /** Every user with at least one unread room, in one pass over chat_rooms (stream it with .cursor()). */
+  usersWithUnread(sql: Sql) {
+    return sql<{ user_id: string }[]>`select distinct user_id from unread_sync.unread_truth`;
   },
 
   async prune(sql: Sql, minAgeSeconds: number, maxAgeSeconds: number): Promise<number> {

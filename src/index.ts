@@ -1,5 +1,6 @@
 // Public API of unread-sync.
 export { loadConfig, ConfigError, type Config } from './config.js';
+export { connect, type Sql } from './db.js';
 export { parseUserId, InvalidIdError } from './ids.js';
 export { createLogger, type Logger } from './log.js';
 export { migrate, MIGRATIONS_DIR, MIGRATIONS_TABLE, type MigrateOptions } from './migrate.js';
@@ -21,5 +22,6 @@ export { PostgresSource, type PostgresSourceOptions } from './sources/postgres.j
 export type { ChangeSource, CycleHandler } from './sources/source.js';
 export { parseEvent, changeEventSchema, type ChangeEvent } from './events.js';
 export { startBridge, type RunningBridge } from './runtime.js';
+export { rebuildAll, type RebuildReport } from './rebuild.js';
 export { verify, BridgeBehindError, type VerifyReport, type Drift } from './verify.js';
 export * from './socket/index.js';

@@ -61,6 +61,34 @@ export class UnreadReader {
     return { total, unreadRooms, seq };
   }
 
+  /**
+   * Makes sure every given user is cached (asks the bridge for the missing ones, in one request,
+   * and waits for all of them). Used by `rebuild`; ids must be validated UUIDs.
+   */
+  async ensureCached(userIds: string[]): Promise<void> {
+    const deadline = Date.now() + this.timeoutMs;
+    let missing = await this.missing(userIds);
+    let askedAt = 0;
+    let delay = 2;
+    while (missing.length > 0) {
+      if (Date.now() > deadline) throw new HydrationTimeoutError(`${missing[0]} (and ${missing.length - 1} more)`, this.timeoutMs);
+      // Re-ask rarely: a request is only lost if Redis restarts, and a re-ask of users still
+      // queued would load them twice.
+      if (Date.now() - askedAt >= 5_000) {
+        await this.store.requestHydration(missing);
+        askedAt = Date.now();
+      }
+      await sleep(delay);
+      delay = Math.min(delay * 2, 50);
+      missing = await this.missing(missing);
+    }
+  }
+
+  private async missing(userIds: string[]): Promise<string[]> {
+    const exists = await this.store.cached(userIds);
+    return userIds.filter((_, i) => !exists[i]);
+  }
+
   private hydrate(userId: string): Promise<UnreadCounts> {
     let pending = this.inflight.get(userId);
     if (!pending) {

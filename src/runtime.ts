@@ -50,6 +50,7 @@ export function startBridge(
       bridgeName: config.bridgeName,
       batchSize: config.batchSize,
       checkpointIntervalMs: config.checkpointIntervalMs,
+      pollMinMs: config.pollMinMs,
       logMinAgeSeconds: config.logMinAgeSeconds,
       logMaxAgeSeconds: config.logMaxAgeSeconds,
       log,

@@ -7,6 +7,8 @@ export interface PostgresSourceOptions {
   bridgeName: string;
   batchSize: number;
   checkpointIntervalMs: number;
+  /** Poll interval right after changes; it doubles while idle, up to the bridge's poll interval. */
+  pollMinMs: number;
   logMinAgeSeconds: number;
   logMaxAgeSeconds: number;
   log: Logger;
@@ -19,6 +21,9 @@ export class LockLostError extends Error {
     this.name = 'LockLostError';
   }
 }
+
+/** How long polling stays at its fastest after the last change. */
+const HOT_MS = 1_000;
 
 /**
  * The embedded default source: reads unread_sync.changes by snapshot difference.
@@ -42,10 +47,13 @@ export class PostgresSource implements ChangeSource {
   private firstStart = false;
   private lockPid = -1;
   private woken = false;
+  private idleDelay: number;
+  private lastChangeAt = 0;
   private wake: (() => void) | null = null;
   private unlisten: (() => Promise<void>) | null = null;
 
   constructor(private readonly options: PostgresSourceOptions) {
+    this.idleDelay = options.pollMinMs;
     this.pool = connect(options.databaseUrl, { max: 2, applicationName: 'unread-sync bridge' });
     this.lockConn = connect(options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (lock)' });
   }
@@ -125,6 +133,10 @@ export class PostgresSource implements ChangeSource {
       throw err;
     }
     if (generation !== this.generation) throw new Error('cycle abandoned: the source reconnected meanwhile');
+    if (delivered > 0) {
+      this.idleDelay = this.options.pollMinMs;
+      this.lastChangeAt = Date.now();
+    }
     this.position = snapshot;
     this.firstStart = false;
     if (gap || Date.now() - this.persistedAt >= this.options.checkpointIntervalMs) {
@@ -133,19 +145,35 @@ export class PostgresSource implements ChangeSource {
     return delivered;
   }
 
-  waitForChanges(timeoutMs: number, signal: AbortSignal): Promise<void> {
-    if (this.woken || signal.aborted) {
-      this.woken = false;
-      return Promise.resolve();
+  /**
+   * Polls the log with a cheap index probe: every `pollMinMs` right after changes, backing off
+   * (doubling) to `timeoutMs` while idle. NOTIFY, when a database turns it on, wakes at once.
+   */
+  async waitForChanges(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!signal.aborted && !this.woken && Date.now() < deadline) {
+      await this.sleepOrWake(Math.min(this.idleDelay, deadline - Date.now()), signal);
+      if (this.woken || signal.aborted || this.position === null) break;
+      if (await queries.hasChangesSince(this.pool, this.position)) {
+        this.idleDelay = this.options.pollMinMs;
+        break;
+      }
+      // Stay at the fast interval for a while after the last change (chat traffic comes in
+      // runs), then back off.
+      if (Date.now() - this.lastChangeAt > HOT_MS) this.idleDelay = Math.min(this.idleDelay * 2, timeoutMs);
     }
+    this.woken = false;
+  }
+
+  private sleepOrWake(ms: number, signal: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
+        signal.removeEventListener('abort', done);
         this.wake = null;
-        this.woken = false;
         resolve();
       };
-      const timer = setTimeout(done, timeoutMs);
+      const timer = setTimeout(done, Math.max(0, ms));
       signal.addEventListener('abort', done, { once: true });
       this.wake = done;
     });

@@ -165,6 +165,12 @@ export class UnreadStore {
     return { total: Number(t), unreadRooms: Number(n), seq: Number(s) };
   }
 
+  /** Whether each user is cached (one EXISTS per user, auto-pipelined). */
+  async cached(userIds: string[]): Promise<boolean[]> {
+    const replies = await Promise.all(userIds.map((id) => this.redis.exists(this.keys.user(id))));
+    return replies.map((n) => n === 1);
+  }
+
   /** Asks the bridge to (re)load these users from the database. */
   async requestHydration(userIds: string[]): Promise<void> {
     if (userIds.length === 0) return;

@@ -16,6 +16,7 @@ export async function steppedBridge(
     bridgeName: config.bridgeName,
     batchSize: config.batchSize,
     checkpointIntervalMs: 0,
+    pollMinMs: config.pollMinMs,
     logMinAgeSeconds: config.logMinAgeSeconds,
     logMaxAgeSeconds: config.logMaxAgeSeconds,
     log,
