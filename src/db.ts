@@ -131,7 +131,9 @@ export const queries = {
         from public.chat_rooms r
         cross join lateral unread_sync.room_unread(
           r.user_id, r.company_id, r.user_unread_count, r.company_unread_count, r.is_active) e
-       where r.company_id = any(${userIds}::uuid[]) and e.user_id = r.company_id and e.unread > 0`;
+       where r.company_id = any(${userIds}::uuid[]) and e.user_id = r.company_id and e.unread > 0
+         -- a room whose user is also its company came through the first branch already
+         and r.company_id is distinct from r.user_id`;
     const out = new Map<string, HydratedRoom[]>(userIds.map((id) => [id, []]));
     for (const r of rows) out.get(r.user_id)?.push({ roomId: r.room_id, unread: r.unread });
     return out;

@@ -6,6 +6,7 @@ import {
   createTestDb, createTestRedis, drifted, testConfig, testLogger, truth, uuid, waitForBridge,
   type TestDb, type TestRedis,
 } from './support/env.js';
+import { runConnection, seedRooms, workloadArbitrary } from './support/workload.js';
 
 /**
  * The central correctness claim: whatever committed history of chat_rooms writes happens, from
@@ -13,45 +14,11 @@ import {
  * savepoints and hydrations racing the stream, Redis ends equal to the truth computed by SQL.
  */
 
-type Side = 'user' | 'company';
-type Op =
-  | { t: 'msg'; room: number; side: Side; n: number }
-  | { t: 'read'; room: number; side: Side }
-  | { t: 'toggle'; room: number }
-  | { t: 'delete'; room: number }
-  | { t: 'insert'; room: number; user: number; company: number; uc: number; cc: number }
-  | { t: 'reassign'; room: number; side: Side; user: number }
-  | { t: 'negative'; room: number };
-interface Tx {
-  ops: Op[];
-  end: 'commit' | 'rollback';
-  savepointRollback: boolean;
-  holdMs: number;
-}
-
 const ROOMS = 10;
 const USERS = 8;
-const side = fc.constantFrom<Side>('user', 'company');
-const room = fc.nat(ROOMS - 1);
-const user = fc.nat(USERS - 1);
-const op: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ t: fc.constant('msg' as const), room, side, n: fc.integer({ min: 1, max: 5 }) }) },
-  { weight: 3, arbitrary: fc.record({ t: fc.constant('read' as const), room, side }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('toggle' as const), room }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('delete' as const), room }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('insert' as const), room, user, company: user, uc: fc.nat(4), cc: fc.nat(4) }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('reassign' as const), room, side, user }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('negative' as const), room }) },
-);
-const tx: fc.Arbitrary<Tx> = fc.record({
-  ops: fc.array(op, { minLength: 1, maxLength: 4 }),
-  end: fc.constantFrom<'commit' | 'rollback'>('commit', 'commit', 'commit', 'rollback'),
-  savepointRollback: fc.boolean(),
-  holdMs: fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 5, max: 120 })),
-});
 const workload = fc.record({
-  connections: fc.array(fc.array(tx, { minLength: 1, maxLength: 6 }), { minLength: 4, maxLength: 6 }),
-  readers: fc.array(user, { maxLength: 10 }),
+  connections: workloadArbitrary(ROOMS, USERS),
+  readers: fc.array(fc.nat(USERS - 1), { maxLength: 10 }),
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -95,68 +62,15 @@ for (const mode of ['in-order delivery', 'duplicated and shuffled delivery'] as 
           runs++;
           const users = Array.from({ length: USERS }, () => uuid());
           const rooms = Array.from({ length: ROOMS }, () => uuid());
-          for (let i = 0; i < ROOMS; i++) {
-            await db.sql`insert into chat_rooms (id, user_id, company_id, user_unread_count, company_unread_count)
-                         values (${rooms[i]!}, ${users[i % USERS]!}, ${users[(i * 3 + 1) % USERS]!}, ${i % 3}, ${i % 2})`;
-          }
+          await seedRooms(db.sql, rooms, users);
           // Half the users are cached before the load, the rest hydrate while it runs.
           await Promise.all(users.slice(0, USERS / 2).map((u) => reader.getTotal(u)));
 
-          const runOp = async (q: typeof db.sql, o: Op) => {
-            const id = rooms[o.room]!;
-            switch (o.t) {
-              case 'msg':
-                return o.side === 'user'
-                  ? q`update chat_rooms set user_unread_count = greatest(coalesce(user_unread_count, 0), 0) + ${o.n} where id = ${id}`
-                  : q`update chat_rooms set company_unread_count = greatest(coalesce(company_unread_count, 0), 0) + ${o.n} where id = ${id}`;
-              case 'read':
-                return o.side === 'user'
-                  ? q`update chat_rooms set user_unread_count = 0 where id = ${id}`
-                  : q`update chat_rooms set company_unread_count = 0 where id = ${id}`;
-              case 'toggle':
-                return q`update chat_rooms set is_active = not coalesce(is_active, false) where id = ${id}`;
-              case 'delete':
-                return q`delete from chat_rooms where id = ${id}`;
-              case 'insert':
-                return q`insert into chat_rooms (id, user_id, company_id, user_unread_count, company_unread_count)
-                         values (${id}, ${users[o.user]!}, ${users[o.company]!}, ${o.uc}, ${o.cc}) on conflict (id) do nothing`;
-              case 'reassign':
-                return o.side === 'user'
-                  ? q`update chat_rooms set user_id = ${users[o.user]!} where id = ${id}`
-                  : q`update chat_rooms set company_id = ${users[o.user]!} where id = ${id}`;
-              case 'negative':
-                return q`update chat_rooms set user_unread_count = -1 where id = ${id}`;
-            }
-          };
-
-          const connection = async (txs: Tx[]) => {
-            for (const t of txs) {
-              await db.sql
-                .begin(async (q) => {
-                  const [first, ...rest] = t.ops;
-                  await runOp(q as unknown as typeof db.sql, first!);
-                  if (t.savepointRollback) {
-                    await q
-                      .savepoint(async (sp) => {
-                        for (const o of rest) await runOp(sp as unknown as typeof db.sql, o);
-                        throw new Error('savepoint rolled back');
-                      })
-                      .catch(() => {});
-                  } else {
-                    for (const o of rest) await runOp(q as unknown as typeof db.sql, o);
-                  }
-                  if (t.holdMs > 0) await sleep(t.holdMs); // others commit meanwhile
-                  if (t.end === 'rollback') throw new Error('rolled back');
-                })
-                // Deadlocks between random writers are real outcomes: the database rolled back.
-                .catch(() => {});
-            }
-          };
           const readers = w.readers.map(async (k, i) => {
             await sleep(i * 7);
             await reader.getTotal(users[k]!);
           });
-          await Promise.all([...w.connections.map(connection), ...readers]);
+          await Promise.all([...w.connections.map((txs) => runConnection(db.sql, txs, rooms, users)), ...readers]);
 
           await waitForBridge(db.sql);
           const bad = await drifted(db.sql, r.store, users);

@@ -135,6 +135,9 @@ describe('trigger semantics: every committed change becomes exact per-(user, roo
     await mark();
     await db.sql`update chat_rooms set company_unread_count = 50 where id = ${id}`;
     expect(await newChanges()).toEqual([]);
+    // Hydration reads both sides' indexes and must still count the room once.
+    await stepper.hydrate([u]);
+    expect(await r.store.read(u)).toMatchObject({ total: 2, unreadRooms: 1, rooms: { [id]: 2 } });
   });
 
   it('negative counts are treated as 0 and flagged', async () => {

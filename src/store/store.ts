@@ -48,6 +48,8 @@ export interface ApplyResult {
 
 const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
 const APPLY_LUA = lua('applyChanges');
+/** Users per apply script call on a single Redis (a call runs well under a millisecond). */
+const USERS_PER_APPLY = 64;
 const HYDRATE_LUA = lua('hydrate');
 
 /**
@@ -58,7 +60,7 @@ const HYDRATE_LUA = lua('hydrate');
 const REDIRECTED = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)\b|Connection is closed|CONNECTION_CLOSED|Cluster isn't ready/;
 
 interface ScriptCommands {
-  unreadApply(user: string, tombstones: string, ...argv: string[]): Promise<number[]>;
+  unreadApply(numberOfKeys: number, ...keysAndArgv: string[]): Promise<number[]>;
   unreadHydrate(user: string, tombstones: string, ...argv: string[]): Promise<number[]>;
 }
 
@@ -91,7 +93,8 @@ export class UnreadStore {
     this.keys = keyLayout(prefix);
     // defineCommand loads each script once per connection (EVALSHA, falling back to EVAL).
     if (!('unreadApply' in redis)) {
-      redis.defineCommand('unreadApply', { numberOfKeys: 2, lua: APPLY_LUA });
+      // The key count varies with the users per call, so it is passed first on each call.
+      redis.defineCommand('unreadApply', { lua: APPLY_LUA });
       redis.defineCommand('unreadHydrate', { numberOfKeys: 2, lua: HYDRATE_LUA });
     }
     this.scripts = redis as unknown as ScriptCommands;
@@ -100,25 +103,39 @@ export class UnreadStore {
   /** Applies each user's changes (in order) atomically per user. */
   async apply(changes: Map<string, RoomChange[]>): Promise<ApplyResult[]> {
     const ttl = String(this.options.tombstoneTtlMs);
-    return Promise.all(
-      [...changes].map(async ([userId, list]) => {
-        const argv = [ttl, this.keys.channel(userId)];
-        for (const c of list) argv.push(c.roomId, String(c.unread), c.version);
-        const keys = [this.keys.user(userId), this.keys.tombstones(userId)] as const;
-        const [applied, skipped, total, unreadRooms, seq] = await this.retryAlone(
-          () => this.scripts.unreadApply(...keys, ...argv),
+    // A cluster script must stay in one slot: one user per call there; on a single Redis a call
+    // carries many users and saves the per-call overhead.
+    const perCall = this.redis instanceof Cluster ? 1 : USERS_PER_APPLY;
+    const users = [...changes];
+    const calls: Array<Array<[string, RoomChange[]]>> = [];
+    for (let i = 0; i < users.length; i += perCall) calls.push(users.slice(i, i + perCall));
+    const results = await Promise.all(
+      calls.map(async (group) => {
+        const keys: string[] = [];
+        const argv = [ttl];
+        for (const [userId, list] of group) {
+          keys.push(this.keys.user(userId), this.keys.tombstones(userId));
+          argv.push(this.keys.channel(userId), String(list.length));
+          for (const c of list) argv.push(c.roomId, String(c.unread), c.version);
+        }
+        const reply = await this.retryAlone(
+          () => this.scripts.unreadApply(keys.length, ...keys, ...argv),
           APPLY_LUA,
           keys,
           argv,
         );
-        return {
-          userId,
-          applied: applied ?? 0,
-          skipped: skipped ?? 0,
-          totals: { total: total ?? 0, unreadRooms: unreadRooms ?? 0, seq: seq ?? 0 },
-        };
+        return group.map(([userId], i): ApplyResult => {
+          const [applied, skipped, total, unreadRooms, seq] = reply.slice(i * 5, i * 5 + 5);
+          return {
+            userId,
+            applied: applied ?? 0,
+            skipped: skipped ?? 0,
+            totals: { total: total ?? 0, unreadRooms: unreadRooms ?? 0, seq: seq ?? 0 },
+          };
+        });
       }),
     );
+    return results.flat();
   }
 
   /** Replaces each user's cache with the given rooms (unread > 0) read from one snapshot. */
@@ -315,14 +332,14 @@ export class UnreadStore {
   private async retryAlone(
     first: () => Promise<number[]>,
     script: string,
-    keys: readonly [string, string],
+    keys: readonly string[],
     argv: string[],
   ): Promise<number[]> {
     try {
       return await first();
     } catch (err) {
       if (!(this.redis instanceof Cluster) || !REDIRECTED.test((err as Error).message)) throw err;
-      const command = new Command('eval', [script, 2, ...keys, ...argv], { replyEncoding: 'utf8' });
+      const command = new Command('eval', [script, keys.length, ...keys, ...argv], { replyEncoding: 'utf8' });
       return (await this.redis.sendCommand(command)) as number[];
     }
   }

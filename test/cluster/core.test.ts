@@ -4,6 +4,7 @@ import { UnreadReader } from '../../src/reader.js';
 import { startBridge, type RunningBridge } from '../../src/runtime.js';
 import { verify } from '../../src/verify.js';
 import { createTestDb, drifted, testLogger, truth, uuid, waitForBridge, type TestDb } from '../support/env.js';
+import { runConnection, seedRooms, workloadArbitrary } from '../support/workload.js';
 import { startCluster, type LocalCluster } from './cluster.js';
 import { clusterConfig, clusterRedis, load, probe, seed, sleep, type ClusterRedis } from './support.js';
 
@@ -12,39 +13,9 @@ import { clusterConfig, clusterRedis, load, probe, seed, sleep, type ClusterRedi
  * the SQL truth, and a master SIGKILLed mid-load (its replica promoted) loses nothing.
  */
 
-type Side = 'user' | 'company';
-type Op =
-  | { t: 'msg'; room: number; side: Side; n: number }
-  | { t: 'read'; room: number; side: Side }
-  | { t: 'toggle'; room: number }
-  | { t: 'delete'; room: number }
-  | { t: 'insert'; room: number; user: number; company: number; uc: number; cc: number }
-  | { t: 'reassign'; room: number; side: Side; user: number };
-interface Tx {
-  ops: Op[];
-  end: 'commit' | 'rollback';
-  holdMs: number;
-}
-
 const ROOMS = 12;
 const USERS = 10;
-const side = fc.constantFrom<Side>('user', 'company');
-const room = fc.nat(ROOMS - 1);
-const user = fc.nat(USERS - 1);
-const op: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ t: fc.constant('msg' as const), room, side, n: fc.integer({ min: 1, max: 5 }) }) },
-  { weight: 3, arbitrary: fc.record({ t: fc.constant('read' as const), room, side }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('toggle' as const), room }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('delete' as const), room }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('insert' as const), room, user, company: user, uc: fc.nat(4), cc: fc.nat(4) }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('reassign' as const), room, side, user }) },
-);
-const tx: fc.Arbitrary<Tx> = fc.record({
-  ops: fc.array(op, { minLength: 1, maxLength: 4 }),
-  end: fc.constantFrom<'commit' | 'rollback'>('commit', 'commit', 'commit', 'rollback'),
-  holdMs: fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 5, max: 80 })),
-});
-const workload = fc.array(fc.array(tx, { minLength: 1, maxLength: 6 }), { minLength: 4, maxLength: 6 });
+const workload = workloadArbitrary(ROOMS, USERS, 80);
 
 let cluster: LocalCluster;
 let db: TestDb;
@@ -75,52 +46,14 @@ describe('Redis Cluster (3 masters, 3 replicas)', () => {
         runs++;
         const users = Array.from({ length: USERS }, () => uuid());
         const rooms = Array.from({ length: ROOMS }, () => uuid());
-        for (let i = 0; i < ROOMS; i++) {
-          await db.sql`insert into chat_rooms (id, user_id, company_id, user_unread_count, company_unread_count)
-                       values (${rooms[i]!}, ${users[i % USERS]!}, ${users[(i * 3 + 1) % USERS]!}, ${i % 3}, ${i % 2})`;
-        }
+        await seedRooms(db.sql, rooms, users);
         // Half cached before the load, the rest hydrate while it runs (hydration races the stream).
         await Promise.all(users.slice(0, USERS / 2).map((u) => reader.getTotal(u)));
-        const runOp = (q: typeof db.sql, o: Op) => {
-          const id = rooms[o.room]!;
-          switch (o.t) {
-            case 'msg':
-              return o.side === 'user'
-                ? q`update chat_rooms set user_unread_count = coalesce(user_unread_count, 0) + ${o.n} where id = ${id}`
-                : q`update chat_rooms set company_unread_count = coalesce(company_unread_count, 0) + ${o.n} where id = ${id}`;
-            case 'read':
-              return o.side === 'user'
-                ? q`update chat_rooms set user_unread_count = 0 where id = ${id}`
-                : q`update chat_rooms set company_unread_count = 0 where id = ${id}`;
-            case 'toggle':
-              return q`update chat_rooms set is_active = not coalesce(is_active, false) where id = ${id}`;
-            case 'delete':
-              return q`delete from chat_rooms where id = ${id}`;
-            case 'insert':
-              return q`insert into chat_rooms (id, user_id, company_id, user_unread_count, company_unread_count)
-                       values (${id}, ${users[o.user]!}, ${users[o.company]!}, ${o.uc}, ${o.cc}) on conflict (id) do nothing`;
-            case 'reassign':
-              return o.side === 'user'
-                ? q`update chat_rooms set user_id = ${users[o.user]!} where id = ${id}`
-                : q`update chat_rooms set company_id = ${users[o.user]!} where id = ${id}`;
-          }
-        };
-        const connection = async (txs: Tx[]) => {
-          for (const t of txs) {
-            await db.sql
-              .begin(async (q) => {
-                for (const o of t.ops) await runOp(q as unknown as typeof db.sql, o);
-                if (t.holdMs > 0) await sleep(t.holdMs); // others commit meanwhile
-                if (t.end === 'rollback') throw new Error('rolled back');
-              })
-              .catch(() => {}); // rollbacks and deadlocks between random writers are real outcomes
-          }
-        };
         const late = users.slice(USERS / 2).map(async (u, i) => {
           await sleep(i * 9);
           await reader.getTotal(u);
         });
-        await Promise.all([...connections.map(connection), ...late]);
+        await Promise.all([...connections.map((txs) => runConnection(db.sql, txs, rooms, users)), ...late]);
         await waitForBridge(db.sql);
         expect(await drifted(db.sql, r.store, users)).toEqual([]);
         // Not vacuous: every user is cached (they live in different slots, so on different masters).
