@@ -32,10 +32,16 @@ export interface BridgeOptions {
   interceptor?: (rows: unknown[]) => unknown[];
 }
 
+/** Sleeps, or less when aborted; the listener is removed either way (the run signal lives long). */
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
   });
 
 /**
@@ -50,6 +56,8 @@ export class Bridge {
   private readonly hydrateBatchSize: number;
   private readonly verifyPosition = { node: 0, cursor: '0' };
   private verifyDueAt = 0;
+  /** Bumped when the watchdog abandons a cycle: the abandoned one must not write hydrations late. */
+  private generation = 0;
   private state: BridgeStatus = { active: false, lastCycleAt: null, lastError: null };
 
   constructor(private readonly options: BridgeOptions) {
@@ -70,6 +78,10 @@ export class Bridge {
   /** Runs one read cycle; returns the number of events the source delivered. */
   async runOnce(): Promise<number> {
     const { store, source } = this.options;
+    const generation = this.generation;
+    const current = () => {
+      if (generation !== this.generation) throw new Error('cycle abandoned by the watchdog');
+    };
     await this.collectHydrationRequests();
     const hydrate = [...this.pendingHydration].slice(0, this.hydrateBatchSize);
     const verifying = (await this.verificationSample()).filter((u) => !this.pendingHydration.has(u));
@@ -84,6 +96,7 @@ export class Bridge {
         // (skipUsers); users being verified get them applied, so at the end of the cycle their
         // cache must equal the snapshot.
         read = ctx.hydrated;
+        current();
         if (ctx.gap) await this.reset('gap or first start');
       },
       chunk: async (raw) => {
@@ -114,6 +127,7 @@ export class Bridge {
           if (event.kind === 'reset') {
             await flush();
             await applying;
+            current();
             await this.reset('chat_rooms truncated');
             continue;
           }
@@ -134,6 +148,8 @@ export class Bridge {
       },
       end: async () => {
         await applying;
+        // A hydration written late would overwrite newer state: an abandoned cycle stops here.
+        current();
         const hydrated = new Map(hydrate.map((u) => [u, read.get(u) ?? []]));
         if (hydrated.size > 0) {
           await store.hydrate(hydrated);
@@ -211,7 +227,10 @@ export class Bridge {
     const ms = this.options.cycleTimeoutMs ?? 120_000;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`cycle took longer than ${ms} ms; restarting the source`)), ms);
+      timer = setTimeout(() => {
+        this.generation++;
+        reject(new Error(`cycle took longer than ${ms} ms; restarting the source`));
+      }, ms);
     });
     work.catch(() => {}); // an abandoned cycle may still fail later; nobody waits for it then
     return Promise.race([work, timeout]).finally(() => clearTimeout(timer));

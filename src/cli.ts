@@ -104,7 +104,13 @@ program
       log.warn('no SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL: sockets use an ephemeral secret (see `npm run demo`)');
     }
     const running = startBridge(config, log);
-    const server = await startSocketServer(loadSocketConfig(env), log);
+    let server: Awaited<ReturnType<typeof startSocketServer>>;
+    try {
+      server = await startSocketServer(loadSocketConfig(env), log);
+    } catch (err) {
+      await running.stop(); // no headless bridge left holding the lock
+      throw err;
+    }
     log.info({ url: server.url }, 'bridge and socket server running');
     const stop = async () => {
       await server.close();

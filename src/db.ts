@@ -7,9 +7,15 @@ import postgres from 'postgres';
 export type Sql = postgres.Sql<Record<string, never>>;
 export type TxSql = postgres.TransactionSql<Record<string, never>>;
 
-export function connect(url: string, options: { max?: number; applicationName?: string } = {}): Sql {
+export function connect(
+  url: string,
+  options: { max?: number; applicationName?: string; keepAlive?: boolean } = {},
+): Sql {
   return postgres(url, {
     max: options.max ?? 4,
+    // A session that holds the bridge lock must not be recycled (postgres.js closes connections
+    // after 30-60 min by default, which would hand the lock to a standby mid-cycle).
+    ...(options.keepAlive ? { max_lifetime: null, idle_timeout: 0 } : {}),
     onnotice: () => {},
     connection: { application_name: options.applicationName ?? 'unread-sync' },
     // Ids travel as text: version numbers are bigint and must stay exact.
@@ -153,9 +159,16 @@ export const queries = {
 
   /** Pending log rows the bridge has not read yet (an estimate from its checkpoint). */
   async backlog(sql: Sql, name: string): Promise<number> {
+    // The same two index ranges as changesSince: a scrape must not scan the whole log.
     const [row] = await sql<{ n: string }[]>`
-      select count(*)::text as n from unread_sync.changes c, unread_sync.bridge_state b
-       where b.name = ${name} and not pg_visible_in_snapshot(c.xid, b.snapshot)`;
+      select count(*)::text as n
+        from unread_sync.bridge_state b
+        cross join lateral (
+          select 1 from unread_sync.changes c where c.xid >= pg_snapshot_xmax(b.snapshot)
+          union all
+          select 1 from unread_sync.changes c where c.xid = any(array(select pg_snapshot_xip(b.snapshot)))
+        ) pending
+       where b.name = ${name}`;
     return Number(row?.n ?? 0);
   },
 

@@ -17,6 +17,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  */
 export class UnreadReader {
   private readonly inflight = new Map<string, Promise<UnreadCounts>>();
+  /** Reads answered from Redis / that needed a hydration / answered by the database fallback. */
+  readonly stats = { hits: 0, misses: 0, fallbacks: 0 };
   private readonly timeoutMs: number;
   private readonly fallback: DbFallback | null;
 
@@ -36,9 +38,15 @@ export class UnreadReader {
     const id = parseUserId(userId);
     try {
       const cached = await this.store.read(id);
-      return cached ?? (await this.hydrate(id));
+      if (cached) {
+        this.stats.hits++;
+        return cached;
+      }
+      this.stats.misses++;
+      return await this.hydrate(id);
     } catch (err) {
       if (!this.fallback || err instanceof InvalidIdError || err instanceof HydrationTimeoutError) throw err;
+      this.stats.fallbacks++;
       return this.fallback.counts(id);
     }
   }
@@ -53,7 +61,10 @@ export class UnreadReader {
     const id = parseUserId(userId);
     try {
       const cached = await this.store.readTotals(id);
-      if (cached) return cached;
+      if (cached) {
+        this.stats.hits++;
+        return cached;
+      }
     } catch (err) {
       if (!this.fallback) throw err;
     }

@@ -56,6 +56,8 @@ export interface AttachOptions {
 }
 
 export interface UnreadBadges {
+  /** Badge emits so far (one per user room emit or initial socket emit). */
+  emitCount(): number;
   readonly namespace: Namespace;
   readonly store: UnreadStore;
   readonly reader: UnreadReader;
@@ -111,6 +113,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
   const users = new Map<string, UserState>();
   const channelPrefix = store.keys.channel('');
   let closed = false;
+  let emits = 0;
 
   // Narrowed for the type checker: Redis and Cluster both have duplicate(), with unrelated signatures.
   const sub = (options.redis as { duplicate(): RedisClient }).duplicate();
@@ -153,6 +156,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
     state.lastEmitAt = Date.now();
     // local: other servers emit to their own sockets from their own subscriptions.
     nsp.local.to(roomFor(state.userId)).emit(TOTAL_EVENT, payload(state.userId, t));
+    emits++;
   };
 
   const knownSeq = (s: UserState) => Math.max(s.last?.seq ?? -1, s.pending?.seq ?? -1);
@@ -307,6 +311,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
           if (state.pending) emitNow(state);
           const best = state.last ?? totals;
           socket.emit(TOTAL_EVENT, payload(userId, best));
+          emits++;
           void socket.join(roomFor(userId));
         },
         (err: unknown) => {
@@ -335,6 +340,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
     namespace: nsp,
     store,
     reader,
+    emitCount: () => emits,
     roomFor,
     async sendTotalUnreadCount(id: string) {
       const userId = parseUserId(id);

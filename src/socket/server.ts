@@ -8,6 +8,7 @@ import { DbFallback } from '../fallback.js';
 import { attachUnreadBadges, type UnreadBadges } from './badges.js';
 import type { SocketConfig } from './config.js';
 import { handleDemoRequest, sendJson } from './demo.js';
+import { socketMetrics } from './metrics.js';
 import { SeedCompatChatSocket } from './seed-compat.js';
 
 export interface RunningSocketServer {
@@ -48,8 +49,23 @@ export async function startSocketServer(
   async function route(req: IncomingMessage, res: ServerResponse) {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     if (path === '/healthz' && req.method === 'GET') {
-      const ok = redis.status === 'ready';
-      sendJson(res, ok ? 200 : 503, { ok, redis: redis.status, users: badges.connectedUsers().length });
+      sendJson(res, 200, { ok: true, users: badges.connectedUsers().length });
+      return;
+    }
+    if (path === '/readyz' && req.method === 'GET') {
+      // Ready = Redis answers now (a socket server without Redis cannot serve badges, unless the
+      // database fallback is on).
+      const pong = await Promise.race([
+        redis.ping().then(() => 'ok', (err: Error) => err.message),
+        new Promise<string>((resolve) => setTimeout(() => resolve('timed out after 2000 ms'), 2_000).unref()),
+      ]);
+      const ok = pong === 'ok' || config.dbFallback;
+      sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'not ready', checks: { redis: pong, dbFallback: config.dbFallback } });
+      return;
+    }
+    if (path === '/metrics' && req.method === 'GET') {
+      res.writeHead(200, { 'content-type': metrics.contentType });
+      res.end(await metrics.metrics());
       return;
     }
     if (chat && config.jwtSecret) {
@@ -72,6 +88,7 @@ export async function startSocketServer(
     reconcileIntervalMs: config.reconcileIntervalMs,
     fallback: fallbackSql ? new DbFallback(fallbackSql, { maxConcurrent: config.dbFallbackMaxConcurrent }) : undefined,
   });
+  const metrics = socketMetrics(io, badges);
   if (sql) {
     chat = new SeedCompatChatSocket(sql, badges, { log });
     log.warn('demo mode: /demo endpoints mint tokens for demo users and write chat_rooms; never enable in production');

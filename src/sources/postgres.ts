@@ -22,6 +22,9 @@ export class LockLostError extends Error {
   }
 }
 
+/** Rows one prune() call deletes at most (its max_rows default). */
+const PRUNE_BATCH = 100_000;
+
 /** How long polling stays at its fastest after the last change. */
 const HOT_MS = 1_000;
 
@@ -55,7 +58,7 @@ export class PostgresSource implements ChangeSource {
   constructor(private readonly options: PostgresSourceOptions) {
     this.idleDelay = options.pollMinMs;
     this.pool = connect(options.databaseUrl, { max: 2, applicationName: 'unread-sync bridge' });
-    this.lockConn = connect(options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (lock)' });
+    this.lockConn = connect(options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (lock)', keepAlive: true });
   }
 
   /**
@@ -179,9 +182,16 @@ export class PostgresSource implements ChangeSource {
     });
   }
 
+  /** Prunes in batches until nothing is left to prune (or 10 s pass), so retention keeps up with any write rate. */
   async maintain(): Promise<void> {
-    const deleted = await queries.prune(this.pool, this.options.logMinAgeSeconds, this.options.logMaxAgeSeconds);
-    if (deleted > 0) this.options.log.info({ deleted }, 'pruned change log');
+    const until = Date.now() + 10_000;
+    let total = 0;
+    for (;;) {
+      const deleted = await queries.prune(this.pool, this.options.logMinAgeSeconds, this.options.logMaxAgeSeconds);
+      total += deleted;
+      if (deleted < PRUNE_BATCH || Date.now() > until) break;
+    }
+    if (total > 0) this.options.log.info({ deleted: total }, 'pruned change log');
   }
 
   /** Pending rows past the durable checkpoint. */
@@ -209,7 +219,7 @@ export class PostgresSource implements ChangeSource {
     this.unlisten = null;
     const old = [this.pool, this.lockConn];
     this.pool = connect(this.options.databaseUrl, { max: 2, applicationName: 'unread-sync bridge' });
-    this.lockConn = connect(this.options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (lock)' });
+    this.lockConn = connect(this.options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (lock)', keepAlive: true });
     await Promise.all(old.map((c) => c.end({ timeout: 0 }).catch(() => {})));
   }
 

@@ -48,6 +48,8 @@ export interface ApplyResult {
 
 const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
 const APPLY_LUA = lua('applyChanges');
+/** Most pending hydration requests kept in Redis. */
+const HYDRATE_QUEUE_MAX = 100_000;
 /** Users per apply script call on a single Redis (a call runs well under a millisecond). */
 const USERS_PER_APPLY = 64;
 const HYDRATE_LUA = lua('hydrate');
@@ -60,7 +62,8 @@ const HYDRATE_LUA = lua('hydrate');
 const REDIRECTED = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)\b|Connection is closed|CONNECTION_CLOSED|Cluster isn't ready/;
 
 interface ScriptCommands {
-  unreadApply(numberOfKeys: number, ...keysAndArgv: string[]): Promise<number[]>;
+  unreadApply(user: string, tombstones: string, ...argv: string[]): Promise<number[]>;
+  unreadApplyMany(numberOfKeys: number, ...keysAndArgv: string[]): Promise<number[]>;
   unreadHydrate(user: string, tombstones: string, ...argv: string[]): Promise<number[]>;
 }
 
@@ -93,8 +96,11 @@ export class UnreadStore {
     this.keys = keyLayout(prefix);
     // defineCommand loads each script once per connection (EVALSHA, falling back to EVAL).
     if (!('unreadApply' in redis)) {
-      // The key count varies with the users per call, so it is passed first on each call.
-      redis.defineCommand('unreadApply', { lua: APPLY_LUA });
+      // Two entry points to the same script: one user (two keys) for a cluster, where ioredis
+      // routes auto-pipelined commands by their first argument, which must be a key; and any
+      // number of users for a single Redis, the key count passed first.
+      redis.defineCommand('unreadApply', { numberOfKeys: 2, lua: APPLY_LUA });
+      redis.defineCommand('unreadApplyMany', { lua: APPLY_LUA });
       redis.defineCommand('unreadHydrate', { numberOfKeys: 2, lua: HYDRATE_LUA });
     }
     this.scripts = redis as unknown as ScriptCommands;
@@ -119,7 +125,10 @@ export class UnreadStore {
           for (const c of list) argv.push(c.roomId, String(c.unread), c.version);
         }
         const reply = await this.retryAlone(
-          () => this.scripts.unreadApply(keys.length, ...keys, ...argv),
+          () =>
+            perCall === 1
+              ? this.scripts.unreadApply(keys[0] as string, keys[1] as string, ...argv)
+              : this.scripts.unreadApplyMany(keys.length, ...keys, ...argv),
           APPLY_LUA,
           keys,
           argv,
@@ -191,7 +200,13 @@ export class UnreadStore {
   /** Asks the bridge to (re)load these users from the database. */
   async requestHydration(userIds: string[]): Promise<void> {
     if (userIds.length === 0) return;
-    await this.redis.lpush(this.keys.hydrateQueue, ...userIds);
+    // Capped: readers re-ask while no bridge runs, and the queue must not crowd badges out of
+    // memory; the oldest requests go first (their readers have re-asked since).
+    await this.redis
+      .multi()
+      .lpush(this.keys.hydrateQueue, ...userIds)
+      .ltrim(this.keys.hydrateQueue, 0, HYDRATE_QUEUE_MAX - 1)
+      .exec();
     // Wake-up for an idle bridge; the list is the record.
     await this.redis.publish(this.keys.hydrateQueue, '1');
   }

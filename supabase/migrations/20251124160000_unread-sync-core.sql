@@ -84,8 +84,11 @@ CREATE TABLE unread_sync.bridge_state (
 -- This is the hot path of every chat_rooms write, so it applies room_unread()'s rule inline with
 -- plain variables instead of calling it (a set-returning call and a join cost about twice as much);
 -- the property tests compare everything the trigger emits against the view built on room_unread().
+-- SECURITY DEFINER: the app writes chat_rooms as its own role, which has (and needs) no rights
+-- on schema unread_sync; the trigger writes the log as the migration's owner. The empty
+-- search_path makes that safe (every name in the body is schema-qualified or built in).
 CREATE FUNCTION unread_sync.capture_change() RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   -- Old and new contributions: (user, count) for the user side and the company side.
@@ -158,7 +161,7 @@ $$;
 
 -- TRUNCATE skips row triggers: log a reset so the bridge forgets every cached user.
 CREATE FUNCTION unread_sync.capture_truncate() RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
 AS $$
 BEGIN
   INSERT INTO unread_sync.changes (kind) VALUES ('reset');
