@@ -4,6 +4,8 @@ import { BridgeMetrics } from './metrics.js';
 import type { ChangeSource, CycleHandler, HydratedRoom } from './sources/source.js';
 import type { RoomChange, UnreadStore } from './store/store.js';
 import { parseUserId } from './ids.js';
+import { sleep } from './sleep.js';
+import { matchesTruth } from './verify.js';
 
 export interface BridgeStatus {
   /** Holds the source (e.g. the Postgres lock); false while standing by or reconnecting. */
@@ -31,18 +33,6 @@ export interface BridgeOptions {
    */
   interceptor?: (rows: unknown[]) => unknown[];
 }
-
-/** Sleeps, or less when aborted; the listener is removed either way (the run signal lives long). */
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 
 /**
  * The bridge: pulls cycles from a change source, validates every event, applies them to Redis
@@ -172,7 +162,7 @@ export class Bridge {
   /** Runs until `signal` aborts: cycles while there is work, waits for a wake-up otherwise. */
   async run(signal: AbortSignal): Promise<void> {
     const { source, log, store } = this.options;
-    const poll = this.options.pollIntervalMs ?? 1_000;
+    const poll = this.options.pollIntervalMs ?? 100;
     const maintainEvery = this.options.maintainIntervalMs ?? 60_000;
     // Narrowed for the type checker: Redis and Cluster both have duplicate(), with unrelated signatures.
     const subscriber = (store.redis as { duplicate(): typeof store.redis }).duplicate();
@@ -265,17 +255,13 @@ export class Bridge {
       const c = cached[i];
       if (!c) return; // evicted meanwhile: unknown, nothing to compare
       const rooms = truth.get(userId) ?? [];
-      const expected = Object.fromEntries(rooms.map((r) => [r.roomId, r.unread]));
-      const total = rooms.reduce((a, r) => a + r.unread, 0);
-      const same =
-        c.total === total &&
-        c.unreadRooms === rooms.length &&
-        Object.keys(c.rooms).length === rooms.length &&
-        rooms.every((r) => c.rooms[r.roomId] === r.unread);
+      const same = matchesTruth(c, rooms);
       this.metrics.verifiedUsers.inc();
       if (!same) {
         repairs.set(userId, rooms);
-        log.error({ userId, cachedTotal: c.total, databaseTotal: total, cached: c.rooms, database: expected }, 'drift found and repaired');
+        const database = Object.fromEntries(rooms.map((r) => [r.roomId, r.unread]));
+        const databaseTotal = rooms.reduce((a, r) => a + r.unread, 0);
+        log.error({ userId, cachedTotal: c.total, databaseTotal, cached: c.rooms, database }, 'drift found and repaired');
       }
     });
     if (repairs.size > 0) {

@@ -16,6 +16,11 @@ export class InvalidIdError extends Error {
   }
 }
 
+/** True for a lower-case UUID, as Postgres prints them and as keys carry them. */
+export function isUuid(value: string): boolean {
+  return UUID.test(value);
+}
+
 /** Validates an id before it can reach SQL, a Redis key or a channel name; returns it lower-cased. */
 export function parseUserId(value: unknown, what = 'user id'): string {
   if (typeof value !== 'string' || value.length > 64) throw new InvalidIdError(what, value);

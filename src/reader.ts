@@ -1,5 +1,6 @@
 import type { DbFallback } from './fallback.js';
 import { InvalidIdError, parseUserId } from './ids.js';
+import { sleep } from './sleep.js';
 import type { BadgeTotals, UnreadCounts, UnreadStore } from './store/store.js';
 
 export class HydrationTimeoutError extends Error {
@@ -9,7 +10,6 @@ export class HydrationTimeoutError extends Error {
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Reads badges from Redis only. A missing user means "unknown": the reader asks the bridge to

@@ -1,4 +1,5 @@
 import { queries, type HydratedRoom, type Sql } from './db.js';
+import { sleep } from './sleep.js';
 import type { UnreadCounts, UnreadStore } from './store/store.js';
 
 export interface Drift {
@@ -32,19 +33,14 @@ export class BridgeBehindError extends Error {
   }
 }
 
-const UUID_KEY = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function sameCounts(cached: UnreadCounts | null, truth: HydratedRoom[]): boolean {
-  if (!cached) return true; // not cached = unknown, nothing to compare
-  const expected = Object.fromEntries(truth.map((r) => [r.roomId, r.unread]));
-  const keys = Object.keys(expected);
-  const sum = truth.reduce((a, r) => a + r.unread, 0);
+/** Whether a cached badge equals the database's rooms with unread (total, room count and every room). */
+export function matchesTruth(cached: UnreadCounts, truth: HydratedRoom[]): boolean {
   return (
-    cached.total === sum &&
-    cached.unreadRooms === keys.length &&
-    Object.keys(cached.rooms).length === keys.length &&
-    keys.every((k) => cached.rooms[k] === expected[k])
+    cached.total === truth.reduce((a, r) => a + r.unread, 0) &&
+    cached.unreadRooms === truth.length &&
+    Object.keys(cached.rooms).length === truth.length &&
+    truth.every((r) => cached.rooms[r.roomId] === r.unread)
   );
 }
 
@@ -73,7 +69,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
     users.forEach((userId, i) => {
       const c = cached[i] ?? null;
       const t = truth.get(userId) ?? [];
-      if (!sameCounts(c, t)) {
+      if (c && !matchesTruth(c, t)) { // not cached = unknown, nothing to compare
         bad.push({
           userId,
           redis: { total: c?.total ?? 0, rooms: c?.rooms ?? {} },
@@ -94,11 +90,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
   if (options.userIds) {
     await check(options.userIds);
   } else {
-    for await (const page of store.cachedUsers(options.pageSize ?? 500)) {
-      // Keys under our prefix that are not ours (a hostile or stray write) are not users.
-      const users = page.filter((id) => UUID_KEY.test(id));
-      if (users.length > 0) await check(users);
-    }
+    for await (const page of store.cachedUsers(options.pageSize ?? 500)) await check(page);
   }
 
   if (options.repair && report.drifted.length > 0) {

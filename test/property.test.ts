@@ -7,6 +7,7 @@ import {
   type TestDb, type TestRedis,
 } from './support/env.js';
 import { runConnection, seedRooms, workloadArbitrary } from './support/workload.js';
+import { sleep } from '../src/sleep.js';
 
 /**
  * The central correctness claim: whatever committed history of chat_rooms writes happens, from
@@ -21,7 +22,6 @@ const workload = fc.record({
   readers: fc.array(fc.nat(USERS - 1), { maxLength: 10 }),
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 for (const mode of ['in-order delivery', 'duplicated and shuffled delivery'] as const) {
   describe(`property: Redis equals the database after concurrent history (${mode})`, () => {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { sleep } from '../sleep.js';
 import { hostname } from 'node:os';
 import { createClient, type SupabaseClient } from '@supabase/supabase-js';
 import type { RealtimeChannel, RealtimeClientOptions, WebSocketLikeConstructor } from '@supabase/realtime-js';
@@ -111,12 +112,6 @@ interface Shard {
   attempt: number;
   timer: NodeJS.Timeout | null;
 }
-
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
-  });
 
 /**
  * Supabase source: live events from Supabase Realtime "Broadcast from Database" (fast path),

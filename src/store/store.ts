@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Cluster, Command, Redis } from 'ioredis';
+import { isUuid } from '../ids.js';
+import { sleep } from '../sleep.js';
 import { keyLayout, type KeyLayout } from './keys.js';
 
 export type RedisClient = Redis | Cluster;
@@ -22,8 +24,6 @@ export interface ScanPosition {
   node: number;
   cursor: string;
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export interface BadgeTotals {
   total: number;
@@ -169,7 +169,7 @@ export class UnreadStore {
 
   /** The full badge, or null when the user is not cached (unknown, not zero). */
   async read(userId: string): Promise<UnreadCounts | null> {
-    const hash = await this.redis.hgetall(this.keys.user(userId));
+    const hash = await this.redirectSafe(() => this.redis.hgetall(this.keys.user(userId)));
     if (hash.t === undefined) return null;
     const rooms: Record<string, number> = {};
     for (const [field, value] of Object.entries(hash)) {
@@ -186,14 +186,14 @@ export class UnreadStore {
 
   /** Total and room count only (one small reply), or null when unknown. */
   async readTotals(userId: string): Promise<BadgeTotals | null> {
-    const [t, n, s] = await this.redis.hmget(this.keys.user(userId), 't', 'n', 's');
+    const [t, n, s] = await this.redirectSafe(() => this.redis.hmget(this.keys.user(userId), 't', 'n', 's'));
     if (t === null || t === undefined) return null;
     return { total: Number(t), unreadRooms: Number(n), seq: Number(s) };
   }
 
   /** Whether each user is cached (one EXISTS per user, auto-pipelined). */
   async cached(userIds: string[]): Promise<boolean[]> {
-    const replies = await Promise.all(userIds.map((id) => this.redis.exists(this.keys.user(id))));
+    const replies = await Promise.all(userIds.map((id) => this.redirectSafe(() => this.redis.exists(this.keys.user(id)))));
     return replies.map((n) => n === 1);
   }
 
@@ -266,7 +266,9 @@ export class UnreadStore {
       do {
         const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', pageSize);
         cursor = next;
-        if (keys.length > 0) yield keys.map((k) => k.slice(start + 1, -1));
+        // Keys under our prefix that are not ours (a stray or hostile write) are not users.
+        const users = keys.map((k) => k.slice(start + 1, -1)).filter(isUuid);
+        if (users.length > 0) yield users;
       } while (cursor !== '0');
     }
   }
@@ -289,7 +291,7 @@ export class UnreadStore {
       if (next === '0') position.node = (position.node + 1) % nodes.length;
       for (const k of keys) {
         const id = k.slice(start + 1, -1);
-        if (UUID.test(id)) found.push(id);
+        if (isUuid(id)) found.push(id);
       }
       if (next === '0') break;
     }
@@ -359,14 +361,28 @@ export class UnreadStore {
     }
   }
 
+  /**
+   * Reads on a cluster: a redirect met inside an auto-pipeline reaches the caller instead of being
+   * followed (during a reshard or failover); one retry after the slot map refreshed answers it.
+   */
+  private async redirectSafe<T>(read: () => Promise<T>): Promise<T> {
+    try {
+      return await read();
+    } catch (err) {
+      if (!(this.redis instanceof Cluster) || !REDIRECTED.test((err as Error).message)) throw err;
+      await sleep(50);
+      return read();
+    }
+  }
+
   private masters(): Redis[] {
     return this.redis instanceof Cluster ? this.redis.nodes('master') : [this.redis];
   }
 }
 
 /** Connects to Redis, or to a Redis Cluster when seed nodes are given, with the options unread-sync relies on. */
-export function createRedis(url: string, options: { clusterNodes?: string[]; lazy?: boolean } = {}): RedisClient {
-  const common = { enableAutoPipelining: true, lazyConnect: options.lazy ?? false };
+export function createRedis(url: string, options: { clusterNodes?: string[] } = {}): RedisClient {
+  const common = { enableAutoPipelining: true };
   if (options.clusterNodes && options.clusterNodes.length > 0) {
     const nodes = options.clusterNodes.map((n) => {
       const [host, port] = n.split(':');

@@ -5,7 +5,8 @@ import { verify } from '../../src/verify.js';
 import { createTestDb, waitForBridge, type TestDb } from '../support/env.js';
 import { bridgeEnv, exited, spawnCli } from '../support/processes.js';
 import { startCluster, type LocalCluster } from './cluster.js';
-import { clusterRedis, load, percentile, probe, seed, sleep, type ClusterRedis } from './support.js';
+import { clusterRedis, percentile, probe, sleep, type ClusterRedis } from './support.js';
+import { seedWorld, steadyLoad } from '../support/load.js';
 
 /**
  * Several bridge processes against one database and one Redis Cluster: one is active (Postgres
@@ -80,7 +81,7 @@ describe('several bridges on a Redis Cluster', () => {
   let rooms: string[] = [];
 
   it('throughput with 1, 2 and 3 bridges (burst of committed changes drained into the cluster)', async () => {
-    ({ users, rooms } = await seed(db, 2_000, 6_000));
+    ({ users, rooms } = await seedWorld(db.sql, 2_000, 6_000));
     const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 30_000 });
     const results: Array<{ bridges: number; changes: number; ms: number; perSecond: number }> = [];
     for (const n of [1, 2, 3]) {
@@ -112,7 +113,7 @@ describe('several bridges on a Redis Cluster', () => {
   });
 
   it('the active bridge SIGKILLed mid-load, twice: a standby takes over within a few seconds, 0 users drift', async () => {
-    if (users.length === 0) ({ users, rooms } = await seed(db, 2_000, 6_000));
+    if (users.length === 0) ({ users, rooms } = await seedWorld(db.sql, 2_000, 6_000));
     const list = await spawnBridges(3);
     const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 30_000 });
     const p = await probe(db, r.store);
@@ -120,7 +121,7 @@ describe('several bridges on a Redis Cluster', () => {
     for (let i = 0; i < users.length; i += 200) await Promise.all(users.slice(i, i + 200).map((u) => reader.getTotal(u)));
 
     let done = false;
-    const writing = load(db, rooms, 4, () => done);
+    const writing = steadyLoad(db.sql, rooms, 4, () => done);
     const takeovers: number[] = [];
     try {
       for (let kill = 0; kill < 2; kill++) {

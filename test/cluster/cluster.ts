@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { sleep } from '../../src/sleep.js';
 
 /**
  * A real 3-master / 3-replica Redis Cluster on loopback high ports, built from the machine's
@@ -26,7 +27,6 @@ export interface LocalCluster {
   stop(): Promise<void>;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const alive = new Set<ChildProcess>();
 // A crashed or interrupted test run must not leave redis-servers behind.
 process.once('exit', () => {

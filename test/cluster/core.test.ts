@@ -6,7 +6,8 @@ import { verify } from '../../src/verify.js';
 import { createTestDb, drifted, testLogger, truth, uuid, waitForBridge, type TestDb } from '../support/env.js';
 import { runConnection, seedRooms, workloadArbitrary } from '../support/workload.js';
 import { startCluster, type LocalCluster } from './cluster.js';
-import { clusterConfig, clusterRedis, load, probe, seed, sleep, type ClusterRedis } from './support.js';
+import { clusterConfig, clusterRedis, probe, sleep, type ClusterRedis } from './support.js';
+import { seedWorld, steadyLoad } from '../support/load.js';
 
 /**
  * The core claim on a real Redis Cluster: concurrent committed history ends with Redis equal to
@@ -71,11 +72,11 @@ describe('Redis Cluster (3 masters, 3 replicas)', () => {
   });
 
   it('slots resharded between masters mid-load (ASK, TRYAGAIN, MOVED): 0 users drift', async () => {
-    const { users, rooms } = await seed(db, 400, 1_200);
+    const { users, rooms } = await seedWorld(db.sql, 400, 1_200);
     const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 15_000 });
     await Promise.all(users.map((u) => reader.getTotal(u)));
     let done = false;
-    const writing = load(db, rooms, 4, () => done);
+    const writing = steadyLoad(db.sql, rooms, 4, () => done);
     // Readers keep reading (and hydrating after forgets) while slots move.
     const reading = (async () => {
       while (!done) {
@@ -105,13 +106,13 @@ describe('Redis Cluster (3 masters, 3 replicas)', () => {
   });
 
   it('a master SIGKILLed mid-load: its replica takes over and 0 users drift', async () => {
-    const { users, rooms } = await seed(db, 300, 900);
+    const { users, rooms } = await seedWorld(db.sql, 300, 900);
     const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 15_000 });
     const p = await probe(db, r.store);
     await Promise.all([...users, p.user].map((u) => reader.getTotal(u)));
 
     let done = false;
-    const writing = load(db, rooms, 4, () => done);
+    const writing = steadyLoad(db.sql, rooms, 4, () => done);
     let failover: Awaited<ReturnType<LocalCluster['killMaster']>>;
     let recoveryMs: number;
     try {

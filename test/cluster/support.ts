@@ -4,8 +4,10 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { createRedis, UnreadStore } from '../../src/store/store.js';
 import type { TestDb } from '../support/env.js';
 import { uuid } from '../support/env.js';
+import { sleep } from '../../src/sleep.js';
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export { sleep };
+
 
 export interface ClusterRedis {
   prefix: string;
@@ -43,40 +45,6 @@ export function clusterConfig(db: TestDb, seeds: string, prefix: string, extra: 
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     ...extra,
   });
-}
-
-/** Rooms between a fixed set of users (each room: a user side and a company side). */
-export async function seed(db: TestDb, users: number, rooms: number) {
-  const ids = Array.from({ length: users }, () => uuid());
-  const roomIds = Array.from({ length: rooms }, () => uuid());
-  for (let i = 0; i < rooms; i += 1000) {
-    await db.sql`insert into chat_rooms ${db.sql(
-      roomIds.slice(i, i + 1000).map((id, k) => ({
-        id,
-        user_id: ids[(i + k) % users],
-        company_id: ids[((i + k) * 7 + 3) % users],
-        user_unread_count: 0,
-        company_unread_count: 0,
-      })),
-    )}`;
-  }
-  return { users: ids, rooms: roomIds };
-}
-
-/** Random messages and reads from several connections until `until()`; resolves with the count. */
-export function load(db: TestDb, rooms: string[], connections: number, until: () => boolean): Promise<number> {
-  let written = 0;
-  const worker = async () => {
-    while (!until()) {
-      const id = rooms[Math.floor(Math.random() * rooms.length)]!;
-      const roll = Math.random();
-      if (roll < 0.75) await db.sql`update chat_rooms set user_unread_count = user_unread_count + 1 where id = ${id}`;
-      else if (roll < 0.9) await db.sql`update chat_rooms set company_unread_count = company_unread_count + 2 where id = ${id}`;
-      else await db.sql`update chat_rooms set user_unread_count = 0 where id = ${id}`;
-      written++;
-    }
-  };
-  return Promise.all(Array.from({ length: connections }, worker)).then(() => written);
 }
 
 /**

@@ -3,9 +3,10 @@ import type { Sql } from '../../src/db.js';
 import { UnreadReader } from '../../src/reader.js';
 import { UnreadStore } from '../../src/store/store.js';
 import { verify } from '../../src/verify.js';
-import { drifted, uuid, waitForBridge } from '../support/env.js';
+import { drifted, waitForBridge } from '../support/env.js';
+export { sleep } from '../../src/sleep.js';
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export { seedWorld, steadyLoad } from '../support/load.js';
 
 export interface FaultRow {
   scenario: string;
@@ -25,36 +26,6 @@ export function printTable(): void {
     ...results.map((r) => `| ${r.scenario}${r.note ? ` (${r.note})` : ''} | ${r.written} | ${r.faults} | ${r.drifted} | ${r.convergeMs} ms |`),
   ];
   console.log(`\nFault suite\n${lines.join('\n')}\n`);
-}
-
-export async function seedWorld(sql: Sql, users = 40, rooms = 200) {
-  const ids = Array.from({ length: users }, () => uuid());
-  const roomIds = Array.from({ length: rooms }, () => uuid());
-  const rows = roomIds.map((id, i) => ({ id, user_id: ids[i % users], company_id: ids[(i * 7 + 3) % users], user_unread_count: i % 3, company_unread_count: 0 }));
-  // Chunks: one statement takes at most 65,534 parameters.
-  for (let i = 0; i < rows.length; i += 5_000) await sql`insert into chat_rooms ${sql(rows.slice(i, i + 5_000))}`;
-  return { users: ids, rooms: roomIds };
-}
-
-/** Steady writes from several connections; errors (a restarting server) are retried, not counted. */
-export function steadyLoad(sql: Sql, rooms: string[], connections: number, stop: () => boolean) {
-  let written = 0;
-  const worker = async () => {
-    while (!stop()) {
-      const id = rooms[Math.floor(Math.random() * rooms.length)]!;
-      const roll = Math.random();
-      try {
-        if (roll < 0.7) await sql`update chat_rooms set user_unread_count = user_unread_count + 1 where id = ${id}`;
-        else if (roll < 0.85) await sql`update chat_rooms set company_unread_count = company_unread_count + 1 where id = ${id}`;
-        else if (roll < 0.95) await sql`update chat_rooms set user_unread_count = 0 where id = ${id}`;
-        else await sql`update chat_rooms set is_active = not is_active where id = ${id}`;
-        written++;
-      } catch {
-        await sleep(50);
-      }
-    }
-  };
-  return Promise.all(Array.from({ length: connections }, worker)).then(() => written);
 }
 
 /**

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import type { Sql } from '../../src/db.js';
+import { sleep } from '../../src/sleep.js';
 
 /**
  * The random concurrent history shared by the property tests (single Redis and cluster): rooms
@@ -81,7 +82,6 @@ function runOp(q: Sql, o: Op, rooms: string[], users: string[]) {
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Runs one connection's transactions; rollbacks and deadlocks are real outcomes, not failures. */
 export async function runConnection(sql: Sql, txs: Tx[], rooms: string[], users: string[]): Promise<void> {
