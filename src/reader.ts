@@ -67,6 +67,10 @@ export class UnreadReader {
       }
     } catch (err) {
       if (!this.fallback) throw err;
+      // Redis just failed: go to the database at once instead of a second doomed Redis read.
+      this.stats.fallbacks++;
+      const { total, unreadRooms, seq } = await this.fallback.counts(id);
+      return { total, unreadRooms, seq };
     }
     const { total, unreadRooms, seq } = await this.getCounts(id);
     return { total, unreadRooms, seq };
