@@ -2,6 +2,41 @@
 -- unread-sync core: change capture on chat_rooms into a durable, commit-order-safe log.
 -- Everything lives in schema unread_sync except chat_rooms itself (created only when absent).
 
+-- Pre-check, before anything changes: chat_rooms (when it exists) must have the columns and types
+-- the capture understands. Refusing here leaves the app's table and triggers untouched.
+DO $$
+DECLARE
+  want constant text[][] := ARRAY[
+    ['id', 'uuid, bigint, integer, text'],
+    ['user_id', 'uuid'],
+    ['company_id', 'uuid'],
+    ['user_unread_count', 'integer'],
+    ['company_unread_count', 'integer'],
+    ['is_active', 'boolean']];
+  col text;
+  allowed text;
+  found text;
+  i integer;
+BEGIN
+  IF to_regclass('public.chat_rooms') IS NULL THEN
+    RETURN;
+  END IF;
+  FOR i IN 1 .. array_length(want, 1) LOOP
+    col := want[i][1];
+    allowed := want[i][2];
+    SELECT format_type(a.atttypid, NULL) INTO found
+      FROM pg_attribute a
+     WHERE a.attrelid = 'public.chat_rooms'::regclass AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+    IF found IS NULL THEN
+      RAISE EXCEPTION 'unread-sync: public.chat_rooms has no column "%" (expected type: %); nothing was changed', col, allowed;
+    END IF;
+    IF NOT found = ANY (string_to_array(allowed, ', ')) THEN
+      RAISE EXCEPTION 'unread-sync: public.chat_rooms.% is of type %, supported: %; nothing was changed', col, found, allowed;
+    END IF;
+  END LOOP;
+END
+$$;
+
 CREATE SCHEMA unread_sync;
 
 -- Facts the down migration needs (e.g. whether we created chat_rooms).
@@ -172,10 +207,20 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER unread_sync_capture
-  AFTER INSERT OR DELETE OR UPDATE OF id, user_id, company_id, user_unread_count, company_unread_count, is_active
-  ON public.chat_rooms
-  FOR EACH ROW EXECUTE FUNCTION unread_sync.capture_change();
+-- This capture assumes uuid room ids; on other id types the triggers come with migration
+-- 1764000000003 (which replaces these on every database), so the app is never left with a
+-- trigger that fails its writes.
+DO $$
+BEGIN
+  IF (SELECT format_type(atttypid, NULL) FROM pg_attribute
+       WHERE attrelid = 'public.chat_rooms'::regclass AND attname = 'id') = 'uuid' THEN
+    CREATE TRIGGER unread_sync_capture
+      AFTER INSERT OR DELETE OR UPDATE OF id, user_id, company_id, user_unread_count, company_unread_count, is_active
+      ON public.chat_rooms
+      FOR EACH ROW EXECUTE FUNCTION unread_sync.capture_change();
+  END IF;
+END
+$$;
 
 CREATE TRIGGER unread_sync_capture_truncate
   AFTER TRUNCATE ON public.chat_rooms

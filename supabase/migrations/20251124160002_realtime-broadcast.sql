@@ -26,9 +26,10 @@ CREATE FUNCTION unread_sync.read_changes(
   after_id bigint DEFAULT NULL,
   hydrate uuid[] DEFAULT '{}',
   max_rows integer DEFAULT 5000)
+-- room_id is text: room ids are opaque (uuid, bigint, integer or text in the app's table).
 RETURNS TABLE (
   part text, snapshot text, gap boolean, more boolean,
-  id text, xid text, kind text, user_id uuid, room_id uuid, unread integer, negative boolean,
+  id text, xid text, kind text, user_id uuid, room_id text, unread integer, negative boolean,
   created_at timestamptz)
 LANGUAGE sql STABLE
 AS $$
@@ -58,13 +59,13 @@ AS $$
     SELECT p.*, row_number() OVER (ORDER BY p.xid, p.id) AS n FROM page p
   )
   SELECT 'head', h.snap::text, h.gap, (SELECT count(*) > max_rows FROM page),
-         NULL::text, NULL::text, NULL::text, NULL::uuid, NULL::uuid, NULL::integer, NULL::boolean, NULL::timestamptz
+         NULL::text, NULL::text, NULL::text, NULL::uuid, NULL::text, NULL::integer, NULL::boolean, NULL::timestamptz
     FROM head h
   UNION ALL
-  SELECT 'change', NULL, NULL, NULL, n.id::text, n.xid::text, n.kind, n.user_id, n.room_id, n.unread, n.negative, n.created_at
+  SELECT 'change', NULL, NULL, NULL, n.id::text, n.xid::text, n.kind, n.user_id, n.room_id::text, n.unread, n.negative, n.created_at
     FROM numbered n WHERE n.n <= max_rows
   UNION ALL
-  SELECT 'room', NULL, NULL, NULL, NULL, NULL, NULL, u.user_id, r.id, e.unread, NULL, NULL
+  SELECT 'room', NULL, NULL, NULL, NULL, NULL, NULL, u.user_id, r.id::text, e.unread, NULL, NULL
     FROM unnest(hydrate) AS u(user_id)
     JOIN public.chat_rooms r ON r.user_id = u.user_id OR r.company_id = u.user_id
    CROSS JOIN LATERAL unread_sync.room_unread(
