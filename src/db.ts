@@ -124,16 +124,17 @@ export const queries = {
 
   /** Rooms with unread > 0 of the given users, by the same rule as the triggers. */
   async unreadRooms(tx: Sql | TxSql, userIds: string[]): Promise<Map<string, HydratedRoom[]>> {
+    // Room ids leave as text whatever their type in chat_rooms (uuid, bigint, integer, text).
     // One index scan per side (an OR join would read every room of the users through a BitmapOr
     // and then filter); room_unread() keeps the rule in one place.
     const rows = await tx<{ user_id: string; room_id: string; unread: number }[]>`
-      select e.user_id, r.id as room_id, e.unread
+      select e.user_id, r.id::text as room_id, e.unread
         from public.chat_rooms r
         cross join lateral unread_sync.room_unread(
           r.user_id, r.company_id, r.user_unread_count, r.company_unread_count, r.is_active) e
        where r.user_id = any(${userIds}::uuid[]) and e.user_id = r.user_id and e.unread > 0
       union all
-      select e.user_id, r.id as room_id, e.unread
+      select e.user_id, r.id::text as room_id, e.unread
         from public.chat_rooms r
         cross join lateral unread_sync.room_unread(
           r.user_id, r.company_id, r.user_unread_count, r.company_unread_count, r.is_active) e

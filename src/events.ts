@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { uuidSchema } from './ids.js';
+import { roomIdSchema, uuidSchema } from './ids.js';
 
 /**
  * An unread-change event as every source delivers it (the shape of unread_sync.changes rows,
@@ -20,7 +20,7 @@ const setEvent = z.object({
   xid: xidSchema.optional(),
   kind: z.literal('set'),
   user_id: uuidSchema,
-  room_id: uuidSchema,
+  room_id: roomIdSchema,
   unread: z.number().int().min(0).max(2_147_483_647),
   negative: z.boolean().default(false),
   created_at: z.union([z.date(), z.string(), z.number()]).optional(),

@@ -28,3 +28,19 @@ export function parseUserId(value: unknown, what = 'user id'): string {
   if (!UUID.test(lower)) throw new InvalidIdError(what, value);
   return lower;
 }
+
+/** Longest room id accepted (room ids are opaque: uuid, bigint, integer or text in the app's table). */
+export const ROOM_ID_MAX_LENGTH = 256;
+
+/**
+ * A room id as the log carries it: opaque text (Postgres prints uuid, bigint, integer and text ids
+ * as text), bounded, no control characters. It only ever becomes a hash field (prefixed, see
+ * store/keys.ts), never a key or channel name.
+ */
+export const roomIdSchema = z
+  .union([z.string(), z.number().int().transform(String)])
+  .refine((s) => s.length >= 1 && s.length <= ROOM_ID_MAX_LENGTH, {
+    error: `room id must be 1-${ROOM_ID_MAX_LENGTH} characters`,
+  })
+  // eslint-disable-next-line no-control-regex
+  .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), { error: 'room id must not contain control characters' });

@@ -1,6 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../src/migrate.js';
+import { readdirSync } from 'node:fs';
+import { MIGRATIONS_DIR, migrate } from '../src/migrate.js';
 import { createTestDb, uuid, type TestDb } from './support/env.js';
+
+/** Every shipped migration (other issues add theirs; the count is not pinned here). */
+const MIGRATIONS = readdirSync(MIGRATIONS_DIR).filter((f) => /^\d+_.+\.(sql|js)$/.test(f)).length;
+/** Capture triggers on chat_rooms: insert/delete, update (no column list), truncate. */
+const TRIGGERS = 3;
 
 async function objects(db: TestDb) {
   const [row] = await db.sql<{ schema: boolean; table: boolean; triggers: number; indexes: number; migrations: number }[]>`
@@ -24,7 +30,7 @@ describe('migrations: up, down, up again', () => {
 
   it('on an empty database: creates a minimal chat_rooms, and down removes everything it added', async () => {
     await migrate({ databaseUrl: empty.url, direction: 'up' });
-    expect(await objects(empty)).toEqual({ schema: true, table: true, triggers: 2, indexes: 2, migrations: 3 });
+    expect(await objects(empty)).toEqual({ schema: true, table: true, triggers: TRIGGERS, indexes: 2, migrations: MIGRATIONS });
     const cols = await empty.sql<{ column_name: string }[]>`
       select column_name from information_schema.columns where table_name = 'chat_rooms' order by ordinal_position`;
     expect(cols.map((c) => c.column_name)).toEqual([
@@ -33,7 +39,7 @@ describe('migrations: up, down, up again', () => {
     await migrate({ databaseUrl: empty.url, direction: 'down' });
     expect(await objects(empty)).toEqual({ schema: false, table: false, triggers: 0, indexes: 0, migrations: 0 });
     await migrate({ databaseUrl: empty.url, direction: 'up' });
-    expect(await objects(empty)).toMatchObject({ schema: true, table: true, triggers: 2 });
+    expect(await objects(empty)).toMatchObject({ schema: true, table: true, triggers: TRIGGERS });
   });
 
   it('on a database with the app’s chat_rooms and live rows: keeps the table and every row, both ways', async () => {
@@ -49,7 +55,7 @@ describe('migrations: up, down, up again', () => {
     const before = await fingerprint();
 
     await migrate({ databaseUrl: live.url, direction: 'up' });
-    expect(await objects(live)).toEqual({ schema: true, table: true, triggers: 2, indexes: 2, migrations: 3 });
+    expect(await objects(live)).toEqual({ schema: true, table: true, triggers: TRIGGERS, indexes: 2, migrations: MIGRATIONS });
     expect(await fingerprint()).toEqual(before);
     // Existing rows are the truth from the start; the triggers see new writes.
     const [truth] = await live.sql<{ n: number }[]>`select count(*)::int as n from unread_sync.unread_truth`;
@@ -63,7 +69,7 @@ describe('migrations: up, down, up again', () => {
     const [after] = await live.sql<{ n: number }[]>`select count(*)::int as n from chat_rooms`;
     expect(after?.n).toBe(500);
     await migrate({ databaseUrl: live.url, direction: 'up' });
-    expect(await objects(live)).toMatchObject({ schema: true, table: true, triggers: 2, indexes: 2 });
+    expect(await objects(live)).toMatchObject({ schema: true, table: true, triggers: TRIGGERS, indexes: 2 });
   });
 
   it('down keeps a chat_rooms it created once the app has put rows in it', async () => {
@@ -84,7 +90,8 @@ describe('migrations: up, down, up again', () => {
     try {
       // Simulate the leftover of an interrupted CREATE INDEX CONCURRENTLY.
       await db.sql`update pg_index set indisvalid = false where indexrelid = 'unread_sync_chat_rooms_user_id_idx'::regclass`;
-      await migrate({ databaseUrl: db.url, direction: 'down', count: 2 });
+      // Down to just the core migration: the index migration (the second) is undone.
+      await migrate({ databaseUrl: db.url, direction: 'down', count: MIGRATIONS - 1 });
       await db.sql`create index unread_sync_chat_rooms_user_id_idx on chat_rooms (user_id)`;
       await db.sql`update pg_index set indisvalid = false where indexrelid = 'unread_sync_chat_rooms_user_id_idx'::regclass`;
       await migrate({ databaseUrl: db.url, direction: 'up' });

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Cluster, Command, Redis } from 'ioredis';
 import { isUuid } from '../ids.js';
 import { sleep } from '../sleep.js';
-import { keyLayout, type KeyLayout } from './keys.js';
+import { fieldRoom, keyLayout, roomField, type KeyLayout } from './keys.js';
 
 export type RedisClient = Redis | Cluster;
 
@@ -122,7 +122,7 @@ export class UnreadStore {
         for (const [userId, list] of group) {
           keys.push(this.keys.user(userId), this.keys.tombstones(userId));
           argv.push(this.keys.channel(userId), String(list.length));
-          for (const c of list) argv.push(c.roomId, String(c.unread), c.version);
+          for (const c of list) argv.push(roomField(c.roomId), String(c.unread), c.version);
         }
         const reply = await this.retryAlone(
           () =>
@@ -153,7 +153,7 @@ export class UnreadStore {
     await Promise.all(
       [...users].map(async ([userId, rooms]) => {
         const argv = [this.keys.channel(userId)];
-        for (const r of rooms) argv.push(r.roomId, String(r.unread));
+        for (const r of rooms) argv.push(roomField(r.roomId), String(r.unread));
         const keys = [this.keys.user(userId), this.keys.tombstones(userId)] as const;
         const [total, unreadRooms, seq] = await this.retryAlone(
           () => this.scripts.unreadHydrate(...keys, ...argv),
@@ -171,10 +171,13 @@ export class UnreadStore {
   async read(userId: string): Promise<UnreadCounts | null> {
     const hash = await this.redirectSafe(() => this.redis.hgetall(this.keys.user(userId)));
     if (hash.t === undefined) return null;
-    const rooms: Record<string, number> = {};
+    const entries: Array<[string, number]> = [];
     for (const [field, value] of Object.entries(hash)) {
-      if (field.length > 1) rooms[field] = Number(value.slice(0, value.indexOf(':')));
+      const room = fieldRoom(field);
+      if (room !== null) entries.push([room, Number(value.slice(0, value.indexOf(':')))]);
     }
+    // fromEntries defines own properties: a text room id like "__proto__" stays a plain key.
+    const rooms: Record<string, number> = Object.fromEntries(entries);
     return {
       userId,
       total: Number(hash.t),
