@@ -6,7 +6,7 @@ import {
   createTestDb, createTestRedis, drifted, testConfig, testLogger, truth, uuid, waitForBridge,
   type TestDb, type TestRedis,
 } from './support/env.js';
-import { runConnection, seedRooms, workloadArbitrary } from './support/workload.js';
+import { extendedSchema, runConnection, seedRooms, workloadArbitrary } from './support/workload.js';
 import { sleep } from '../src/sleep.js';
 
 /**
@@ -18,7 +18,8 @@ import { sleep } from '../src/sleep.js';
 const ROOMS = 10;
 const USERS = 8;
 const workload = fc.record({
-  connections: workloadArbitrary(ROOMS, USERS),
+  // Extended: multi-row statements, id permutations, counts bumped by an app BEFORE trigger.
+  connections: workloadArbitrary(ROOMS, USERS, 120, true),
   readers: fc.array(fc.nat(USERS - 1), { maxLength: 10 }),
 });
 
@@ -31,6 +32,7 @@ for (const mode of ['in-order delivery', 'duplicated and shuffled delivery'] as 
 
     beforeAll(async () => {
       db = await createTestDb();
+      await extendedSchema(db.sql);
       r = await createTestRedis();
       const interceptor =
         mode === 'duplicated and shuffled delivery'
