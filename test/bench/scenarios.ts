@@ -429,12 +429,16 @@ export async function writeOverhead(ctx: BenchContext, diagnostic: boolean): Pro
     process.stderr.write(`   ${label}: ${res.opsPerSec.toFixed(0)} updates/s\n`);
     return { label, opsPerSec: res.opsPerSec, latency: res.latency };
   };
+  // The single-row UPDATE path runs through unread_sync_capture_update (row trigger, no column
+  // list, WHEN filter; migration 1764000000003); both row triggers go off together and come back
+  // ENABLE ALWAYS (a plain ENABLE would stop capture under session_replication_role = replica).
+  const capture = ['unread_sync_capture', 'unread_sync_capture_update'];
   const off = async (label: string) => {
-    await ctx.sql.unsafe('alter table chat_rooms disable trigger unread_sync_capture');
+    for (const t of capture) await ctx.sql.unsafe(`alter table chat_rooms disable trigger ${t}`);
     try {
       return await phase(label, true);
     } finally {
-      await ctx.sql.unsafe('alter table chat_rooms enable trigger unread_sync_capture');
+      for (const t of capture) await ctx.sql.unsafe(`alter table chat_rooms enable always trigger ${t}`);
     }
   };
   const phases: OverheadPhase[] = [];
