@@ -13,6 +13,7 @@ export {
   type UnreadCounts,
   type BadgeTotals,
   type RoomChange,
+  type RoomState,
 } from './store/store.js';
 export { UnreadReader, HydrationTimeoutError } from './reader.js';
 export { DbFallback, FallbackUnavailableError, type DbFallbackOptions } from './fallback.js';
