@@ -180,7 +180,10 @@ describe('Supabase-direct mode', () => {
       // Only increments: every later truth has a higher total, so any step back would be an older total.
       await Promise.all(
         rooms.map(async (id) => {
-          for (let i = 0; i < 15; i++) await db.sql`update public.chat_rooms set user_unread_count = user_unread_count + 1 where id = ${id}`;
+          for (let i = 0; i < 15; i++) {
+            await db.sql`update public.chat_rooms set user_unread_count = user_unread_count + 1 where id = ${id}`;
+            await new Promise((res) => setTimeout(res, 5)); // spread over many bridge cycles: many messages to reorder
+          }
         }),
       );
       await expectEqualsTruth(client, a);
