@@ -197,7 +197,12 @@ describe('Supabase-direct mode', () => {
       const seen = states.map((s) => s.rooms[id] ?? 0);
       for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThanOrEqual(seen[i - 1] as number);
     }
-    console.log(`direct mode: ${states.length} states for 60 increments; duplicates/reorders injected; ${server.stats.dbMessages} realtime messages so far`);
+    const [sent] = await db.sql<{ n: string }[]>`
+      select count(*)::text as n from realtime.messages where topic = ${`unread-sync:user:${a}`}`;
+    // One message per user per bridge chunk: never more messages than changes.
+    expect(Number(sent?.n)).toBeGreaterThan(0);
+    expect(Number(sent?.n)).toBeLessThanOrEqual(60);
+    console.log(`direct mode: 60 changes -> ${sent?.n} Realtime messages on the user topic, ${states.length} client states`);
   });
 
   it('random concurrent changes with dropped, duplicated and reordered deliveries end equal to the database', async () => {
@@ -237,4 +242,16 @@ describe('Supabase-direct mode', () => {
       { numRuns: 8 },
     );
   }, 180_000);
+});
+
+describe('migration 1764000000005', () => {
+  it('goes down and up again on a database with the Realtime schema', async () => {
+    const installed = async () =>
+      (await db.sql<{ ok: boolean }[]>`select to_regprocedure('public.unread_sync_my_rooms()') is not null as ok`)[0]?.ok;
+    expect(await installed()).toBe(true);
+    await migrate({ databaseUrl: db.url, direction: 'down', count: 1 });
+    expect(await installed()).toBe(false);
+    await migrate({ databaseUrl: db.url, direction: 'up' });
+    expect(await installed()).toBe(true);
+  });
 });
