@@ -254,7 +254,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
       } while (state.roomsAgain);
     } catch (err) {
       // Newcomers stay queued; the reconcile loop or the next change tries again.
-      log?.warn({ userId: state.userId, err: (err as Error).message }, 'reading room map failed');
+      log?.debug({ userId: state.userId, err: (err as Error).message }, 'reading room map failed');
     } finally {
       state.roomsBusy = false;
     }
