@@ -32,6 +32,8 @@ export interface BridgeOptions {
    * Used by the fault tests to prove versions make delivery order irrelevant.
    */
   interceptor?: (rows: unknown[]) => unknown[];
+  /** Called with every valid change of a chunk once it was handed to Redis (Supabase-direct publisher). */
+  onChanges?: (events: SetEvent[]) => Promise<void>;
 }
 
 /**
@@ -95,6 +97,7 @@ export class Bridge {
         // absolute, so an older change of the same room in the same chunk is superseded anyway.
         let groups = new Map<string, Map<string, RoomChange>>();
         let superseded = 0;
+        const valid: SetEvent[] = [];
         // Double buffering: this chunk's Redis writes run while the source fetches and this
         // handler parses the next chunk. One apply at a time keeps every user's changes in order.
         const flush = async () => {
@@ -122,6 +125,7 @@ export class Bridge {
             continue;
           }
           this.observe(event);
+          valid.push(event);
           if (skipUsers.has(event.user_id)) continue;
           let rooms = groups.get(event.user_id);
           if (!rooms) groups.set(event.user_id, (rooms = new Map()));
@@ -135,6 +139,7 @@ export class Bridge {
         }
         events += rows.length;
         await flush();
+        if (this.options.onChanges && valid.length > 0) await this.options.onChanges(valid);
       },
       end: async () => {
         await applying;

@@ -48,6 +48,7 @@ const schema = z.object({
   SUPABASE_SERVICE_ROLE_KEY: z.string().min(20, { error: 'looks too short for a service role key' }).optional(),
   UNREAD_REALTIME_SHARDS: int(1, 64, 4),
   UNREAD_CATCHUP_INTERVAL_MS: int(100, 3_600_000, 5_000),
+  UNREAD_USER_TOPICS: bool(false),
   LOG_LEVEL: logLevelSchema,
 });
 
@@ -84,6 +85,8 @@ export interface Config {
   supabaseUrl: string | null;
   supabaseServiceRoleKey: string | null;
   realtimeShards: number;
+  /** Supabase-direct mode: the bridge broadcasts room changes to each user's private Realtime topic. */
+  userTopics: boolean;
   catchupIntervalMs: number;
   logLevel: Env['LOG_LEVEL'];
 }
@@ -127,6 +130,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     supabaseUrl: e.SUPABASE_URL ?? null,
     supabaseServiceRoleKey: e.SUPABASE_SERVICE_ROLE_KEY ?? null,
     realtimeShards: e.UNREAD_REALTIME_SHARDS,
+    userTopics: e.UNREAD_USER_TOPICS,
     catchupIntervalMs: e.UNREAD_CATCHUP_INTERVAL_MS,
     logLevel: e.LOG_LEVEL,
   };

@@ -34,6 +34,8 @@ export interface HydratedRoom {
 /** A row of unread_sync.changes as the bridge reads it (validated later, by the bridge). */
 export interface ChangeRow {
   id: string;
+  /** The writing transaction (xid8 as text): Supabase-direct clients compare it with their snapshot. */
+  xid: string;
   kind: string;
   user_id: string | null;
   room_id: string | null;
@@ -104,7 +106,7 @@ export const queries = {
    */
   changesSince(tx: Sql | TxSql, previous: string) {
     return tx<ChangeRow[]>`
-      select id::text as id, kind, user_id, room_id, unread, negative, created_at
+      select id::text as id, xid::text as xid, kind, user_id, room_id, unread, negative, created_at
         from unread_sync.changes
        where xid >= pg_snapshot_xmax(${previous}::pg_snapshot)
           or xid = any(array(select pg_snapshot_xip(${previous}::pg_snapshot)))
@@ -214,6 +216,13 @@ export interface CatchupRow {
   unread: number | null;
   negative: boolean | null;
   created_at: Date | null;
+}
+
+/** Supabase-direct mode: one realtime.send per message, all in one statement (pooler-safe). */
+export async function sendUserTopicMessages(sql: Sql, messages: Array<{ topic: string; payload: unknown }>): Promise<void> {
+  await sql`
+    select count(*) from jsonb_array_elements(${sql.json(messages as unknown as postgres.JSONValue)}) m
+     cross join lateral realtime.send(m -> 'payload', 'unread-rooms-updated', m ->> 'topic', true) s`;
 }
 
 /** Queries of the supabase source: every one a single statement (pooler-safe). */

@@ -13,6 +13,7 @@ export {
   type UnreadCounts,
   type BadgeTotals,
   type RoomChange,
+  type RoomState,
 } from './store/store.js';
 export { UnreadReader, HydrationTimeoutError } from './reader.js';
 export { DbFallback, FallbackUnavailableError, type DbFallbackOptions } from './fallback.js';
@@ -25,3 +26,6 @@ export { startBridge, type RunningBridge } from './runtime.js';
 export { rebuildAll, type RebuildReport } from './rebuild.js';
 export { verify, BridgeBehindError, type VerifyReport, type Drift } from './verify.js';
 export * from './socket/index.js';
+export { UserTopicPublisher, userTopicOf, USER_TOPIC_EVENT, type UserTopicPayload } from './bridge-publish.js';
+export { connectUnreadBadgesSupabase, parseSnapshotText, type SupabaseBadgesOptions, type SupabaseLike } from './client/supabase.js';
+export type { UnreadState, UnreadListener, UnreadBadgesClient } from './client/types.js';

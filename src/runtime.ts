@@ -7,6 +7,8 @@ import { PostgresSource } from './sources/postgres.js';
 import { SupabaseSource } from './sources/supabase.js';
 import type { ChangeSource } from './sources/source.js';
 import { createRedis, UnreadStore, type RedisClient } from './store/store.js';
+import { UserTopicPublisher } from './bridge-publish.js';
+import { connectPooled } from './db.js';
 
 export interface RunningBridge {
   bridge: Bridge;
@@ -55,6 +57,9 @@ export function startBridge(
       logMaxAgeSeconds: config.logMaxAgeSeconds,
       log,
     });
+  // Supabase-direct mode: its own single-statement connection (pooler-safe), off the cycle's.
+  const publishSql = config.userTopics ? connectPooled(config.databaseUrl, { max: 1, applicationName: 'unread-sync user topics' }) : null;
+  const publisher = publishSql ? new UserTopicPublisher(publishSql, log) : null;
   const metrics = new BridgeMetrics(true);
   if (source.backlog) metrics.observeBacklog(() => source.backlog?.() ?? Promise.resolve(0));
   metrics.observeRedis(store);
@@ -70,6 +75,7 @@ export function startBridge(
     verifySampleSize: config.verifySampleSize,
     cycleTimeoutMs: config.cycleTimeoutMs,
     ...(overrides.interceptor ? { interceptor: overrides.interceptor } : {}),
+    ...(publisher ? { onChanges: (events) => publisher.publish(events) } : {}),
   });
   const controller = new AbortController();
   const ops =
@@ -96,6 +102,7 @@ export function startBridge(
       : Promise.resolve(null);
   const done = bridge.run(controller.signal).finally(async () => {
     await (await ops)?.close();
+    await publishSql?.end({ timeout: 5 });
     if (!overrides.redis) redis.disconnect();
   });
   return {

@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { parseUserId } from '../ids.js';
 import type { DbFallback } from '../fallback.js';
 import { UnreadReader } from '../reader.js';
-import { parseTotalsMessage, UnreadStore, type BadgeTotals, type RedisClient } from '../store/store.js';
+import { parseTotalsMessage, UnreadStore, type BadgeTotals, type RedisClient, type RoomState } from '../store/store.js';
 import { AuthError, createTokenVerifier, tokenFromHandshake, type AuthOptions, type TokenVerifier } from './auth.js';
 
 /** How long a new socket's first read waits for its subscription (Redis may be down). */
@@ -12,6 +12,27 @@ const SUBSCRIBE_WAIT_MS = 500;
 /** Seed event and field names (kept for client compatibility). */
 export const TOTAL_EVENT = 'total-unread-count-updated';
 export const COUNTS_EVENT = 'get-unread-counts';
+/** Per-room live updates (issue 14): the first one per socket is full, later ones are deltas. */
+export const ROOMS_EVENT = 'unread-rooms-updated';
+
+/**
+ * Payload of `unread-rooms-updated`. Client rule: full -> replace the state if seq >= its seq;
+ * delta -> ignore if seq <= its seq, apply if baseSeq <= its seq, otherwise (a gap) ask
+ * `get-unread-counts` for a full state.
+ */
+export interface RoomsUpdatedPayload {
+  userId: string;
+  /** The same per-user seq as total-unread-count-updated (Redis field s). */
+  seq: number;
+  totalUnreadCount: number;
+  unreadRooms: number;
+  /** true: `rooms` is the complete map of rooms with unread > 0 (a room absent = 0). */
+  full: boolean;
+  /** For a delta: `rooms` holds every room whose count changed between baseSeq and seq. */
+  baseSeq: number;
+  /** roomId -> unread (0 = now read). Room ids are opaque strings. */
+  rooms: Record<string, number>;
+}
 
 export interface TotalUnreadPayload {
   userId: string;
@@ -82,6 +103,15 @@ interface UserState {
   pending: BadgeTotals | null;
   timer: NodeJS.Timeout | null;
   lastEmitAt: number;
+  /** What this server last sent the user's sockets on ROOMS_EVENT; null before the first read. */
+  roomsSent: RoomState | null;
+  /** A read of the room map is in flight / another one was asked for meanwhile. */
+  roomsBusy: boolean;
+  roomsAgain: boolean;
+  /** The next ROOMS_EVENT goes out full (after a reset, a Redis reconnect, a missed publish). */
+  roomsFull: boolean;
+  /** Sockets waiting for their first (full) ROOMS_EVENT; they join the rooms room with it. */
+  newcomers: Socket[];
 }
 
 const payload = (userId: string, t: BadgeTotals): TotalUnreadPayload => ({
@@ -92,6 +122,31 @@ const payload = (userId: string, t: BadgeTotals): TotalUnreadPayload => ({
 });
 
 const MAX_TIMEOUT = 2_147_483_647;
+
+const roomMap = (s: RoomState): Record<string, number> => {
+  const out: Record<string, number> = {};
+  for (const [room, r] of s.rooms) out[room] = r.unread;
+  return out;
+};
+
+/**
+ * Every room whose count or version differs between two reads: a room that changed and came back
+ * to the same count (or went 0 -> n -> 0) has a newer version, so it is listed too. That makes the
+ * delta right for a client at any seq between the two reads, not only at the first.
+ */
+export function roomsDelta(before: RoomState, after: RoomState): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [room, r] of after.rooms) {
+    const old = before.rooms.get(room);
+    if (!old || old.unread !== r.unread || old.version !== r.version) out[room] = r.unread;
+  }
+  for (const [room] of before.rooms) if (!after.rooms.has(room)) out[room] = 0;
+  for (const [room, version] of after.zeroed) {
+    if (after.rooms.has(room) || room in out) continue;
+    if (before.zeroed.get(room) !== version) out[room] = 0;
+  }
+  return out;
+}
 
 /**
  * Serves unread badges on an existing Socket.IO server. Each socket authenticates with a
@@ -157,7 +212,75 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
     // local: other servers emit to their own sockets from their own subscriptions.
     nsp.local.to(roomFor(state.userId)).emit(TOTAL_EVENT, payload(state.userId, t));
     emits++;
+    // Same window as the total: the room map is read once per total emitted (never per change).
+    void flushRooms(state);
   };
+
+  // Sockets join this room only with their first (full) ROOMS_EVENT, so no delta can reach a
+  // socket before its full state.
+  const roomsRoomFor = (userId: string) => `${roomFor(userId)}#rooms`;
+
+  const roomsPayload = (state: UserState, s: RoomState, full: boolean, baseSeq: number, rooms: Record<string, number>): RoomsUpdatedPayload => ({
+    userId: state.userId,
+    seq: s.seq,
+    totalUnreadCount: s.total,
+    unreadRooms: s.unreadRooms,
+    full,
+    baseSeq: full ? 0 : baseSeq,
+    rooms,
+  });
+
+  /**
+   * Reads the user's room map and sends what changed since the last send (one read in flight per
+   * user; asks made meanwhile fold into one more read). Newcomers get the full map and join.
+   */
+  async function flushRooms(state: UserState): Promise<void> {
+    if (state.roomsBusy) {
+      state.roomsAgain = true;
+      return;
+    }
+    state.roomsBusy = true;
+    try {
+      do {
+        state.roomsAgain = false;
+        let snap = await store.readRoomState(state.userId);
+        if (!snap) {
+          // Unknown (evicted, wiped): have the bridge load it, then read again.
+          await reader.getCounts(state.userId);
+          snap = await store.readRoomState(state.userId);
+        }
+        if (!snap || closed || users.get(state.userId) !== state) return;
+        sendRooms(state, snap);
+      } while (state.roomsAgain);
+    } catch (err) {
+      // Newcomers stay queued; the reconcile loop or the next change tries again.
+      log?.debug({ userId: state.userId, err: (err as Error).message }, 'reading room map failed');
+    } finally {
+      state.roomsBusy = false;
+    }
+  }
+
+  function sendRooms(state: UserState, snap: RoomState): void {
+    const room = roomsRoomFor(state.userId);
+    const sent = state.roomsSent;
+    if (!sent || snap.seq > sent.seq || (state.roomsFull && snap.seq >= sent.seq)) {
+      if (sent && !state.roomsFull) {
+        nsp.local.to(room).emit(ROOMS_EVENT, roomsPayload(state, snap, false, sent.seq, roomsDelta(sent, snap)));
+      } else {
+        nsp.local.to(room).emit(ROOMS_EVENT, roomsPayload(state, snap, true, 0, roomMap(snap)));
+      }
+      state.roomsSent = snap;
+      state.roomsFull = false;
+    }
+    const current = state.roomsSent as RoomState;
+    const waiting = state.newcomers;
+    state.newcomers = [];
+    for (const socket of waiting) {
+      if (!socket.connected) continue;
+      socket.emit(ROOMS_EVENT, roomsPayload(state, current, true, 0, roomMap(current)));
+      void socket.join(room);
+    }
+  }
 
   const knownSeq = (s: UserState) => Math.max(s.last?.seq ?? -1, s.pending?.seq ?? -1);
 
@@ -171,10 +294,16 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
     else state.timer = setTimeout(() => emitNow(state), wait);
   }
 
-  async function refreshUser(state: UserState): Promise<BadgeTotals | null> {
+  async function refreshUser(state: UserState, full = false): Promise<BadgeTotals | null> {
     try {
       const totals = await reader.getTotals(state.userId);
-      if (users.get(state.userId) === state) offer(state, totals);
+      if (users.get(state.userId) === state) {
+        // A reset or reconnect, or a total newer than any publish we saw (one was missed): the
+        // room map is sent in full, since deltas may have been lost with it.
+        if (full || totals.seq > knownSeq(state)) state.roomsFull = true;
+        offer(state, totals);
+        if (state.newcomers.length > 0 || state.roomsFull) void flushRooms(state);
+      }
       return totals;
     } catch (err) {
       log?.warn({ userId: state.userId, err: (err as Error).message }, 'refreshing badge failed');
@@ -182,10 +311,10 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
     }
   }
 
-  async function refreshAll(): Promise<void> {
+  async function refreshAll(full = true): Promise<void> {
     const all = [...users.values()];
     // Bounded batches: a reset with many users connected must not flood Redis at once.
-    for (let i = 0; i < all.length; i += 500) await Promise.all(all.slice(i, i + 500).map(refreshUser));
+    for (let i = 0; i < all.length; i += 500) await Promise.all(all.slice(i, i + 500).map((s) => refreshUser(s, full)));
   }
 
   function acquire(userId: string): UserState {
@@ -201,6 +330,11 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
         pending: null,
         timer: null,
         lastEmitAt: 0,
+        roomsSent: null,
+        roomsBusy: false,
+        roomsAgain: false,
+        roomsFull: false,
+        newcomers: [],
       };
       users.set(userId, state);
     }
@@ -313,6 +447,8 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
           socket.emit(TOTAL_EVENT, payload(userId, best));
           emits++;
           void socket.join(roomFor(userId));
+          state.newcomers.push(socket);
+          void flushRooms(state);
         },
         (err: unknown) => {
           log?.warn({ userId, err: (err as Error).message }, 'initial badge read failed');
@@ -331,7 +467,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
       if (running || users.size === 0) return;
       running = true;
       // refreshUser reads Redis (hydrating a wiped user); offer() drops anything already sent.
-      refreshAll().finally(() => (running = false));
+      refreshAll(false).finally(() => (running = false));
     }, reconcileMs);
     reconcileTimer.unref();
   }

@@ -13,13 +13,25 @@ export {
   attachUnreadBadges,
   TOTAL_EVENT,
   COUNTS_EVENT,
+  ROOMS_EVENT,
+  roomsDelta,
+  type RoomsUpdatedPayload,
   type AttachOptions,
   type UnreadBadges,
   type TotalUnreadPayload,
   type UnreadCountsReply,
   type ErrorReply,
 } from './badges.js';
-export { SeedCompatChatSocket, RoomNotFoundError, type SeedCompatOptions, type WriteResult, type SqlClient } from './seed-compat.js';
+export {
+  SeedCompatChatSocket,
+  RoomNotFoundError,
+  InvalidInputError,
+  MAX_MARK_UNREAD,
+  type SeedCompatOptions,
+  type WriteResult,
+  type MarkAllResult,
+  type SqlClient,
+} from './seed-compat.js';
 export { startSocketServer, type RunningSocketServer } from './server.js';
 export { seedDemo, DEMO_USERS, DEMO_ROOMS, type DemoUser, type DemoRoom } from './demo.js';
 export { startDemo, type RunningDemo } from './run.js';

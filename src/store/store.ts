@@ -31,6 +31,14 @@ export interface BadgeTotals {
   seq: number;
 }
 
+/** A user's cached rooms with versions (see UnreadStore.readRoomState). */
+export interface RoomState extends BadgeTotals {
+  /** Rooms with unread > 0: count and version. */
+  rooms: Map<string, { unread: number; version: string }>;
+  /** Rooms at 0 that still remember the version that took them there. */
+  zeroed: Map<string, string>;
+}
+
 /** One change for one user: the room's new absolute unread count and its version. */
 export interface RoomChange {
   roomId: string;
@@ -165,6 +173,32 @@ export class UnreadStore {
       }),
     );
     return out;
+  }
+
+  /**
+   * The user's rooms with their versions, plus the versions of rooms that went to 0 (tombstones),
+   * read atomically (one MULTI on one slot); null when the user is not cached. The socket layer
+   * diffs two of these to know every room that changed in between, even one that changed and
+   * came back to the same count (its version moved).
+   */
+  async readRoomState(userId: string): Promise<RoomState | null> {
+    const replies = await this.redirectSafe(() =>
+      this.redis.multi().hgetall(this.keys.user(userId)).hgetall(this.keys.tombstones(userId)).exec(),
+    );
+    const [hashReply, tombReply] = replies ?? [];
+    if (!hashReply || !tombReply) return null;
+    if (hashReply[0]) throw hashReply[0];
+    if (tombReply[0]) throw tombReply[0];
+    const hash = hashReply[1] as Record<string, string>;
+    if (hash.t === undefined) return null;
+    const rooms = new Map<string, { unread: number; version: string }>();
+    for (const [field, value] of Object.entries(hash)) {
+      if (field.length <= 1) continue;
+      const sep = value.indexOf(':');
+      rooms.set(field, { unread: Number(value.slice(0, sep)), version: value.slice(sep + 1) });
+    }
+    const zeroed = new Map<string, string>(Object.entries(tombReply[1] as Record<string, string>));
+    return { total: Number(hash.t), unreadRooms: Number(hash.n), seq: Number(hash.s), rooms, zeroed };
   }
 
   /** The full badge, or null when the user is not cached (unknown, not zero). */

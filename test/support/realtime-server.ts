@@ -21,7 +21,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { createServer, STATUS_CODES, type IncomingMessage } from 'node:http'
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { fileURLToPath } from 'node:url'
@@ -54,6 +54,8 @@ export interface StartRealtimeServerOptions {
   tokenRecheckMs?: number
   /** Diagnostics sink; silent by default. */
   logger?: (message: string, detail?: unknown) => void
+  /** Extra HTTP routes (e.g. a PostgREST rpc stand-in); return false to fall through to 404. */
+  httpHandler?: (req: IncomingMessage, res: ServerResponse) => Promise<boolean>
 }
 
 /** Fault injection knobs. They only affect broadcast messages, never replies/heartbeats. */
@@ -858,7 +860,8 @@ export async function startRealtimeServer(opts: StartRealtimeServerOptions): Pro
   // --- websocket transport --------------------------------------------------------
 
   const wss = new WebSocketServer({ noServer: true })
-  const http = createServer((req, res) => {
+  const http = createServer(async (req, res) => {
+    if (opts.httpHandler && (await opts.httpHandler(req, res).catch(() => false))) return
     res.writeHead(404, { 'content-type': 'application/json' })
     res.end(JSON.stringify({ error: 'Not found (test stand-in only serves the websocket endpoint)' }))
   })
