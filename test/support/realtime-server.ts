@@ -1003,7 +1003,8 @@ export async function startRealtimeServer(opts: StartRealtimeServerOptions): Pro
           const rows = await sql`
             select id::text as id, inserted_at::text as inserted_at, topic, extension, event, private, payload,
                    encode(binary_payload, 'base64') as binary_payload
-            from realtime.messages where id = ${note.id}::uuid and inserted_at = ${note.inserted_at}::timestamp`
+            from realtime.messages where id = ${note.id}::uuid and inserted_at = ${note.inserted_at}::text::timestamp`
+          // (::text first: bound straight to a timestamp, postgres.js would cut the microseconds.)
           const first = rows[0]
           if (!first) return
           row = first as unknown as RowNote
