@@ -196,7 +196,7 @@ describe('message quota (events per second)', () => {
         `server episodes ${s.stats.rateLimitEpisodes}, rows dropped at the source ${s.stats.rateLimitedRows}, channels shut ${s.stats.rateLimitShutdowns}; ` +
         `bridge episodes ${src.health.counts.episodes}, joins during the load ${joins} for 2 topics (${((joins / loadSeconds) * 60).toFixed(0)}/min at this 2 s window = ` +
         `${((joins * windowMs) / (loadSeconds * 1000) / 2).toFixed(2)} per topic per window, i.e. about ${((joins * windowMs) / (loadSeconds * 1000)).toFixed(1)} joins/min with the real 60 s window); ` +
-        `drifted users 0.\n  commit->Redis out of the limited state: ${fmt(calm.concat(unlimited))}\n  commit->Redis in the limited state: ${fmt(limited)}`,
+        `live path lost ${src.stats.liveMissed} of ${src.stats.liveChecked} rows the catch-ups checked (unread_sync_realtime_live_missed_total); drifted users 0.\n  commit->Redis out of the limited state: ${fmt(calm.concat(unlimited))}\n  commit->Redis in the limited state: ${fmt(limited)}`,
     );
     // The quota was hit, the bridge saw the shutdown, paused and said so.
     expect(s.stats.rateLimitEpisodes).toBeGreaterThan(0);
@@ -205,6 +205,8 @@ describe('message quota (events per second)', () => {
     expect(src.health.counts.episodes).toBeGreaterThan(0);
     expect(sawReadyz).toMatch(/rate-limited, catch-up only/);
     expect(sawMetric).toBe(1);
+    expect(src.stats.liveMissed).toBeGreaterThan(0); // the rows dropped at the source were noticed
+    expect(await metric(running, 'unread_sync_realtime_live_missed_total')).toBe(src.stats.liveMissed);
     expect(await metric(running, 'unread_sync_realtime_rate_limit_episodes_total')).toBe(src.health.counts.episodes);
     // Bounded joins: each shut topic waits at least a window, so at most one join per topic per
     // window (plus the ones a window could not hold yet), never a rejoin loop.
@@ -231,12 +233,14 @@ describe('daily partitions of realtime.messages', () => {
     expect(src.subscribedAll()).toBe(true); // the trap: channels stay SUBSCRIBED while the live path is dead
 
     const liveBefore = src.stats.liveDelivered;
+    const missedBefore = src.stats.liveMissed;
     const dbMessagesBefore = s.stats.dbMessages;
     for (const [i, u] of us.entries()) await db.sql`update chat_rooms set user_unread_count = ${i + 3} where id = ${u.room}`;
     await waitForBridge(db.sql, 'partitions', 20_000);
     expect(await drifted(db.sql, r.store, us.map((u) => u.user))).toEqual([]);
     expect(s.stats.dbMessages).toBe(dbMessagesBefore); // nothing was ever inserted, nothing streamed
     expect(src.stats.liveDelivered).toBe(liveBefore); // so the catch-ups applied every one
+    await waitFor(() => src.stats.liveMissed - missedBefore >= us.length, 'the loss is counted');
 
     await db.sql`select realtime_shim.create_messages_partitions()`; // the DBA's fix (README: pg_cron)
     await waitFor(async () => (await readiness(src)) === 'ok', 'green again');

@@ -20,6 +20,8 @@ export class RealtimeHealth {
   private partitionError: string | null = null;
   readonly counts = { episodes: 0, shutdowns: 0 };
   private episodesMetric: Counter | null = null;
+  private missedMetric: Counter | null = null;
+  private checkedMetric: Counter | null = null;
 
   constructor(
     private readonly options: {
@@ -65,6 +67,12 @@ export class RealtimeHealth {
     if (Date.now() < this.limitedUntil + this.options.windowMs) return;
     this.episodeOpen = false;
     this.options.log.info({ backoffs: this.backoffsInEpisode }, 'realtime: message quota episode over, live path back');
+  }
+
+  /** A catch-up compared `checked` rows with what arrived live; `missed` never did. */
+  onLiveCheck(checked: number, missed: number): void {
+    if (checked > 0) this.checkedMetric?.inc(checked);
+    if (missed > 0) this.missedMetric?.inc(missed);
   }
 
   rateLimited(): boolean {
@@ -126,6 +134,16 @@ export class RealtimeHealth {
       registers: [registry],
     });
     this.episodesMetric.inc(this.counts.episodes);
+    this.missedMetric = new Counter({
+      name: 'unread_sync_realtime_live_missed_total',
+      help: 'Log rows a catch-up applied that never arrived over Realtime (quota drops, missing partition, replication gap, at-most-once loss)',
+      registers: [registry],
+    });
+    this.checkedMetric = new Counter({
+      name: 'unread_sync_realtime_live_checked_total',
+      help: 'Log rows compared with what arrived over Realtime (denominator of live_missed_total)',
+      registers: [registry],
+    });
     new Gauge({
       name: 'unread_sync_realtime_partitions_missing',
       help: 'Days among today and tomorrow (UTC) with no realtime.messages partition (-1: not checked)',

@@ -74,6 +74,13 @@ export interface SupabaseSourceStats {
   liveBatchChanges: number;
   /** Topics shut by the server over the message quota, and rejoins it delayed. */
   rateLimitShutdowns: number;
+  /**
+   * Log rows a catch-up applied that had not arrived over Realtime by the next catch-up: what the
+   * live path lost (quota drops, missing partition, replication gap, at-most-once). `liveChecked`
+   * is how many rows were compared.
+   */
+  liveMissed: number;
+  liveChecked: number;
   /** System messages shutting a topic for other reasons (replication timeout, token, ...). */
   shutdowns: number;
   lastShutdown: string | null;
@@ -126,6 +133,7 @@ const broadcastFrame = z.object({ event: z.string(), payload: z.unknown() });
 const withXid = z.object({ xid: xidSchema });
 /** A transaction's changes for one topic (migration 1764000000006); elements are checked one by one later. */
 const batchFrame = z.object({ xid: xidSchema, changes: z.array(z.unknown()).max(100_000) });
+const LIVE_SEEN_MAX = 200_000;
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 interface Shard {
@@ -171,6 +179,8 @@ export class SupabaseSource implements ChangeSource {
     liveBatches: 0,
     liveBatchChanges: 0,
     rateLimitShutdowns: 0,
+    liveMissed: 0,
+    liveChecked: 0,
     shutdowns: 0,
     lastShutdown: null,
   };
@@ -178,6 +188,10 @@ export class SupabaseSource implements ChangeSource {
   private realtimeMissing: string | null = null;
   private partitionTimer: NodeJS.Timeout | null = null;
   private catchupOnReady = false;
+  /** Ids of events that arrived live (bounded); compared with what catch-ups read, one catch-up later. */
+  private liveSeen = new Set<string>();
+  private liveSeenOverflow = false;
+  private pendingMissCheck: string[] = [];
   private readonly sql: Sql;
   private readonly holder = `${hostname()}:${process.pid}:${randomUUID()}`;
   private readonly leaseTtlMs: number;
@@ -369,6 +383,7 @@ export class SupabaseSource implements ChangeSource {
     let read = 0;
     let pages = 0;
     let gap = false;
+    const readIds: string[] = [];
     for (;;) {
       const rows = await supabaseQueries.readChanges(this.sql, {
         previous,
@@ -403,6 +418,9 @@ export class SupabaseSource implements ChangeSource {
         if (r.xid && r.id) after = { xid: r.xid, id: r.id };
       }
       read += changes.length;
+      if (this.realtimeInstalled && !this.firstStart && readIds.length < LIVE_SEEN_MAX) {
+        for (const c of changes) readIds.push((c as { id: string }).id);
+      }
       if (changes.length > 0) await handler.chunk(changes);
       if (!head.more) break;
     }
@@ -419,7 +437,29 @@ export class SupabaseSource implements ChangeSource {
     this.stats.catchupRows += read;
     this.stats.lastCatchupRows = read;
     this.stats.catchupPages += pages;
+    this.checkLiveMisses(readIds);
     return read;
+  }
+
+  /**
+   * Rows the previous catch-up read are compared with what arrived live since (a live copy in
+   * flight during that catch-up has had a whole interval to land): the misses are what Realtime lost.
+   */
+  private checkLiveMisses(readIds: string[]): void {
+    if (!this.liveSeenOverflow) {
+      let missed = 0;
+      for (const id of this.pendingMissCheck) {
+        if (this.liveSeen.has(id)) this.liveSeen.delete(id);
+        else missed++;
+      }
+      this.stats.liveChecked += this.pendingMissCheck.length;
+      this.stats.liveMissed += missed;
+      this.health.onLiveCheck(this.pendingMissCheck.length, missed);
+    } else {
+      this.liveSeen.clear();
+    }
+    this.liveSeenOverflow = false;
+    this.pendingMissCheck = readIds;
   }
 
   private async persist(snapshot: string): Promise<void> {
@@ -598,6 +638,14 @@ export class SupabaseSource implements ChangeSource {
       return;
     }
     let events: unknown[] = [frame.data.payload];
+    const noteSeen = (e: unknown): void => {
+      if (!isPlainObject(e) || typeof e.id !== 'string') return;
+      if (this.liveSeen.size >= LIVE_SEEN_MAX) {
+        this.liveSeen.clear();
+        this.liveSeenOverflow = true;
+      }
+      this.liveSeen.add(e.id);
+    };
     if (frame.data.event === 'changes') {
       // One message per transaction and topic: {xid, changes: [...]}. Each element is validated
       // on its own by the bridge (a bad one is dead-lettered, the rest applied); it carries the
@@ -609,8 +657,11 @@ export class SupabaseSource implements ChangeSource {
       }
       const { xid } = batch.data;
       events = batch.data.changes.map((e) => (isPlainObject(e) ? { ...e, xid } : e));
+      events.forEach(noteSeen);
       this.stats.liveBatches++;
       this.stats.liveBatchChanges += events.length;
+    } else {
+      noteSeen(frame.data.payload);
     }
     const maxBuffered = this.options.maxBuffered ?? 100_000;
     if (this.buffer.length + events.length > maxBuffered) {
