@@ -5,6 +5,7 @@
  * `postgres`-like role. Real Postgres, Redis and realtime-js; every scenario ends with 0 drift.
  */
 import { randomBytes } from 'node:crypto';
+import { createServer, type AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import postgres from 'postgres';
 import { pino } from 'pino';
@@ -42,7 +43,20 @@ async function server(options: Partial<StartRealtimeServerOptions> = {}): Promis
   return s;
 }
 
-function bridge(s: RealtimeServer, name: string, extra: Partial<SupabaseSourceOptions> = {}): { src: SupabaseSource; running: RunningBridge } {
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise<void>((res) => srv.close(() => res()));
+  return port;
+}
+
+function bridge(
+  s: RealtimeServer,
+  name: string,
+  extra: Partial<SupabaseSourceOptions> = {},
+  env: Record<string, string> = {},
+): { src: SupabaseSource; running: RunningBridge } {
   const src = new SupabaseSource({
     supabaseUrl: s.url,
     serviceRoleKey: serviceKey,
@@ -65,6 +79,7 @@ function bridge(s: RealtimeServer, name: string, extra: Partial<SupabaseSourceOp
     SUPABASE_SERVICE_ROLE_KEY: serviceKey,
     UNREAD_BRIDGE_NAME: name,
     UNREAD_VERIFY_INTERVAL_MS: '0',
+    ...env,
   });
   const running = startBridge(config, testLogger(), { source: src, redis: r.redis });
   cleanups.push(() => running.stop());
@@ -219,7 +234,8 @@ describe('message quota (events per second)', () => {
 describe('daily partitions of realtime.messages', () => {
   it('partitions dropped while subscribed: /readyz and the metric say so, badges converge through catch-ups, recreated = green', { timeout: 60_000 }, async () => {
     const s = await server();
-    const { src, running } = bridge(s, 'partitions', { partitionCheckIntervalMs: 200, catchupIntervalMs: 300 });
+    const port = await freePort();
+    const { src, running } = bridge(s, 'partitions', { partitionCheckIntervalMs: 200, catchupIntervalMs: 300 }, { UNREAD_METRICS_PORT: String(port) });
     await waitFor(() => src.subscribedAll(), 'subscribed');
     await waitFor(async () => (await metric(running, 'unread_sync_realtime_partitions_missing')) === 0, 'partitions checked');
     expect(await readiness(src)).toBe('ok');
@@ -231,6 +247,11 @@ describe('daily partitions of realtime.messages', () => {
     const today = new Date().toISOString().slice(0, 10);
     expect(await readiness(src)).toMatch(new RegExp(`no partition for ${today}.*catch-up only`));
     expect(src.subscribedAll()).toBe(true); // the trap: channels stay SUBSCRIBED while the live path is dead
+    // The same through the bridge's HTTP endpoints.
+    const readyz = await fetch(`http://127.0.0.1:${port}/readyz`);
+    expect(readyz.status).toBe(503);
+    expect(((await readyz.json()) as { checks: { source: string } }).checks.source).toMatch(/no partition for .*catch-up only/);
+    expect(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()).toMatch(/^unread_sync_realtime_partitions_missing 2$/m);
 
     const liveBefore = src.stats.liveDelivered;
     const missedBefore = src.stats.liveMissed;
@@ -245,8 +266,9 @@ describe('daily partitions of realtime.messages', () => {
     await db.sql`select realtime_shim.create_messages_partitions()`; // the DBA's fix (README: pg_cron)
     await waitFor(async () => (await readiness(src)) === 'ok', 'green again');
     expect(await metric(running, 'unread_sync_realtime_partitions_missing')).toBe(0);
+    const receivedBefore = src.stats.liveReceived;
     await db.sql`update chat_rooms set user_unread_count = 77 where id = ${us[0]!.room}`;
-    await waitFor(() => src.stats.liveDelivered > liveBefore, 'live again');
+    await waitFor(() => src.stats.liveReceived > receivedBefore, 'live again');
   });
 });
 
