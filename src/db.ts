@@ -274,6 +274,29 @@ export const supabaseQueries = {
       on conflict (key) do update set value = excluded.value`;
   },
 
+  /**
+   * Today's and tomorrow's (UTC) daily partitions of realtime.messages, from the catalog. Realtime
+   * names them messages_YYYY_MM_DD and creates yesterday..today+3 only when a tenant connection
+   * starts (and in its janitor); without today's, realtime.send() loses every broadcast.
+   */
+  async messagePartitions(sql: Sql): Promise<Array<{ day: string; present: boolean }>> {
+    return sql<Array<{ day: string; present: boolean }>>`
+      select to_char(v.d, 'YYYY-MM-DD') as day,
+             exists (select 1 from pg_inherits i
+                       join pg_class c on c.oid = i.inhrelid
+                       join pg_namespace n on n.oid = c.relnamespace
+                      where i.inhparent = to_regclass('realtime.messages')
+                        and n.nspname = 'realtime' and c.relname = 'messages_' || to_char(v.d, 'YYYY_MM_DD')) as present
+        from (values ((now() at time zone 'utc')::date), ((now() at time zone 'utc')::date + 1)) as v(d)
+       order by v.d`;
+  },
+
+  /** Why the broadcast is not installed, as the realtime migrations recorded it (null: no record). */
+  async realtimeMissing(sql: Sql): Promise<string | null> {
+    const [row] = await sql<{ value: string }[]>`select value from unread_sync.meta where key = 'realtime_missing'`;
+    return row?.value ?? null;
+  },
+
   /** Whether the realtime migration installed the broadcast trigger (a Realtime schema was there). */
   async realtimeInstalled(sql: Sql): Promise<boolean> {
     const [row] = await sql<{ installed: boolean }[]>`

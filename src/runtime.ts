@@ -63,6 +63,7 @@ export function startBridge(
   const metrics = new BridgeMetrics(true);
   if (source.backlog) metrics.observeBacklog(() => source.backlog?.() ?? Promise.resolve(0));
   metrics.observeRedis(store);
+  (source as ChangeSource).observe?.(metrics.registry);
   const bridge = new Bridge({
     source,
     store,

@@ -71,7 +71,9 @@ interface OpenOptions {
   isPrivate: boolean
   vsn?: Vsn
   apikey?: string
-  broadcast?: { self?: boolean; ack?: boolean }
+  broadcast?: { self?: boolean; ack?: boolean; replication_ready?: boolean }
+  /** Another stand-in than the suite's default one. */
+  server?: RealtimeServer
 }
 
 async function open(opts: OpenOptions): Promise<Harness> {
@@ -83,7 +85,7 @@ async function open(opts: OpenOptions): Promise<Harness> {
       this.on('message', (_data, isBinary) => frames.push(isBinary))
     }
   }
-  const client = new RealtimeClient(srv().realtimeUrl, {
+  const client = new RealtimeClient((opts.server ?? srv()).realtimeUrl, {
     params: { apikey: opts.apikey ?? anonKey },
     transport: RecordingWebSocket as unknown as WebSocketLikeConstructor,
     vsn: opts.vsn ?? '2.0.0',
@@ -165,7 +167,9 @@ describe('realtime stand-in server with the real realtime-js client', () => {
     await Promise.all(clients.splice(0).map((c) => c.removeAllChannels().catch(noop)))
   })
 
+  const variants: RealtimeServer[] = []
   afterAll(async () => {
+    await Promise.all(variants.map((v) => v.close()))
     await server?.close()
     await db?.end({ timeout: 5 })
     if (admin && dbName) await admin.unsafe(`drop database if exists ${dbName} with (force)`)
@@ -362,6 +366,72 @@ describe('realtime stand-in server with the real realtime-js client', () => {
     await waitFor(() => h.received.length === 7, 'reordered batch')
     expect(events(h).slice(0, 2)).toEqual(['twice', 'twice'])
     expect([...events(h).slice(2)].sort()).toEqual(['r0', 'r1', 'r2', 'r3', 'r4'])
+  }, 20_000)
+
+  /** A second stand-in on the same database with real-server behaviours switched on. */
+  async function variant(options: Partial<Parameters<typeof startRealtimeServer>[0]>): Promise<RealtimeServer> {
+    const dbUrl = new URL(ADMIN_URL)
+    dbUrl.pathname = `/${dbName ?? ''}`
+    const s = await startRealtimeServer({ databaseUrl: dbUrl.href, jwtSecret: JWT_SECRET, ...options })
+    variants.push(s)
+    return s
+  }
+
+  it('quota: counts every row read and every delivery; over the limit drops rows and shuts receiving channels', async () => {
+    const q = await variant({ quota: { eventsPerSecond: 10, tickMs: 200, buckets: 4, channelLagMs: 300 } })
+    const a = await subscribed({ topic: 'quota', token: serviceKey, isPrivate: true, server: q })
+    const b = await subscribed({ topic: 'quota', token: serviceKey, isPrivate: true, server: q })
+    await send({ n: 0 }, 'one', 'quota')
+    await waitFor(() => a.received.length === 1 && b.received.length === 1, 'first message')
+    expect(q.stats.quotaCounted).toBe(3) // 1 row read from replication + 2 deliveries
+    for (let i = 1; i <= 10; i++) await send({ n: i }, 'burst', 'quota')
+    // 33 counted within one 200 ms tick = 165/s >= 10/s: triggered at the next tick; the
+    // deliveries are handled 300 ms later, after it, so both channels are shut.
+    await waitFor(() => a.system.length > 0 && b.system.length > 0, 'shutdown system messages')
+    for (const h of [a, b]) {
+      expect(h.system[0]).toMatchObject({ extension: 'system', status: 'error', message: 'Too many messages per second', channel: 'quota' })
+      await waitFor(() => count(h, 'CLOSED') > 0, 'channel closed')
+    }
+    expect(q.quotaState().triggered).toBe(true)
+    const droppedBefore = q.stats.rateLimitedRows
+    const countedBefore = q.stats.quotaCounted
+    await send({ n: 11 }, 'dropped', 'quota') // triggered: dropped at the source, not counted
+    await waitFor(() => q.stats.rateLimitedRows === droppedBefore + 1, 'row dropped at the source')
+    expect(q.stats.quotaCounted).toBe(countedBefore)
+    expect(q.stats.rateLimitShutdowns).toBe(2)
+    expect(q.stats.rateLimitEpisodes).toBe(1)
+    await waitFor(() => !q.quotaState().triggered, 'average back under the limit')
+  }, 20_000)
+
+  it('join errors arrive after the configured delay (real server: 5 s), with their reason', async () => {
+    const late = await variant({ joinErrorDelayMs: 1_500 })
+    const started = Date.now()
+    const reason = await refusal({ topic: 'not-allowed', token: anonKey, isPrivate: true, server: late })
+    expect(reason).toMatch(/^Unauthorized: You do not have permissions to read from this Channel topic: not-allowed$/)
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_450)
+  }, 20_000)
+
+  it('replication starts after the join ack: rows before it are never streamed, then replication_ready; or a shutdown on timeout', async () => {
+    const slow = await variant({ replication: { startDelayMs: 800, readyTimeoutMs: 10_000 } })
+    const h = await subscribed({ topic: 'repl', token: serviceKey, isPrivate: true, server: slow, broadcast: { replication_ready: true } })
+    expect(slow.replicationLive()).toBe(false)
+    const lost = slow.stats.notStreamed
+    await send({ n: 1 }, 'before_ready', 'repl')
+    await waitFor(() => slow.stats.notStreamed === lost + 1, 'not streamed')
+    await waitFor(() => h.system.length > 0, 'replication_ready')
+    expect(h.system[0]).toMatchObject({ extension: 'system', status: 'ok', message: 'Replication connection established', channel: 'repl' })
+    await send({ n: 2 }, 'after_ready', 'repl')
+    await waitFor(() => h.received.length === 1, 'streamed after ready')
+    expect(events(h)).toEqual(['after_ready'])
+    slow.faults.restartReplication(500) // silent slot restart
+    await send({ n: 3 }, 'during_restart', 'repl')
+    await waitFor(() => slow.stats.notStreamed === lost + 2, 'lost in the restart')
+    expect(h.system.length).toBe(1)
+
+    const never = await variant({ replication: { startDelayMs: 60_000, readyTimeoutMs: 300 } })
+    const t = await subscribed({ topic: 'repl-timeout', token: serviceKey, isPrivate: true, server: never, broadcast: { replication_ready: true } })
+    await waitFor(() => t.system.length > 0 && count(t, 'CLOSED') > 0, 'shut on timeout')
+    expect(t.system[0]).toMatchObject({ status: 'error', message: 'Replication connection was not established in time' })
   }, 20_000)
 
   it('reproduces the missing daily partition trap', async () => {

@@ -10,7 +10,7 @@ import { supabaseQueries } from '../src/db.js';
 import { migrate } from '../src/migrate.js';
 import { startBridge, type RunningBridge } from '../src/runtime.js';
 import { SupabaseSource, backoffDelay, parseSnapshot, visibleIn, userTopic, bridgeTopic } from '../src/sources/supabase.js';
-import { applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
+import { applyRealtimeShim, REAL_PROFILE, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
 import { createTestDb, createTestRedis, drifted, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
 
 const JWT_SECRET = 'unread-sync-test-secret-with-at-least-32-characters';
@@ -354,32 +354,40 @@ describe('supabase source through the test Realtime server', () => {
   });
 });
 
-describe('RLS on realtime.messages (private topics)', () => {
+describe('RLS on realtime.messages (private topics), join errors 5 s late like the real server', () => {
   const clients: RealtimeClient[] = [];
+  // The real RealtimeChannel.join_error sleeps CHANNEL_ERROR_BACKOFF_MS (5 s) before the error
+  // reply: a refusal must be told apart from a timeout only with a join timeout above that.
+  let late: RealtimeServer;
+  beforeAll(async () => {
+    late = await startRealtimeServer({ databaseUrl: db.url, jwtSecret: JWT_SECRET, joinErrorDelayMs: REAL_PROFILE.joinErrorDelayMs });
+  });
   afterAll(async () => {
     await Promise.all(clients.map((c) => c.removeAllChannels().catch(noop)));
+    await late?.close();
   });
 
-  async function join(token: string, topic: string): Promise<{ status: string; message?: string; received: unknown[] }> {
-    const client = new RealtimeClient(server.realtimeUrl, {
+  async function join(token: string, topic: string): Promise<{ status: string; message?: string; received: unknown[]; ms: number }> {
+    const client = new RealtimeClient(late.realtimeUrl, {
       params: { apikey: token },
       transport: WebSocket as unknown as WebSocketLikeConstructor,
-      timeout: 5_000,
+      timeout: 10_000, // realtime-js default; the 5 s error delay fits inside it
     });
     clients.push(client);
     await client.setAuth(token);
-    const out: { status: string; message?: string; received: unknown[] } = { status: '', received: [] };
+    const started = Date.now();
+    const out: { status: string; message?: string; received: unknown[]; ms: number } = { status: '', received: [], ms: 0 };
     client
       .channel(topic, { config: { private: true } })
       .on('broadcast', { event: '*' }, (m) => out.received.push(m.payload))
       .subscribe((status, err) => {
-        if (!out.status) Object.assign(out, { status, message: err?.message });
+        if (!out.status) Object.assign(out, { status, message: err?.message, ms: Date.now() - started });
       });
-    await waitFor(() => out.status !== '', `join ${topic}`, 10_000);
+    await waitFor(() => out.status !== '', `join ${topic}`, 15_000);
     return out;
   }
 
-  it('a user joins only their own badge topic; other users and clients never read the bridge topics', async () => {
+  it('a user joins only their own badge topic; other users and clients never read the bridge topics', { timeout: 30_000 }, async () => {
     await db.sql`insert into unread_sync.meta (key, value) values ('realtime_user_topics', 'on')
                  on conflict (key) do update set value = 'on'`;
     // An app-wide permissive policy must not open unread-sync topics (ours is restrictive).
@@ -396,16 +404,21 @@ describe('RLS on realtime.messages (private topics)', () => {
       const [room] = await roomsOf([alice]);
       await db.sql`update chat_rooms set user_unread_count = 5 where id = ${room!}`;
       await waitFor(() => own.received.length > 0, 'badge event on the user topic');
-      expect(own.received[0]).toMatchObject({ kind: 'set', user_id: alice, room_id: room, unread: 5 });
+      // One message per transaction: {xid, changes: [...]} with this user's changes only.
+      expect(own.received[0]).toMatchObject({ changes: [{ kind: 'set', user_id: alice, room_id: room, unread: 5 }] });
 
-      const other = await join(aliceJwt, userTopic(bob));
+      // Refusals come 5 s late, with their reason (not a TIMED_OUT); run side by side.
+      const [other, bridge, anon] = await Promise.all([
+        join(aliceJwt, userTopic(bob)),
+        join(aliceJwt, bridgeTopic(0)),
+        join(anonJwt, userTopic(alice)),
+      ]);
       expect(other.status).toBe('CHANNEL_ERROR');
       expect(other.message).toMatch(/Unauthorized/);
-      const bridge = await join(aliceJwt, bridgeTopic(0));
       expect(bridge.status).toBe('CHANNEL_ERROR');
       expect(bridge.message).toMatch(/Unauthorized/);
-      const anon = await join(anonJwt, userTopic(alice));
       expect(anon.status).toBe('CHANNEL_ERROR');
+      for (const j of [other, bridge, anon]) expect(j.ms).toBeGreaterThanOrEqual(REAL_PROFILE.joinErrorDelayMs - 50);
     } finally {
       await db.sql`drop policy app_reads_everything on realtime.messages`;
       await db.sql`update unread_sync.meta set value = 'off' where key = 'realtime_user_topics'`;

@@ -1,3 +1,4 @@
+import type { Registry } from 'prom-client';
 import type { HydratedRoom } from '../db.js';
 
 export type { HydratedRoom };
@@ -32,6 +33,8 @@ export interface ChangeSource {
   maintain?(): Promise<void>;
   /** Changes committed but not yet acknowledged, for the backlog metric; optional. */
   backlog?(): Promise<number>;
+  /** Registers the source's own metrics on the bridge's registry; optional. */
+  observe?(registry: Registry): void;
   /** Throws when the source's upstream (database, Realtime) is unreachable; optional. */
   check?(): Promise<void>;
   stop(): Promise<void>;

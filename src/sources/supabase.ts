@@ -9,6 +9,8 @@ import { z } from 'zod';
 import { connectPooled, queries, supabaseQueries, type HydratedRoom, type Sql } from '../db.js';
 import { parseEvent, xidSchema } from '../events.js';
 import type { Logger } from '../log.js';
+import type { Registry } from 'prom-client';
+import { RATE_LIMIT_MESSAGE, RealtimeHealth } from './realtime-health.js';
 import type { ChangeSource, CycleHandler } from './source.js';
 
 export interface SupabaseSourceOptions {
@@ -31,6 +33,14 @@ export interface SupabaseSourceOptions {
   backoffMaxMs?: number;
   /** Live events held at most; past that the buffer is dropped and a catch-up reads the log. */
   maxBuffered?: number;
+  /**
+   * Supabase Realtime's quota averaging window (real: 12 ticks of 5 s = 60 s). After "Too many
+   * messages per second" shut a topic, it is rejoined no sooner than this (doubling, up to 4x, if
+   * the limit is met again); catch-ups keep badges correct meanwhile.
+   */
+  rateLimitWindowMs?: number;
+  /** How often today's and tomorrow's realtime.messages partitions are checked (default 60 000; 0 = off). */
+  partitionCheckIntervalMs?: number;
   /** Extra realtime-js options (tests: heartbeat, join timeout). */
   realtime?: Pick<RealtimeClientOptions, 'timeout' | 'heartbeatIntervalMs' | 'vsn' | 'logger'>;
   random?: () => number;
@@ -57,6 +67,23 @@ export interface SupabaseSourceStats {
   catchupRows: number;
   lastCatchupRows: number;
   catchupPages: number;
+  /** Catch-ups run because the server said the replication stream is live (replication_ready). */
+  catchupsOnReady: number;
+  /** Live batch messages (one per transaction and topic) and the changes they carried. */
+  liveBatches: number;
+  liveBatchChanges: number;
+  /** Topics shut by the server over the message quota, and rejoins it delayed. */
+  rateLimitShutdowns: number;
+  /**
+   * Log rows a catch-up applied that had not arrived over Realtime by the next catch-up: what the
+   * live path lost (quota drops, missing partition, replication gap, at-most-once). `liveChecked`
+   * is how many rows were compared.
+   */
+  liveMissed: number;
+  liveChecked: number;
+  /** System messages shutting a topic for other reasons (replication timeout, token, ...). */
+  shutdowns: number;
+  lastShutdown: string | null;
 }
 
 /** Thrown when the lease was lost: another bridge may be active. The bridge restarts the source. */
@@ -104,6 +131,10 @@ export const userTopic = (userId: string): string => `unread-sync:user:${userId}
 /** A broadcast frame as realtime-js hands it over; the payload itself is validated by the bridge. */
 const broadcastFrame = z.object({ event: z.string(), payload: z.unknown() });
 const withXid = z.object({ xid: xidSchema });
+/** A transaction's changes for one topic (migration 1764000000006); elements are checked one by one later. */
+const batchFrame = z.object({ xid: xidSchema, changes: z.array(z.unknown()).max(100_000) });
+const LIVE_SEEN_MAX = 200_000;
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 interface Shard {
   index: number;
@@ -111,6 +142,8 @@ interface Shard {
   live: boolean;
   attempt: number;
   timer: NodeJS.Timeout | null;
+  /** The server shut this topic over the quota: rejoin no sooner than this (ms epoch). */
+  pausedUntil: number;
 }
 
 /**
@@ -142,7 +175,23 @@ export class SupabaseSource implements ChangeSource {
     catchupRows: 0,
     lastCatchupRows: 0,
     catchupPages: 0,
+    catchupsOnReady: 0,
+    liveBatches: 0,
+    liveBatchChanges: 0,
+    rateLimitShutdowns: 0,
+    liveMissed: 0,
+    liveChecked: 0,
+    shutdowns: 0,
+    lastShutdown: null,
   };
+  readonly health: RealtimeHealth;
+  private realtimeMissing: string | null = null;
+  private partitionTimer: NodeJS.Timeout | null = null;
+  private catchupOnReady = false;
+  /** Ids of events that arrived live (bounded); compared with what catch-ups read, one catch-up later. */
+  private liveSeen = new Set<string>();
+  private liveSeenOverflow = false;
+  private pendingMissCheck: string[] = [];
   private readonly sql: Sql;
   private readonly holder = `${hostname()}:${process.pid}:${randomUUID()}`;
   private readonly leaseTtlMs: number;
@@ -168,6 +217,12 @@ export class SupabaseSource implements ChangeSource {
     this.leaseTtlMs = options.leaseTtlMs ?? 15_000;
     this.random = options.random ?? Math.random;
     this.keyProblem = inspectKey(options.serviceRoleKey);
+    this.health = new RealtimeHealth({ windowMs: options.rateLimitWindowMs ?? 60_000, log: options.log, random: this.random });
+  }
+
+  /** Realtime health metrics (quota episodes, partitions) on the bridge's registry. */
+  observe(registry: Registry): void {
+    this.health.observe(registry);
   }
 
   async start(signal: AbortSignal): Promise<void> {
@@ -197,8 +252,13 @@ export class SupabaseSource implements ChangeSource {
     if (this.realtimeInstalled) {
       await supabaseQueries.setRealtimeShards(this.sql, this.options.shards);
     } else {
-      log.warn('the realtime migration found no Supabase Realtime schema: no broadcasts, catch-ups only');
+      this.realtimeMissing = (await supabaseQueries.realtimeMissing(this.sql)) ?? 'no realtime schema when the realtime migration ran';
+      log.error(
+        { reason: this.realtimeMissing },
+        'the realtime migration found no Supabase Realtime schema: no broadcasts, catch-ups only (re-run the realtime migrations once it exists)',
+      );
     }
+    this.armPartitionCheck();
     if (this.keyProblem) {
       this.stats.lastChannelError = this.keyProblem;
       log.error({ problem: this.keyProblem }, 'SUPABASE_SERVICE_ROLE_KEY cannot work; catch-ups keep badges correct meanwhile');
@@ -211,7 +271,10 @@ export class SupabaseSource implements ChangeSource {
   async cycle(hydrate: string[], handler: CycleHandler): Promise<number> {
     if (this.position === null || this.positionParsed === null) throw new Error('source not started');
     this.checkLease();
+    this.health.settle(this.subscribedAll());
     if (hydrate.length > 0 || this.catchupDue || Date.now() >= this.nextCatchupAt) {
+      if (this.catchupOnReady) this.stats.catchupsOnReady++;
+      this.catchupOnReady = false;
       return this.catchUp(hydrate, handler);
     }
     const position = this.positionParsed;
@@ -269,17 +332,24 @@ export class SupabaseSource implements ChangeSource {
     return queries.backlog(this.sql, this.options.bridgeName);
   }
 
-  /** Throws while the database is unreachable or not every bridge topic is subscribed. */
+  /**
+   * Throws while the database is unreachable or the live path cannot work: no broadcast installed,
+   * a bridge topic not subscribed, the project rate-limited, a missing daily partition.
+   */
   async check(): Promise<void> {
     await this.sql`select 1`;
-    if (!this.realtimeInstalled) return;
+    if (!this.realtimeInstalled) {
+      throw new Error(`realtime: broadcast not installed (${this.realtimeMissing ?? 'no realtime schema'}): catch-up only`);
+    }
+    const problems = this.health.problems();
     const live = this.shards.filter((s) => s.live).length;
-    if (live < this.shards.length) {
-      throw new Error(
-        `realtime: ${live}/${this.shards.length} bridge topics subscribed` +
+    if (live < this.shards.length && !this.health.rateLimited()) {
+      problems.unshift(
+        `${live}/${this.shards.length} bridge topics subscribed` +
           (this.stats.lastChannelError ? ` (last error: ${this.stats.lastChannelError})` : ''),
       );
     }
+    if (problems.length > 0) throw new Error(`realtime: ${problems.join('; ')}`);
   }
 
   /** True when every bridge topic is joined (tests wait for it). */
@@ -291,6 +361,8 @@ export class SupabaseSource implements ChangeSource {
     this.stopped = true;
     if (this.leaseTimer) clearInterval(this.leaseTimer);
     this.leaseTimer = null;
+    if (this.partitionTimer) clearInterval(this.partitionTimer);
+    this.partitionTimer = null;
     try {
       await this.unsubscribeAll();
       if (!this.leaseLost) await supabaseQueries.releaseLease(this.sql, this.options.bridgeName, this.holder).catch(() => {});
@@ -311,6 +383,7 @@ export class SupabaseSource implements ChangeSource {
     let read = 0;
     let pages = 0;
     let gap = false;
+    const readIds: string[] = [];
     for (;;) {
       const rows = await supabaseQueries.readChanges(this.sql, {
         previous,
@@ -345,6 +418,9 @@ export class SupabaseSource implements ChangeSource {
         if (r.xid && r.id) after = { xid: r.xid, id: r.id };
       }
       read += changes.length;
+      if (this.realtimeInstalled && !this.firstStart && readIds.length < LIVE_SEEN_MAX) {
+        for (const c of changes) readIds.push((c as { id: string }).id);
+      }
       if (changes.length > 0) await handler.chunk(changes);
       if (!head.more) break;
     }
@@ -361,7 +437,29 @@ export class SupabaseSource implements ChangeSource {
     this.stats.catchupRows += read;
     this.stats.lastCatchupRows = read;
     this.stats.catchupPages += pages;
+    this.checkLiveMisses(readIds);
     return read;
+  }
+
+  /**
+   * Rows the previous catch-up read are compared with what arrived live since (a live copy in
+   * flight during that catch-up has had a whole interval to land): the misses are what Realtime lost.
+   */
+  private checkLiveMisses(readIds: string[]): void {
+    if (!this.liveSeenOverflow) {
+      let missed = 0;
+      for (const id of this.pendingMissCheck) {
+        if (this.liveSeen.has(id)) this.liveSeen.delete(id);
+        else missed++;
+      }
+      this.stats.liveChecked += this.pendingMissCheck.length;
+      this.stats.liveMissed += missed;
+      this.health.onLiveCheck(this.pendingMissCheck.length, missed);
+    } else {
+      this.liveSeen.clear();
+    }
+    this.liveSeenOverflow = false;
+    this.pendingMissCheck = readIds;
   }
 
   private async persist(snapshot: string): Promise<void> {
@@ -369,6 +467,23 @@ export class SupabaseSource implements ChangeSource {
       this.leaseLost = 'checkpoint refused: lease not held';
       throw new LeaseLostError(this.leaseLost);
     }
+  }
+
+  // --- partitions -----------------------------------------------------------------
+
+  /** Checks the catalog for today's and tomorrow's partitions now and then every interval. */
+  private armPartitionCheck(): void {
+    const every = this.options.partitionCheckIntervalMs ?? 60_000;
+    if (!this.realtimeInstalled || every <= 0 || this.partitionTimer) return;
+    const run = (): void => {
+      supabaseQueries
+        .messagePartitions(this.sql)
+        .then((days) => this.health.setPartitions(days.filter((d) => !d.present).map((d) => d.day)))
+        .catch((err: unknown) => this.health.setPartitions(null, (err as Error).message));
+    };
+    run();
+    this.partitionTimer = setInterval(run, every);
+    this.partitionTimer.unref();
   }
 
   // --- lease -----------------------------------------------------------------------
@@ -426,7 +541,7 @@ export class SupabaseSource implements ChangeSource {
     if (!this.realtimeInstalled) return;
     if (this.shards.length !== this.options.shards) {
       this.shards = Array.from({ length: this.options.shards }, (_, index) => ({
-        index, channel: null, live: false, attempt: 0, timer: null,
+        index, channel: null, live: false, attempt: 0, timer: null, pausedUntil: 0,
       }));
     }
     for (const shard of this.shards) if (!shard.channel && !shard.timer) this.subscribe(shard);
@@ -444,7 +559,7 @@ export class SupabaseSource implements ChangeSource {
     channel
       .on('broadcast', { event: '*' }, (message: unknown) => this.onBroadcast(message))
       .on('system', {}, (payload: unknown) => {
-        if (shard.channel === channel) this.onSystem(payload);
+        if (shard.channel === channel) this.onSystem(shard, payload);
       })
       .subscribe((status, err) => {
         if (shard.channel !== channel) return; // a discarded channel
@@ -474,8 +589,14 @@ export class SupabaseSource implements ChangeSource {
     this.discard(channel);
     shard.channel = null;
     if (this.stopped || this.leaseLost) return;
-    const delay = backoffDelay(shard.attempt++, this.options.backoffBaseMs ?? 250, this.options.backoffMaxMs ?? 10_000, this.random);
-    log.warn({ topic: bridgeTopic(shard.index), reason, retryInMs: delay }, 'realtime topic lost; resubscribing');
+    let delay = backoffDelay(shard.attempt++, this.options.backoffBaseMs ?? 250, this.options.backoffMaxMs ?? 10_000, this.random);
+    if (shard.pausedUntil > Date.now()) {
+      // Shut over the quota: rejoining sooner only meets the same average and is shut again.
+      delay = Math.max(delay, shard.pausedUntil - Date.now());
+      shard.attempt = 0;
+    } else {
+      log.warn({ topic: bridgeTopic(shard.index), reason, retryInMs: delay }, 'realtime topic lost; resubscribing');
+    }
     shard.timer = setTimeout(() => {
       shard.timer = null;
       this.subscribe(shard);
@@ -483,33 +604,74 @@ export class SupabaseSource implements ChangeSource {
     shard.timer.unref();
   }
 
-  private onSystem(payload: unknown): void {
+  private onSystem(shard: Shard, payload: unknown): void {
     const p = z.object({ status: z.string(), message: z.string().optional() }).safeParse(payload);
     if (!p.success) return;
     if (p.data.status === 'ok') {
       this.stats.replicationReady++;
-      this.catchupDue = true; // the stream is live now: one more catch-up closes the window before it
+      // The stream is live only now: rows committed between the join's catch-up and this moment
+      // were never streamed; one more catch-up reads them.
+      this.catchupDue = true;
+      this.catchupOnReady = true;
+      this.wake?.();
+      return;
+    }
+    const message = p.data.message ?? '';
+    this.stats.shutdowns++;
+    this.stats.lastShutdown = message;
+    if (RATE_LIMIT_MESSAGE.test(message)) {
+      // The close that follows must not rejoin at once; the live path is paused, catch-ups go on.
+      this.stats.rateLimitShutdowns++;
+      shard.pausedUntil = this.health.onRateLimited(message);
+      this.catchupDue = true;
       this.wake?.();
     } else {
-      this.options.log.warn({ message: p.data.message }, 'realtime system message');
+      this.options.log.warn({ topic: bridgeTopic(shard.index), message }, 'realtime system message');
     }
   }
 
   private onBroadcast(message: unknown): void {
     this.stats.liveReceived++;
     const frame = broadcastFrame.safeParse(message);
-    if (!frame.success || frame.data.event !== 'change') {
+    if (!frame.success || (frame.data.event !== 'change' && frame.data.event !== 'changes')) {
       this.reject(frame.success ? `unexpected broadcast event "${frame.data.event.slice(0, 40)}"` : 'not a broadcast frame', message);
       return;
     }
+    let events: unknown[] = [frame.data.payload];
+    const noteSeen = (e: unknown): void => {
+      if (!isPlainObject(e) || typeof e.id !== 'string') return;
+      if (this.liveSeen.size >= LIVE_SEEN_MAX) {
+        this.liveSeen.clear();
+        this.liveSeenOverflow = true;
+      }
+      this.liveSeen.add(e.id);
+    };
+    if (frame.data.event === 'changes') {
+      // One message per transaction and topic: {xid, changes: [...]}. Each element is validated
+      // on its own by the bridge (a bad one is dead-lettered, the rest applied); it carries the
+      // batch's xid so it can be ordered against the position like a single event.
+      const batch = batchFrame.safeParse(frame.data.payload);
+      if (!batch.success) {
+        this.reject(`malformed change batch: ${batch.error.issues[0]?.message ?? 'invalid'}`, message);
+        return;
+      }
+      const { xid } = batch.data;
+      events = batch.data.changes.map((e) => (isPlainObject(e) ? { ...e, xid } : e));
+      events.forEach(noteSeen);
+      this.stats.liveBatches++;
+      this.stats.liveBatchChanges += events.length;
+    } else {
+      noteSeen(frame.data.payload);
+    }
     const maxBuffered = this.options.maxBuffered ?? 100_000;
-    if (this.buffer.length >= maxBuffered) {
+    if (this.buffer.length + events.length > maxBuffered) {
       // The bridge is far behind: the log has all of it, so read it from there instead.
       this.buffer = [];
       this.stats.bufferOverflows++;
       this.catchupDue = true;
+    } else {
+      for (const e of events) this.buffer.push(e);
     }
-    this.buffer.push(frame.data.payload);
     this.wake?.();
   }
 

@@ -13,7 +13,20 @@
  *  - postgres_changes and broadcast replay are NOT emulated: joins asking for
  *    them are refused loudly instead of silently receiving nothing;
  *  - presence is acknowledged but not tracked (presence_state is always {});
- *  - no rate limits, no REST broadcast endpoint, no server-side heartbeat timeout.
+ *  - no REST broadcast endpoint, no server-side heartbeat timeout.
+ *
+ * Switchable behaviours of the real server that decide whether a transport works in production
+ * (all off by default; REAL_PROFILE has the real values):
+ *  - `quota`: the per-project events-per-second limit (Tenants.events_per_second_rate +
+ *    RateCounter): every broadcast row read from replication and every delivery to a subscriber
+ *    counts; the average over the last `buckets` ticks is compared at each tick; while over the
+ *    limit rows are dropped at the source (ReplicationConnection.check_rate_limit) and a channel
+ *    that handles a delivery is shut with "Too many messages per second";
+ *  - `replication`: the replication stream starts `startDelayMs` after the tenant connection
+ *    starts (first join); rows committed before are never streamed; channels that asked for
+ *    `replication_ready` get a system message when it is up, or are shut after `readyTimeoutMs`;
+ *    faults.restartReplication() is a silent slot restart;
+ *  - `joinErrorDelayMs`: RealtimeChannel.join_error sleeps before replying with an error (5 s).
  *
  * Requires test/support/realtime-shim.sql applied to the database
  * (see applyRealtimeShim) and a database user that can SET ROLE to the JWT
@@ -56,7 +69,42 @@ export interface StartRealtimeServerOptions {
   logger?: (message: string, detail?: unknown) => void
   /** Extra HTTP routes (e.g. a PostgREST rpc stand-in); return false to fall through to 404. */
   httpHandler?: (req: IncomingMessage, res: ServerResponse) => Promise<boolean>
+  /** Events-per-second quota (off when absent). */
+  quota?: QuotaOptions
+  /** Replication start window (off when absent: the stream is live from the start). */
+  replication?: ReplicationOptions
+  /** Delay before a join error reply (real server: CHANNEL_ERROR_BACKOFF_MS, 5000). Default 0. */
+  joinErrorDelayMs?: number
 }
+
+export interface QuotaOptions {
+  /** Tenant max_events_per_second (real default 100; plans: Free 100, Pro 500). */
+  eventsPerSecond: number
+  /** RateCounter tick (real: 5000 ms). */
+  tickMs?: number
+  /** Buckets averaged (real: 12, i.e. 60 s with 5 s ticks). */
+  buckets?: number
+  /**
+   * Time between a row being read from replication and the channel process handling its delivery
+   * (PubSub + mailbox). A delivery handled after the tick that crossed the limit shuts its channel.
+   * Default 1 ms.
+   */
+  channelLagMs?: number
+}
+
+export interface ReplicationOptions {
+  /** How long after the tenant connection starts (first join) the replication stream is live. */
+  startDelayMs: number
+  /** Channels with replication_ready are shut if the stream is not live by then (real: 60 000). */
+  readyTimeoutMs?: number
+}
+
+/** The real server's values (supabase/realtime config/runtime.exs, config.exs, tenants.ex). */
+export const REAL_PROFILE = {
+  joinErrorDelayMs: 5_000,
+  quota: { eventsPerSecond: 100, tickMs: 5_000, buckets: 12, channelLagMs: 1 },
+  replication: { startDelayMs: 0, readyTimeoutMs: 60_000 },
+} as const satisfies Pick<StartRealtimeServerOptions, 'joinErrorDelayMs' | 'quota' | 'replication'>
 
 /** Fault injection knobs. They only affect broadcast messages, never replies/heartbeats. */
 export interface RealtimeServerFaults {
@@ -77,6 +125,8 @@ export interface RealtimeServerFaults {
   latencyMs: number
   /** Push phx_error to matching joined channels (server-side channel crash); the client rejoins. Returns how many. */
   crashChannels(topic?: string): number
+  /** Silent replication slot restart: nothing committed in the next `ms` is streamed; channels are not told. */
+  restartReplication(ms: number): void
   /** Restore all knobs to their defaults. */
   reset(): void
 }
@@ -107,6 +157,19 @@ export interface RealtimeServerStats {
   duplicated: number
   /** Broadcast frames that could not be sent (socket gone, binary payload to a vsn 1.0.0 client, oversize header). */
   undeliverable: number
+  /** Events counted against the quota (rows read + deliveries). */
+  quotaCounted: number
+  /** Rows dropped at the source because the quota was triggered. */
+  rateLimitedRows: number
+  /** Channels shut with "Too many messages per second". */
+  rateLimitShutdowns: number
+  /** Times the quota went from under to over the limit (MessagePerSecondRateLimitReached logs). */
+  rateLimitEpisodes: number
+  /** Rows committed while the replication stream was not live (never streamed). */
+  notStreamed: number
+  /** replication_ready system messages sent / channels shut because replication did not start in time. */
+  replicationReadySent: number
+  replicationTimeouts: number
 }
 
 export interface RealtimeServer {
@@ -119,6 +182,10 @@ export interface RealtimeServer {
   stats: RealtimeServerStats
   /** Number of joined channels, optionally only those for `topic` (without the "realtime:" prefix). */
   subscriberCount(topic?: string, isPrivate?: boolean): number
+  /** The quota counter as the server sees it (avg events/s over the window, triggered). */
+  quotaState(): { avg: number; triggered: boolean; limit: number | null }
+  /** Whether the replication stream is live now. */
+  replicationLive(): boolean
   close(): Promise<void>
 }
 
@@ -209,6 +276,8 @@ interface Sub {
   claims: Claims
   policies: Policies | null
   tokenTimer: NodeJS.Timeout | null
+  /** replication_ready opt-in: deadline (ms epoch) until the system message is sent, null once sent or not asked. */
+  readyDeadline: number | null
 }
 
 interface Claims {
@@ -348,6 +417,7 @@ export async function startRealtimeServer(opts: StartRealtimeServerOptions): Pro
   const log = opts.logger ?? (() => {})
   const random = opts.random ?? Math.random
   const tokenRecheckMs = opts.tokenRecheckMs ?? 5 * 60_000
+  const joinErrorDelayMs = opts.joinErrorDelayMs ?? 0
   const secretKey = new TextEncoder().encode(opts.jwtSecret)
 
   const sql: Sql = postgres(opts.databaseUrl, {
@@ -383,7 +453,71 @@ export async function startRealtimeServer(opts: StartRealtimeServerOptions): Pro
     dropped: 0,
     duplicated: 0,
     undeliverable: 0,
+    quotaCounted: 0,
+    rateLimitedRows: 0,
+    rateLimitShutdowns: 0,
+    rateLimitEpisodes: 0,
+    notStreamed: 0,
+    replicationReadySent: 0,
+    replicationTimeouts: 0,
   }
+
+  // --- quota (Tenants.events_per_second_rate + RateCounter) -----------------------
+  const quota = opts.quota
+    ? { limit: opts.quota.eventsPerSecond, tickMs: opts.quota.tickMs ?? 5_000, buckets: opts.quota.buckets ?? 12, lagMs: opts.quota.channelLagMs ?? 1 }
+    : null
+  let quotaCount = 0
+  let quotaBucket: number[] = []
+  let quotaAvg = 0
+  let quotaTriggered = false
+  const quotaTimer = quota
+    ? setInterval(() => {
+        // RateCounter.handle_info(:tick): newest count first, at most max_bucket_len, avg per second.
+        quotaBucket = [quotaCount, ...quotaBucket].slice(0, quota.buckets)
+        quotaCount = 0
+        quotaAvg = quotaBucket.reduce((a, b) => a + b, 0) / quotaBucket.length / (quota.tickMs / 1000)
+        if (quotaTriggered) {
+          if (quotaAvg < quota.limit) quotaTriggered = false
+        } else if (quotaAvg >= quota.limit) {
+          quotaTriggered = true
+          stats.rateLimitEpisodes++
+          log('MessagePerSecondRateLimitReached: Too many messages per second', { avg: quotaAvg })
+        }
+      }, quota.tickMs)
+    : null
+  quotaTimer?.unref()
+  function countEvent(): void {
+    if (!quota) return
+    quotaCount++
+    stats.quotaCounted++
+  }
+
+  // --- replication start (Connect -> async ReplicationConnection; RealtimeChannel replication_ready)
+  const replicationReadyTimeoutMs = opts.replication?.readyTimeoutMs ?? 60_000
+  /** ms epoch from which the stream is live; null = tenant connection not started yet. */
+  let replicationLiveAt: number | null = opts.replication ? null : 0
+  const replicationLive = (): boolean => replicationLiveAt !== null && Date.now() >= replicationLiveAt
+  function startTenant(): void {
+    if (replicationLiveAt === null) replicationLiveAt = Date.now() + (opts.replication?.startDelayMs ?? 0)
+  }
+  // Channels that asked for replication_ready are checked like notify_replication_ready (every 500 ms there).
+  const readyTimer = setInterval(() => {
+    const now = Date.now()
+    for (const conn of conns) {
+      for (const sub of [...conn.channels.values()]) {
+        if (sub.readyDeadline === null) continue
+        if (replicationLive()) {
+          sub.readyDeadline = null
+          stats.replicationReadySent++
+          push(sub, 'system', { extension: 'system', status: 'ok', message: 'Replication connection established', channel: sub.subTopic })
+        } else if (now >= sub.readyDeadline) {
+          stats.replicationTimeouts++
+          shutdown(sub, 'Replication connection was not established in time')
+        }
+      }
+    }
+  }, 50)
+  readyTimer.unref()
 
   const conns = new Set<Conn>()
   /** `${private|public}:${subTopic}` -> joined channels; private and public topics never mix (Tenants.tenant_topic). */
@@ -574,6 +708,17 @@ export async function startRealtimeServer(opts: StartRealtimeServerOptions): Pro
 
   /** Every broadcast to a subscriber goes through here so faults apply uniformly. */
   function deliver(sub: Sub, msg: OutBroadcast): void {
+    if (quota) {
+      // MessageDispatcher sends :update_rate_counter; the channel counts it and, if the counter is
+      // triggered by the time it handles it, shuts down (RealtimeChannel.handle_info(:update_rate_counter)).
+      countEvent()
+      setTimeout(() => {
+        if (quotaTriggered && sub.conn.channels.get(sub.topic) === sub) {
+          stats.rateLimitShutdowns++
+          shutdown(sub, 'Too many messages per second')
+        }
+      }, quota.lagMs).unref()
+    }
     const frame = encodeBroadcast(sub.conn.vsn, sub.topic, msg)
     if (frame === null) {
       stats.undeliverable++
@@ -639,9 +784,11 @@ export async function startRealtimeServer(opts: StartRealtimeServerOptions): Pro
   }
 
   async function handleJoin(conn: Conn, msg: Inbound): Promise<void> {
-    const refuse = (reason: string): void => {
+    const refuse = async (reason: string): Promise<void> => {
       stats.refusedJoins++
       log('join refused', { topic: msg.topic, reason })
+      // join_error: the channel process sleeps before answering; the socket waits for it.
+      if (joinErrorDelayMs > 0) await new Promise((r) => setTimeout(r, joinErrorDelayMs))
       reply(conn, msg, 'error', { reason })
     }
     if (!msg.topic.startsWith('realtime:')) return refuse('unmatched topic')
@@ -703,7 +850,9 @@ export async function startRealtimeServer(opts: StartRealtimeServerOptions): Pro
       claims: token.claims,
       policies,
       tokenTimer: null,
+      readyDeadline: broadcast.replication_ready === true ? Date.now() + replicationReadyTimeoutMs : null,
     }
+    startTenant() // Connect.lookup_or_start_connection: the first join starts replication (asynchronously)
     conn.channels.set(msg.topic, sub)
     const key = keyOf(isPrivate, subTopic)
     let set = index.get(key)
@@ -803,8 +952,19 @@ export async function startRealtimeServer(opts: StartRealtimeServerOptions): Pro
 
   /** ReplicationConnection's Insert handler: one row -> UserBroadcast to `topic` on the matching private/public side. */
   function dispatchRow(row: RowNote): void {
+    if (!replicationLive()) {
+      // Committed while no replication slot streamed: the slot starts after it, never sees it.
+      stats.notStreamed++
+      return
+    }
     stats.dbMessages++
     if (row.extension !== 'broadcast') return
+    if (quotaTriggered) {
+      // ReplicationConnection.check_rate_limit: dropped, logged as UnableToBroadcastChanges.
+      stats.rateLimitedRows++
+      return
+    }
+    countEvent() // GenCounter.add(events_per_second_rate.id) for the row read
     const topic = str(row.topic)
     const event = str(row.event)
     if (topic === null || event === null || typeof row.private !== 'boolean') {
@@ -845,7 +1005,8 @@ export async function startRealtimeServer(opts: StartRealtimeServerOptions): Pro
           const rows = await sql`
             select id::text as id, inserted_at::text as inserted_at, topic, extension, event, private, payload,
                    encode(binary_payload, 'base64') as binary_payload
-            from realtime.messages where id = ${note.id}::uuid and inserted_at = ${note.inserted_at}::timestamp`
+            from realtime.messages where id = ${note.id}::uuid and inserted_at = ${note.inserted_at}::text::timestamp`
+          // (::text first: bound straight to a timestamp, postgres.js would cut the microseconds.)
           const first = rows[0]
           if (!first) return
           row = first as unknown as RowNote
@@ -984,6 +1145,9 @@ export async function startRealtimeServer(opts: StartRealtimeServerOptions): Pro
       }
       return n
     },
+    restartReplication(ms: number): void {
+      replicationLiveAt = Date.now() + ms
+    },
     reset(): void {
       Object.assign(faults, defaults)
       refuseUntil = 0
@@ -1006,9 +1170,15 @@ export async function startRealtimeServer(opts: StartRealtimeServerOptions): Pro
       }
       return n
     },
+    quotaState() {
+      return { avg: quotaAvg, triggered: quotaTriggered, limit: quota?.limit ?? null }
+    },
+    replicationLive,
     async close(): Promise<void> {
       if (closing) return
       closing = true
+      if (quotaTimer) clearInterval(quotaTimer)
+      clearInterval(readyTimer)
       for (const conn of [...conns]) {
         for (const sub of [...conn.channels.values()]) removeSub(sub)
         if (conn.heldTimer) clearTimeout(conn.heldTimer)
