@@ -12,7 +12,8 @@ import { jwtVerify } from 'jose';
 import WebSocket from 'ws';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../src/migrate.js';
+import { readdirSync } from 'node:fs';
+import { migrate, MIGRATIONS_DIR } from '../src/migrate.js';
 import { startBridge, type RunningBridge } from '../src/runtime.js';
 import { connectUnreadBadgesSupabase, parseSnapshotText } from '../src/client/supabase.js';
 import type { UnreadBadgesClient, UnreadState } from '../src/client/types.js';
@@ -276,7 +277,10 @@ describe('migration 1764000000005', () => {
     const installed = async () =>
       (await db.sql<{ ok: boolean }[]>`select to_regprocedure('public.unread_sync_my_rooms()') is not null as ok`)[0]?.ok;
     expect(await installed()).toBe(true);
-    await migrate({ databaseUrl: db.url, direction: 'down', count: 1 });
+    // Down through 0005: every migration from it on (later ones are undone first).
+    const files = readdirSync(MIGRATIONS_DIR).filter((f) => /^\d+_.+\.(sql|js)$/.test(f)).sort();
+    const fromThis = files.length - files.findIndex((f) => f.startsWith('1764000000005'));
+    await migrate({ databaseUrl: db.url, direction: 'down', count: fromThis });
     expect(await installed()).toBe(false);
     await migrate({ databaseUrl: db.url, direction: 'up' });
     expect(await installed()).toBe(true);

@@ -4,6 +4,7 @@
  * realtime.messages, replication starting after the join, and migrations run by a non-superuser
  * `postgres`-like role. Real Postgres, Redis and realtime-js; every scenario ends with 0 drift.
  */
+import { roomField } from '../src/store/keys.js';
 import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
@@ -101,7 +102,7 @@ async function timedWrite(u: { user: string; room: string }, value: number, time
   const t0 = performance.now();
   const key = r.store.keys.user(u.user);
   for (;;) {
-    const v = await r.redis.hget(key, u.room);
+    const v = await r.redis.hget(key, roomField(u.room));
     if ((v === null && value === 0) || (v !== null && Number(v.split(':')[0]) === value)) return performance.now() - t0;
     if (performance.now() - t0 > timeoutMs) throw new Error(`write not mirrored within ${timeoutMs} ms`);
     await sleep(2);
