@@ -1,20 +1,11 @@
-import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDb, createTestRedis, uuid, type TestDb, type TestRedis } from './support/env.js';
-import { ensureBuilt, eventually, runCli, spawnCli, type CliRun } from './support/built-cli.js';
+import { ensureBuilt, eventually, freePort, runCli, spawnCli, type CliRun } from './support/built-cli.js';
 
 // Ports nobody listens on: a Redis and a Postgres that are down.
 const DOWN_REDIS = 6481;
 const DOWN_PG = 5481;
 const SECRET = 'Zq81xT-pw-s3cr3t';
-
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 const all = (r: CliRun) => r.stdout + r.stderr;
 
