@@ -111,6 +111,9 @@ export async function startSocketServer(
 
   const io = new Server(http, {
     serveClient: true,
+    // Badge events carry a user id at most: a 1 MB default would let one socket make the server
+    // hold megabytes per message.
+    maxHttpBufferSize: 16 * 1024,
     ...(config.corsOrigins.length > 0 ? { cors: { origin: config.corsOrigins } } : {}),
   });
   const badges = attachUnreadBadges(io, {
