@@ -286,7 +286,6 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
       }
       tokens -= 1;
       refusedInRow = 0;
-      inFlight++;
       const request = args.length > 1 ? args[0] : undefined;
       // Only one's own counts: a payload naming anyone else is refused outright.
       // Seed clients may send the id itself or { userId } / { user_id }.
@@ -308,6 +307,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
           return;
         }
       }
+      inFlight++;
       reader
         .getCounts(userId)
         .then(

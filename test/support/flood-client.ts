@@ -1,14 +1,15 @@
 // Child-process entry: one authenticated socket that floods get-unread-counts as fast as its
-// connection takes them, reconnecting when the server cuts it off. Prints its counts as JSON.
+// connection takes them, reconnecting when the server cuts it off. On SIGTERM it prints its
+// counts as JSON and exits (the test pauses it with SIGSTOP/SIGCONT in between).
 import { io, type Socket } from 'socket.io-client';
 
 const url = process.env.FLOOD_URL as string;
 const token = process.env.FLOOD_TOKEN as string;
-const until = Date.now() + Number(process.env.FLOOD_MS ?? 5_000);
+let stopping = false;
 const stats = { sent: 0, ok: 0, limited: 0, otherErrors: 0, disconnects: 0 };
 
 function pump(s: Socket): void {
-  if (!s.connected || Date.now() > until) return;
+  if (!s.connected || stopping) return;
   // Keep the client's own write buffer short (backpressure), but never wait for answers.
   const engine = s.io.engine as unknown as { writeBuffer: unknown[] };
   if (engine.writeBuffer.length < 500) {
@@ -25,7 +26,7 @@ function pump(s: Socket): void {
 }
 
 function connect(): void {
-  if (Date.now() > until) return;
+  if (stopping) return;
   const s = io(url, { transports: ['websocket'], auth: { token }, reconnection: false, forceNew: true });
   s.on('connect', () => pump(s));
   s.on('disconnect', () => {
@@ -36,7 +37,7 @@ function connect(): void {
 }
 
 connect();
-setTimeout(() => {
-  process.stdout.write(`${JSON.stringify(stats)}\n`);
-  process.exit(0);
-}, until - Date.now() + 200);
+process.once('SIGTERM', () => {
+  stopping = true;
+  process.stdout.write(`${JSON.stringify(stats)}\n`, () => process.exit(0));
+});
