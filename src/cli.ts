@@ -5,7 +5,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { loadConfig, ConfigError, type Config } from './config.js';
 import { connect, type Sql } from './db.js';
 import { postgresEndpoint, redactSecrets, redisEndpoint } from './env.js';
-import { assertLiveBridge, NoLiveBridgeError, rebuildAll } from './rebuild.js';
+import { assertLiveBridge, rebuildAll } from './rebuild.js';
 import { parseUserId } from './ids.js';
 import { createLogger } from './log.js';
 import { installPostgresWriteGuard } from './process-guard.js';
@@ -179,7 +179,7 @@ program
     const running = startBridge(config, log, { migrate: true });
     let server: Awaited<ReturnType<typeof startSocketServer>>;
     try {
-      server = await startSocketServer(loadSocketConfig(env), log, { readiness: running.readiness });
+      server = await startSocketServer(loadSocketConfig(env), log, { readiness: running.readiness, index: true });
     } catch (err) {
       await running.stop(); // no headless bridge left holding the lock
       throw err;
@@ -308,9 +308,13 @@ program.parseAsync().catch((err: unknown) => {
     process.exitCode = 2;
     return;
   }
-  const known = err instanceof CliError || err instanceof NoLiveBridgeError;
-  const code = (err as { code?: string }).code;
-  const message = known || !code ? (err as Error).message : postgresProblem(err, process.env.DATABASE_URL ?? '');
+  const e = err as Error & { code?: string; address?: string; port?: number };
+  const message =
+    e.name === 'PostgresError'
+      ? postgresProblem(err, process.env.DATABASE_URL ?? '')
+      : e.code === 'EADDRINUSE'
+        ? `${e.address ?? ''}:${e.port ?? ''} is already in use (another unread-sync? set PORT or UNREAD_METRICS_PORT)`
+        : (e.message ?? String(err));
   console.error(redactSecrets(`unread-sync: ${message}`));
   process.exitCode = 1;
 });

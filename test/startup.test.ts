@@ -58,6 +58,9 @@ describe('start-up with a dependency down (built CLI)', () => {
       expect(down.body.checks.redis).toBe(`Redis at 127.0.0.1:${START_REDIS} is unreachable (check REDIS_URL, and that Redis runs)`);
       expect((await readyz(`http://127.0.0.1:${metricsPort}`)).status).toBe(503); // the bridge's own /readyz agrees
       expect(child.stdoutText()).toContain('Next steps:');
+      const index = await fetch(`${url}/`); // a first visit gets directions, not "not found"
+      expect(index.status).toBe(200);
+      expect(await index.json()).toMatchObject({ endpoints: { readyz: '/readyz', metrics: '/metrics' } });
 
       await new Promise((r) => setTimeout(r, 3_000)); // the process keeps waiting (no hang, no exit)
       expect(child.exitCode).toBeNull();
@@ -106,13 +109,24 @@ describe('start-up with a dependency down (built CLI)', () => {
       expect(down.body.checks.redis).toBe(`Redis at 127.0.0.1:${SERVE_REDIS} is unreachable (check REDIS_URL, and that Redis runs)`);
       serveRedis = await privateRedis(SERVE_REDIS);
       await eventually(async () => ((await readyz(url)).status === 200 ? true : undefined), 30_000, '/readyz did not recover');
-      const index = await fetch(`${url}/`);
-      expect(index.status).toBe(200);
-      expect(await index.json()).toMatchObject({ endpoints: { readyz: '/readyz', metrics: '/metrics' } });
     } finally {
       expect(await sigterm(child)).toBe(0);
       expect(child.stderrText()).not.toMatch(/uncaught/i);
       await serveRedis?.stop();
+    }
+  });
+
+  it('`serve` on a port already taken: one line, exit 1, nothing left running', async () => {
+    const { createServer } = await import('node:net');
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      const res = await runCli(['serve'], { PORT: String(port), SUPABASE_JWT_SECRET: testSecret(), LOG_LEVEL: 'silent' }, 20_000);
+      expect(res.code).toBe(1);
+      expect(res.stderr.trim()).toBe(`unread-sync: 127.0.0.1:${port} is already in use (another unread-sync? set PORT or UNREAD_METRICS_PORT)`);
+    } finally {
+      await new Promise((r) => taken.close(r));
     }
   });
 

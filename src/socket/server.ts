@@ -38,6 +38,8 @@ export async function startSocketServer(
     sql?: Sql;
     /** More /readyz checks (e.g. the bridge's when both run in one process). */
     readiness?: Record<string, Check>;
+    /** Answer `/` with what this server is and its endpoints (`start`, for a first visit). */
+    index?: boolean;
   } = {},
 ): Promise<RunningSocketServer> {
   const redis = overrides.redis ?? createRedis(config.redisUrl, { clusterNodes: config.redisClusterNodes });
@@ -97,7 +99,7 @@ export async function startSocketServer(
     if (chat && config.jwtSecret) {
       if (await handleDemoRequest(req, res, { jwtSecret: config.jwtSecret, audience: config.jwtAudience, chat })) return;
     }
-    if (path === '/' && req.method === 'GET') {
+    if (overrides.index && path === '/' && req.method === 'GET') {
       // A first visit should say what this server is and where to go next, not "not found".
       sendJson(res, 200, {
         service: 'unread-sync socket server',
@@ -132,13 +134,25 @@ export async function startSocketServer(
     log.warn('demo mode: /demo endpoints mint tokens for demo users and write chat_rooms; never enable in production');
   }
 
-  await new Promise<void>((resolve, reject) => {
-    http.once('error', reject);
-    http.listen(config.port, config.host, () => {
-      http.off('error', reject);
-      resolve();
+  const release = async () => {
+    await badges.close();
+    await new Promise<void>((resolve) => io.close(() => resolve()));
+    if (sql && !overrides.sql) await sql.end({ timeout: 5 });
+    await fallbackSql?.end({ timeout: 5 });
+    if (!overrides.redis) redis.disconnect();
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(config.port, config.host, () => {
+        http.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (err) {
+    await release(); // e.g. the port is taken: leave nothing open that keeps the process alive
+    throw err;
+  }
   const port = (http.address() as AddressInfo).port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
@@ -151,12 +165,6 @@ export async function startSocketServer(
     io,
     badges,
     chat,
-    async close() {
-      await badges.close();
-      await new Promise<void>((resolve) => io.close(() => resolve()));
-      if (sql && !overrides.sql) await sql.end({ timeout: 5 });
-      await fallbackSql?.end({ timeout: 5 });
-      if (!overrides.redis) redis.disconnect();
-    },
+    close: release,
   };
 }
