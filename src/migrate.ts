@@ -74,7 +74,10 @@ export async function migrate(options: MigrateOptions): Promise<string[]> {
   }
 }
 
-/** Names of the shipped migrations not yet applied to this database (all of them on a fresh one). */
+/**
+ * Names of the shipped migrations not yet applied to this database (all of them on a fresh one;
+ * none when the schema was installed without node-pg-migrate's record, e.g. by the Supabase CLI).
+ */
 export async function pendingMigrations(databaseUrl: string): Promise<string[]> {
   const shipped = readdirSync(MIGRATIONS_DIR)
     .filter((f) => /\.(sql|js)$/.test(f))
@@ -82,8 +85,12 @@ export async function pendingMigrations(databaseUrl: string): Promise<string[]> 
     .sort();
   const sql = connect(databaseUrl, { max: 1, applicationName: 'unread-sync schema check' });
   try {
-    const [table] = await sql<{ present: boolean }[]>`select to_regclass(${`public.${MIGRATIONS_TABLE}`}) is not null as present`;
-    if (!table?.present) return shipped;
+    const [found] = await sql<{ table: boolean; schema: boolean }[]>`
+      select to_regclass(${`public.${MIGRATIONS_TABLE}`}) is not null as table,
+             to_regclass('unread_sync.bridge_state') is not null as schema`;
+    // Installed by another tool (the Supabase CLI applies supabase/migrations and records them
+    // elsewhere): the schema is there, which is all this check can know.
+    if (!found?.table) return found?.schema ? [] : shipped;
     const applied = new Set(
       (await sql<{ name: string }[]>`select name from ${sql('public')}.${sql(MIGRATIONS_TABLE)}`).map((r) => r.name),
     );

@@ -115,3 +115,27 @@ describe('migrations never freeze app writes (lock_timeout + bounded retries)', 
     expect(row?.triggers).toBe(2);
   });
 });
+
+describe('pendingMigrations (what a bridge waits for)', () => {
+  it('all on a fresh database, none when migrated, none when another tool installed the schema', async () => {
+    const { pendingMigrations } = await import('../src/migrate.js');
+    const fresh = await createTestDb({ migrate: false });
+    const done = await createTestDb();
+    try {
+      expect(await pendingMigrations(fresh.url)).toEqual([
+        '1764000000000_unread-sync-core',
+        '1764000000001_chat-rooms-indexes',
+        '1764000000002_realtime-broadcast',
+      ]);
+      expect(await pendingMigrations(done.url)).toEqual([]);
+      await done.sql`delete from unread_sync_migrations where name = '1764000000002_realtime-broadcast'`;
+      expect(await pendingMigrations(done.url)).toEqual(['1764000000002_realtime-broadcast']);
+      // The Supabase CLI records its migrations elsewhere: the schema itself is the evidence.
+      await done.sql`drop table unread_sync_migrations`;
+      expect(await pendingMigrations(done.url)).toEqual([]);
+    } finally {
+      await fresh.drop();
+      await done.drop();
+    }
+  });
+});
