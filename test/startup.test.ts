@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { UnreadStore } from '../src/store/store.js';
-import { createTestDb, uuid, type TestDb } from './support/env.js';
+import { createTestDb, createTestRedis, uuid, type TestDb } from './support/env.js';
+import { privatePostgres, type PrivatePostgres } from './support/pg-server.js';
 import { ensureBuilt, eventually, freePort, runCli, spawnCli, type CliChild } from './support/built-cli.js';
 import { privateRedis, type PrivateRedis } from './support/redis-server.js';
 import { connectClient, testSecret, token } from './support/socket.js';
@@ -9,6 +10,7 @@ import { connectClient, testSecret, token } from './support/socket.js';
 // Private redis-server ports no other test uses: down at first, started mid-test.
 const START_REDIS = 6482;
 const SERVE_REDIS = 6483;
+const DOWN_PG = 5482;
 
 const readyz = async (base: string) => {
   const res = await fetch(`${base}/readyz`);
@@ -130,24 +132,32 @@ describe('start-up with a dependency down (built CLI)', () => {
     }
   });
 
-  it('`start` with Postgres down waits (503 naming Postgres) instead of exiting', async () => {
+  it('`start` with Postgres down waits (503 naming Postgres), then migrates and runs once Postgres is up', async () => {
+    const r = await createTestRedis();
     const child = spawnCli(['start'], {
-      DATABASE_URL: 'postgres://postgres@127.0.0.1:5482/postgres',
-      UNREAD_KEY_PREFIX: 'stpg:',
+      DATABASE_URL: `postgres://postgres@127.0.0.1:${DOWN_PG}/postgres`,
+      REDIS_URL: r.url,
+      UNREAD_KEY_PREFIX: r.prefix,
       PORT: '0',
       UNREAD_METRICS_PORT: '0',
       LOG_LEVEL: 'info',
     });
+    let pg: PrivatePostgres | null = null;
     try {
       const url = await eventually(async () => /socket server\s+(http:\/\/\S+)/.exec(child.stdoutText())?.[1], 20_000, 'no URL');
       const down = await eventually(async () => {
-        const r = await readyz(url);
-        return r.status === 503 && String(r.body.checks.startup).includes('Postgres') ? r : undefined;
+        const res = await readyz(url);
+        return res.status === 503 && String(res.body.checks.startup).includes('Postgres') ? res : undefined;
       }, 20_000, '/readyz did not say Postgres is down');
-      expect(down.body.checks.startup).toBe('Postgres at 127.0.0.1:5482 is unreachable (check DATABASE_URL, and that Postgres runs)');
+      expect(down.body.checks.startup).toBe(`Postgres at 127.0.0.1:${DOWN_PG} is unreachable (check DATABASE_URL, and that Postgres runs)`);
+      pg = privatePostgres(DOWN_PG); // initdb + start: several seconds in which `start` keeps retrying
+      await eventually(async () => ((await readyz(url)).status === 200 ? true : undefined), 60_000, '/readyz did not recover');
+      expect(child.stderrText()).toContain('migration up: 1764000000002_realtime-broadcast');
+      expect(child.stderrText()).toContain('dependencies are up');
     } finally {
       expect(await sigterm(child)).toBe(0);
+      pg?.stop();
+      await r.cleanup();
     }
-    expect(await runCli(['--version'], {})).toMatchObject({ code: 0 });
   });
 });
