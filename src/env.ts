@@ -124,9 +124,17 @@ function secretValues(env: Record<string, string | undefined>): string[] {
  * (user:password@host) and the value of every secret variable of `env`, wherever it appears.
  */
 export function redactSecrets(text: string, env: Record<string, string | undefined> = process.env): string {
-  let out = text.replace(/(\/\/[^/@\s:]*):[^@\s/]*@/g, '$1:[redacted]@');
-  for (const value of secretValues(env)) out = out.split(value).join('[redacted]');
-  return out;
+  return secretScrubber(env)(text);
+}
+
+/** redactSecrets with the secret values of `env` looked up once (for a logger's every line). */
+export function secretScrubber(env: Record<string, string | undefined> = process.env): (text: string) => string {
+  const values = secretValues(env);
+  return (text) => {
+    let out = text.replace(/(\/\/[^/@\s:]*):[^@\s/]*@/g, '$1:[redacted]@');
+    for (const value of values) out = out.split(value).join('[redacted]');
+    return out;
+  };
 }
 
 /** "host:port" (or the cluster's seed list) of a Redis URL, without credentials, for messages. */

@@ -1,6 +1,6 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
 import pretty from 'pino-pretty';
-import { redactSecrets } from './env.js';
+import { secretScrubber } from './env.js';
 
 export type { Logger };
 
@@ -14,12 +14,13 @@ export function createLogger(level: string, name = 'unread-sync', options: { pre
   const destination: DestinationStream = usePretty
     ? pretty({ destination: 2, colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname', sync: true })
     : pino.destination(2);
+  const scrub = secretScrubber();
   return pino(
     {
       name,
       level,
       redact: { paths: ['databaseUrl', 'redisUrl', 'token', 'authorization', '*.token', '*.password'], censor: '[redacted]' },
-      hooks: { streamWrite: (line) => redactSecrets(line) },
+      hooks: { streamWrite: scrub },
     },
     destination,
   );
