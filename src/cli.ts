@@ -1,15 +1,17 @@
 #!/usr/bin/env node
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { loadConfig, ConfigError, type Config } from './config.js';
-import { connect } from './db.js';
-import { rebuildAll } from './rebuild.js';
+import { connect, type Sql } from './db.js';
+import { postgresEndpoint, redactSecrets, redisEndpoint } from './env.js';
+import { assertLiveBridge, rebuildAll } from './rebuild.js';
 import { parseUserId } from './ids.js';
 import { createLogger } from './log.js';
 import { installPostgresWriteGuard } from './process-guard.js';
-import { migrate } from './migrate.js';
+import { migrate, MigrationLockError } from './migrate.js';
 import { UnreadReader } from './reader.js';
-import { startBridge } from './runtime.js';
+import { postgresProblem, redisProblem, startBridge } from './runtime.js';
 import { createRedis, UnreadStore } from './store/store.js';
 import { verify } from './verify.js';
 import { loadSocketConfig, startDemo, startSocketServer } from './socket/index.js';
@@ -28,10 +30,59 @@ const positiveInt = (value: string) => {
   return n;
 };
 
-function withStore<T>(config: Config, fn: (store: UnreadStore) => Promise<T>): Promise<T> {
+/** A failure the user can act on: printed as one line, no stack trace. */
+class CliError extends Error {}
+
+const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** Redis for a one-shot command: checked once up front, so "unreachable" is one line, not ioredis traces. */
+async function withStore<T>(config: Config, fn: (store: UnreadStore) => Promise<T>): Promise<T> {
   const redis = createRedis(config.redisUrl, { clusterNodes: config.redisClusterNodes });
-  const store = new UnreadStore(redis, config.keyPrefix);
-  return fn(store).finally(() => redis.disconnect());
+  redis.on('error', () => {}); // reported below as one line
+  try {
+    try {
+      await Promise.race([
+        redis.ping(),
+        new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), 3_000).unref()),
+      ]);
+    } catch (err) {
+      throw new CliError(redisProblem(err, config.redisUrl, config.redisClusterNodes));
+    }
+    return await fn(new UnreadStore(redis, config.keyPrefix));
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Postgres for a one-shot command, checked once up front (unreachable, not migrated: one line). */
+async function withDatabase<T>(config: Config, name: string, fn: (sql: Sql) => Promise<T>): Promise<T> {
+  const sql = connect(config.databaseUrl, { max: 2, applicationName: `unread-sync ${name}` });
+  try {
+    try {
+      await sql`select 1 from unread_sync.bridge_state limit 1`;
+    } catch (err) {
+      throw new CliError(postgresProblem(err, config.databaseUrl));
+    }
+    return await fn(sql);
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+/** Progress on a terminal only (stderr, rewritten in place); nothing in pipes and logs. */
+function progress(label: string): { update: (n: number) => void; done: () => void } {
+  if (!process.stderr.isTTY) return { update: () => {}, done: () => {} };
+  const started = Date.now();
+  let last = 0;
+  return {
+    update: (n) => {
+      if (Date.now() - last < 100) return;
+      last = Date.now();
+      const s = (Date.now() - started) / 1000;
+      process.stderr.write(`\r${label}: ${n} users (${Math.round(n / Math.max(s, 0.001))}/s, ${s.toFixed(1)} s)\x1b[K`);
+    },
+    done: () => process.stderr.write('\r\x1b[K'),
+  };
 }
 
 /** Runs until SIGINT/SIGTERM, then stops cleanly (the checkpoint is saved on the way out). */
@@ -45,7 +96,19 @@ async function runUntilSignal(stop: () => Promise<void>, done: Promise<void>): P
 const program = new Command()
   .name('unread-sync')
   .description('Chat unread badges mirrored from Postgres into Redis')
-  .showHelpAfterError();
+  .version(VERSION)
+  .showHelpAfterError()
+  .addHelpText(
+    'after',
+    `
+Configuration is read from the environment:
+  DATABASE_URL   Postgres, default postgres://postgres@127.0.0.1:5432/postgres
+  REDIS_URL      Redis, default redis://127.0.0.1:6379 (redis://:password@host:port/db;
+                 REDIS_HOST/REDIS_PORT/REDIS_PASSWORD are refused, put them in REDIS_URL)
+  UNREAD_AUTO_MIGRATE=true   let \`bridge\` apply pending migrations itself
+  LOG_LEVEL      fatal|error|warn|info|debug|trace|silent (default info)
+Every variable: README.md, "Configuration". Quick start: \`unread-sync start\`, or \`unread-sync demo\`.`,
+  );
 
 program
   .command('migrate')
@@ -57,12 +120,20 @@ program
   .option('--count <n>', 'how many migrations (default: all)', positiveInt)
   .action(async (direction: 'up' | 'down', opts: { count?: number }) => {
     const config = loadConfig();
-    const ran = await migrate({
-      databaseUrl: config.databaseUrl,
-      direction,
-      ...(opts.count ? { count: opts.count } : {}),
-      log: (m) => process.stderr.write(`${m}\n`),
-    });
+    let ran: string[];
+    try {
+      ran = await migrate({
+        databaseUrl: config.databaseUrl,
+        direction,
+        ...(opts.count ? { count: opts.count } : {}),
+        lockTimeoutMs: config.migrateLockTimeoutMs,
+        retries: config.migrateRetries,
+        log: (m) => process.stderr.write(`${m}\n`),
+      });
+    } catch (err) {
+      if (err instanceof MigrationLockError) throw new CliError(err.message);
+      throw new CliError(`migrate ${direction} failed: ${postgresProblem(err, config.databaseUrl)}`);
+    }
     console.log(ran.length === 0 ? 'nothing to migrate' : `${direction}: ${ran.join(', ')}`);
   });
 
@@ -73,8 +144,9 @@ program
     const config = loadConfig();
     const log = createLogger(config.logLevel, 'unread-sync-bridge');
     installPostgresWriteGuard(log);
-    if (config.autoMigrate) await migrate({ databaseUrl: config.databaseUrl, direction: 'up' });
+    // Dependencies that are down (or a missing schema) are waited for inside, with /readyz saying why.
     const running = startBridge(config, log);
+    if (config.metricsPort > 0) log.info(`bridge starting; readiness at http://${config.metricsHost}:${config.metricsPort}/readyz`);
     await runUntilSignal(running.stop, running.done);
   });
 
@@ -95,7 +167,6 @@ program
     const config = loadConfig();
     const log = createLogger(config.logLevel, 'unread-sync');
     installPostgresWriteGuard(log);
-    await migrate({ databaseUrl: config.databaseUrl, direction: 'up' });
     const env: Record<string, string | undefined> = { ...process.env, REDIS_URL: config.redisUrl, UNREAD_KEY_PREFIX: config.keyPrefix };
     if (!env.SUPABASE_JWT_SECRET && !env.SUPABASE_JWKS_URL) {
       // Local default only: nobody outside this process knows this secret, so set
@@ -103,21 +174,45 @@ program
       env.SUPABASE_JWT_SECRET = randomBytes(32).toString('hex');
       log.warn('no SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL: sockets use an ephemeral secret (see `npm run demo`)');
     }
-    const running = startBridge(config, log);
+    // Migrations run inside the bridge's start-up, retried while Postgres is down; the socket
+    // server listens at once so /readyz can say what is awaited.
+    const running = startBridge(config, log, { migrate: true });
     let server: Awaited<ReturnType<typeof startSocketServer>>;
     try {
-      server = await startSocketServer(loadSocketConfig(env), log);
+      server = await startSocketServer(loadSocketConfig(env), log, { readiness: running.readiness, index: true });
     } catch (err) {
       await running.stop(); // no headless bridge left holding the lock
       throw err;
     }
     log.info({ url: server.url }, 'bridge and socket server running');
+    printStartBanner(config, server.url);
     const stop = async () => {
       await server.close();
       await running.stop();
     };
     await runUntilSignal(stop, running.done);
   });
+
+/** What runs where, and what to try next (stdout, for the person who typed `npm start`). */
+function printStartBanner(config: Config, url: string): void {
+  const user = randomUUID();
+  const db = process.env.DATABASE_URL ? '"$DATABASE_URL"' : config.databaseUrl;
+  const lines = [
+    '',
+    'unread-sync is running (Ctrl-C stops it)',
+    `  socket server   ${url}   (Socket.IO badges; ${url}/ lists its endpoints)`,
+    `  readiness       ${url}/readyz   (503 with the reason while Postgres or Redis is not there yet)`,
+    config.metricsPort > 0 ? `  bridge metrics  http://${config.metricsHost}:${config.metricsPort}/metrics` : null,
+    `  Postgres        ${postgresEndpoint(config.databaseUrl)}   Redis ${redisEndpoint(config.redisUrl, config.redisClusterNodes)}   keys ${config.keyPrefix}*`,
+    '',
+    'Next steps:',
+    `  change a badge:  psql ${db} -c "insert into chat_rooms (id, user_id, company_id, user_unread_count) values (gen_random_uuid(), '${user}', gen_random_uuid(), 3)"`,
+    `  read it:         npx unread-sync badge ${user}`,
+    '  demo page:       stop this, run `npm run demo` and open http://127.0.0.1:3000/demo',
+    '',
+  ];
+  process.stdout.write(lines.filter((l) => l !== null).join('\n') + '\n');
+}
 
 program
   .command('demo')
@@ -155,11 +250,11 @@ program
   .option('--json', 'print the report as JSON')
   .action(async (opts: { repair?: boolean; json?: boolean }) => {
     const config = loadConfig();
-    const sql = connect(config.databaseUrl, { max: 2, applicationName: 'unread-sync verify' });
-    try {
+    await withDatabase(config, 'verify', async (sql) => {
+      const shown = progress('verify');
       const report = await withStore(config, (store) =>
-        verify({ sql, store, bridgeName: config.bridgeName, repair: opts.repair ?? false }),
-      );
+        verify({ sql, store, bridgeName: config.bridgeName, repair: opts.repair ?? false, onProgress: shown.update }),
+      ).finally(shown.done);
       if (opts.json) console.log(JSON.stringify(report));
       else {
         for (const d of report.drifted) {
@@ -168,9 +263,7 @@ program
         console.log(`checked ${report.checked} cached users, ${report.drifted.length} drifted, ${report.repaired} repaired`);
       }
       if (report.drifted.length > 0) process.exitCode = 1;
-    } finally {
-      await sql.end({ timeout: 5 });
-    }
+    });
   });
 
 program
@@ -179,33 +272,49 @@ program
   .option('--user <userId>', 'only this user', userIdArg)
   .action(async (opts: { user?: string }) => {
     const config = loadConfig();
-    await withStore(config, async (store) => {
-      const reader = new UnreadReader(store, { hydrateTimeoutMs: config.hydrateTimeoutMs });
-      if (opts.user) {
-        await store.forget([opts.user]);
-        const c = await reader.getCounts(opts.user);
-        console.log(`rebuilt ${c.userId}: ${c.total} unread in ${c.unreadRooms} room(s)`);
-        return;
-      }
-      const sql = connect(config.databaseUrl, { max: 1, applicationName: 'unread-sync rebuild' });
-      try {
-        const r = await rebuildAll({ sql, store, reader, pageSize: config.hydrateBatchSize * 5 });
+    const bridgeWaitMs = Math.max(5_000, 2 * config.checkpointIntervalMs + 2_000);
+    await withDatabase(config, 'rebuild', (sql) =>
+      withStore(config, async (store) => {
+        const reader = new UnreadReader(store, { hydrateTimeoutMs: config.hydrateTimeoutMs });
+        if (opts.user) {
+          await assertLiveBridge(sql, config.bridgeName, bridgeWaitMs); // before forgetting anything
+          await store.forget([opts.user]);
+          const c = await reader.getCounts(opts.user);
+          console.log(`rebuilt ${c.userId}: ${c.total} unread in ${c.unreadRooms} room(s)`);
+          return;
+        }
+        const shown = progress('rebuild');
+        const r = await rebuildAll({
+          sql,
+          store,
+          reader,
+          pageSize: config.hydrateBatchSize * 5,
+          bridgeName: config.bridgeName,
+          bridgeWaitMs,
+          onProgress: shown.update,
+        }).finally(shown.done);
         console.log(
           `forgot ${r.forgottenKeys} keys; hydrated ${r.users} users with unread in ${r.seconds.toFixed(1)} s` +
             ` (${Math.round(r.users / Math.max(r.seconds, 0.001))} users/s; others load on demand)`,
         );
-      } finally {
-        await sql.end({ timeout: 5 });
-      }
-    });
+      }),
+    );
   });
 
 program.parseAsync().catch((err: unknown) => {
+  // One line, never a stack trace, never a credential.
   if (err instanceof ConfigError) {
-    console.error(`unread-sync: ${err.message}`);
+    console.error(redactSecrets(`unread-sync: ${err.message}`));
     process.exitCode = 2;
     return;
   }
-  console.error(`unread-sync: ${(err as Error).message}`);
+  const e = err as Error & { code?: string; address?: string; port?: number };
+  const message =
+    e.name === 'PostgresError'
+      ? postgresProblem(err, process.env.DATABASE_URL ?? '')
+      : e.code === 'EADDRINUSE'
+        ? `${e.address ?? ''}:${e.port ?? ''} is already in use (another unread-sync? set PORT or UNREAD_METRICS_PORT)`
+        : (e.message ?? String(err));
+  console.error(redactSecrets(`unread-sync: ${message}`));
   process.exitCode = 1;
 });

@@ -40,6 +40,8 @@ const schema = z.object({
     .default('default')
     .refine((v) => /^[A-Za-z0-9_.-]{1,64}$/.test(v), { error: 'must be 1-64 characters of letters, digits, _ . -' }),
   UNREAD_AUTO_MIGRATE: bool(false),
+  UNREAD_MIGRATE_LOCK_TIMEOUT_MS: int(50, 60_000, 1_000),
+  UNREAD_MIGRATE_RETRIES: int(0, 100, 8),
   UNREAD_SOURCE: z.enum(['postgres', 'supabase'], { error: 'must be "postgres" or "supabase"' }).default('postgres'),
   SUPABASE_URL: z
     .string()
@@ -81,6 +83,9 @@ export interface Config {
   verifySampleSize: number;
   bridgeName: string;
   autoMigrate: boolean;
+  /** lock_timeout of migrations: how long DDL may queue app writes on chat_rooms before retrying. */
+  migrateLockTimeoutMs: number;
+  migrateRetries: number;
   source: 'postgres' | 'supabase';
   supabaseUrl: string | null;
   supabaseServiceRoleKey: string | null;
@@ -126,6 +131,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     verifySampleSize: e.UNREAD_VERIFY_SAMPLE,
     bridgeName: e.UNREAD_BRIDGE_NAME,
     autoMigrate: e.UNREAD_AUTO_MIGRATE,
+    migrateLockTimeoutMs: e.UNREAD_MIGRATE_LOCK_TIMEOUT_MS,
+    migrateRetries: e.UNREAD_MIGRATE_RETRIES,
     source: e.UNREAD_SOURCE,
     supabaseUrl: e.SUPABASE_URL ?? null,
     supabaseServiceRoleKey: e.SUPABASE_SERVICE_ROLE_KEY ?? null,

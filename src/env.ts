@@ -72,12 +72,88 @@ export function parseEnv<S extends z.ZodObject>(
 ): z.output<S> {
   const input = Object.fromEntries(Object.keys(schema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]));
   const parsed = schema.safeParse(input);
-  if (parsed.success) return parsed.data;
-  throw new ConfigError(
-    parsed.error.issues.map((i) => {
+  const ignored = 'REDIS_URL' in schema.shape ? LEGACY_REDIS_VARS.filter((k) => env[k]) : [];
+  if (parsed.success && ignored.length === 0) return parsed.data;
+  throw new ConfigError([
+    ...(ignored.length > 0
+      ? [
+          `${ignored.join(', ')} ${ignored.length > 1 ? 'are' : 'is'} not read (a silent fallback would talk to another Redis):` +
+            ' put host, port and password in REDIS_URL (see unread-sync --help) and unset them',
+        ]
+      : []),
+    ...(parsed.success ? [] : parsed.error.issues).map((i) => {
       const name = String(i.path[0] ?? '?');
-      const shown = secrets.includes(name) ? '[redacted]' : JSON.stringify(input[name] ?? null);
+      const shown = secrets.includes(name) ? '[redacted]' : redactSecrets(JSON.stringify(input[name] ?? null), env);
       return `${name} ${i.message} (got ${shown})`;
     }),
-  );
+  ]);
+}
+
+/** The seed's separate Redis settings: refused, REDIS_URL is the one way to say where Redis is. */
+const LEGACY_REDIS_VARS = ['REDIS_HOST', 'REDIS_PORT', 'REDIS_PASSWORD'];
+
+/** Environment variables whose values are credentials wherever they appear. */
+const SECRET_VARS = ['SUPABASE_SERVICE_ROLE_KEY', 'SUPABASE_JWT_SECRET', 'REDIS_PASSWORD', 'PGPASSWORD'];
+const URL_VARS = ['DATABASE_URL', 'REDIS_URL', 'TEST_DATABASE_URL', 'TEST_REDIS_URL'];
+
+function urlPassword(value: string): string | null {
+  // Not URL(): a value with a bad scheme or shape must still give up its password.
+  const m = /^[^:/?#]*:\/\/[^/?#@]*?:([^@/?#]*)@/.exec(value) ?? /\/\/[^/@\s]*?:([^@\s]*)@/.exec(value);
+  return m?.[1] ? m[1] : null;
+}
+
+function secretValues(env: Record<string, string | undefined>): string[] {
+  const values = new Set<string>();
+  for (const k of SECRET_VARS) if (env[k]) values.add(env[k]);
+  for (const k of URL_VARS) {
+    const pw = env[k] ? urlPassword(env[k]) : null;
+    if (!pw) continue;
+    values.add(pw);
+    try {
+      values.add(decodeURIComponent(pw));
+    } catch {
+      // not percent-encoded: the raw form is enough
+    }
+  }
+  // Very short values would mangle ordinary words; such passwords are not worth hiding anyway.
+  return [...values].filter((v) => v.length >= 3).sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Removes credentials from text meant for a terminal or a log: the password of every URL
+ * (user:password@host) and the value of every secret variable of `env`, wherever it appears.
+ */
+export function redactSecrets(text: string, env: Record<string, string | undefined> = process.env): string {
+  return secretScrubber(env)(text);
+}
+
+/** redactSecrets with the secret values of `env` looked up once (for a logger's every line). */
+export function secretScrubber(env: Record<string, string | undefined> = process.env): (text: string) => string {
+  const values = secretValues(env);
+  return (text) => {
+    let out = text.replace(/(\/\/[^/@\s:]*):[^@\s/]*@/g, '$1:[redacted]@');
+    for (const value of values) out = out.split(value).join('[redacted]');
+    return out;
+  };
+}
+
+/** "host:port" (or the cluster's seed list) of a Redis URL, without credentials, for messages. */
+export function redisEndpoint(url: string, cluster: string[] = []): string {
+  if (cluster.length > 0) return cluster.join(',');
+  try {
+    const u = new URL(url);
+    return `${u.hostname}:${u.port || '6379'}`;
+  } catch {
+    return '(unparseable REDIS_URL)';
+  }
+}
+
+/** "host:port" of a Postgres URL, without credentials. */
+export function postgresEndpoint(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname || 'localhost'}:${u.port || '5432'}`;
+  } catch {
+    return '(unparseable DATABASE_URL)';
+  }
 }

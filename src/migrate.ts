@@ -1,5 +1,8 @@
+import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runner } from 'node-pg-migrate';
+import { connect } from './db.js';
+import { sleep } from './sleep.js';
 
 /** The migrations shipped with this package, and the table that records which ran. */
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../migrations', import.meta.url));
@@ -11,20 +14,92 @@ export interface MigrateOptions {
   /** How many to run; default: all pending (up) or all applied (down). */
   count?: number;
   log?: (message: string) => void;
+  /**
+   * Longest wait for any lock (e.g. CREATE TRIGGER's lock on chat_rooms behind an open app
+   * transaction). App writes queue behind a waiting DDL statement, so the wait is kept short and
+   * the run retried instead. Default 1000 ms.
+   */
+  lockTimeoutMs?: number;
+  /** Retries after a lock timeout, with backoff (0.5 s doubling to 15 s, jittered). Default 8. */
+  retries?: number;
+  /** Aborts the backoff between retries. */
+  signal?: AbortSignal;
 }
 
-/** Applies or rolls back unread-sync's migrations; returns the names that ran. */
-export async function migrate(options: MigrateOptions): Promise<string[]> {
-  const ran = await runner({
-    databaseUrl: options.databaseUrl,
-    dir: MIGRATIONS_DIR,
-    migrationsTable: MIGRATIONS_TABLE,
-    direction: options.direction,
-    count: options.count ?? Infinity,
-    checkOrder: true,
-    advisoryLockMode: 'wait',
-    verbose: false,
-    log: options.log ?? (() => {}),
-  });
-  return ran.map((m) => m.name);
+/** Thrown when every attempt of a run gave up on a lock. */
+export class MigrationLockError extends Error {
+  constructor(attempts: number, lockTimeoutMs: number) {
+    super(
+      `migration gave up after ${attempts} attempts: each waited ${lockTimeoutMs} ms for a lock (an open transaction` +
+        ' holds chat_rooms); nothing was changed by the failed attempts. Retry when that transaction has ended.',
+    );
+    this.name = 'MigrationLockError';
+  }
 }
+
+const isLockTimeout = (err: unknown) =>
+  (err as { code?: string }).code === '55P03' || /lock timeout/i.test((err as Error).message ?? '');
+
+/**
+ * Applies or rolls back unread-sync's migrations; returns the names that ran. A run that hits
+ * the lock timeout is rolled back by Postgres (each migration is transactional) and retried.
+ */
+export async function migrate(options: MigrateOptions): Promise<string[]> {
+  const lockTimeoutMs = options.lockTimeoutMs ?? 1_000;
+  const retries = options.retries ?? 8;
+  const log = options.log ?? (() => {});
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const ran = await runner({
+        databaseUrl: { connectionString: options.databaseUrl, options: `-c lock_timeout=${Math.round(lockTimeoutMs)}` },
+        dir: MIGRATIONS_DIR,
+        migrationsTable: MIGRATIONS_TABLE,
+        direction: options.direction,
+        count: options.count ?? Infinity,
+        checkOrder: true,
+        advisoryLockMode: 'wait',
+        verbose: false,
+        log: () => {}, // node-pg-migrate prints raw SQL and errors; the caller gets one line per event
+      });
+      for (const m of ran) log(`migration ${options.direction}: ${m.name}`);
+      return ran.map((m) => m.name);
+    } catch (err) {
+      if (!isLockTimeout(err)) throw err;
+      if (attempt >= retries || options.signal?.aborted) throw new MigrationLockError(attempt + 1, lockTimeoutMs);
+      const backoff = Math.min(15_000, 500 * 2 ** attempt);
+      const delay = Math.round(backoff / 2 + Math.random() * (backoff / 2));
+      log(`migration waited ${lockTimeoutMs} ms for a lock on a busy table; rolled back, retry ${attempt + 1}/${retries} in ${delay} ms`);
+      await sleep(delay, options.signal);
+    }
+  }
+}
+
+/**
+ * Names of the shipped migrations not yet applied to this database (all of them on a fresh one;
+ * none when the schema was installed without node-pg-migrate's record, e.g. by the Supabase CLI).
+ */
+export async function pendingMigrations(databaseUrl: string): Promise<string[]> {
+  const shipped = readdirSync(MIGRATIONS_DIR)
+    .filter((f) => /\.(sql|js)$/.test(f))
+    .map((f) => f.replace(/\.(sql|js)$/, ''))
+    .sort();
+  const sql = connect(databaseUrl, { max: 1, applicationName: 'unread-sync schema check' });
+  try {
+    const [found] = await sql<{ table: boolean; schema: boolean }[]>`
+      select to_regclass(${`public.${MIGRATIONS_TABLE}`}) is not null as table,
+             to_regclass('unread_sync.bridge_state') is not null as schema`;
+    // Installed by another tool (the Supabase CLI applies supabase/migrations and records them
+    // elsewhere): the schema is there, which is all this check can know.
+    if (!found?.table) return found?.schema ? [] : shipped;
+    const applied = new Set(
+      (await sql<{ name: string }[]>`select name from ${sql('public')}.${sql(MIGRATIONS_TABLE)}`).map((r) => r.name),
+    );
+    return shipped.filter((n) => !applied.has(n));
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+/** The one line to show when the database lacks unread-sync's schema. */
+export const NOT_MIGRATED =
+  'the database is not migrated: run `unread-sync migrate up` (or set UNREAD_AUTO_MIGRATE=true)';

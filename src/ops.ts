@@ -10,6 +10,38 @@ export interface OpsServer {
   close(): Promise<void>;
 }
 
+export interface ReadinessReport {
+  ready: boolean;
+  /** Check name -> "ok", or the reason it is not ready. */
+  checks: Record<string, string>;
+}
+
+/**
+ * Runs every named check at once (each gets 2 s); a check that throws makes the process not
+ * ready, and its error message is the reason shown. Any component adds a reason by adding a check.
+ */
+export async function readinessReport(readiness: Record<string, Check>): Promise<ReadinessReport> {
+  const results = await Promise.all(
+    Object.entries(readiness).map(async ([name, check]) => {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          check(),
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error('timed out after 2000 ms')), 2_000);
+          }),
+        ]);
+        return [name, 'ok'] as const;
+      } catch (err) {
+        return [name, (err as Error).message] as const;
+      } finally {
+        clearTimeout(timer);
+      }
+    }),
+  );
+  return { ready: results.every(([, v]) => v === 'ok'), checks: Object.fromEntries(results) };
+}
+
 /**
  * /metrics (Prometheus text), /healthz (the process answers) and /readyz (every named check
  * passes now; the failing ones are listed with their error) on a small plain HTTP server.
@@ -31,22 +63,9 @@ export async function startOpsServer(options: {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end('{"status":"ok"}');
       } else if (path === '/readyz') {
-        const results = await Promise.all(
-          Object.entries(options.readiness).map(async ([name, check]) => {
-            try {
-              await Promise.race([
-                check(),
-                new Promise((_, reject) => setTimeout(() => reject(new Error('timed out after 2000 ms')), 2_000).unref()),
-              ]);
-              return [name, 'ok'] as const;
-            } catch (err) {
-              return [name, (err as Error).message] as const;
-            }
-          }),
-        );
-        const ready = results.every(([, v]) => v === 'ok');
-        res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ status: ready ? 'ready' : 'not ready', checks: Object.fromEntries(results) }));
+        const report = await readinessReport(options.readiness);
+        res.writeHead(report.ready ? 200 : 503, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ status: report.ready ? 'ready' : 'not ready', checks: report.checks }));
       } else {
         res.writeHead(404).end();
       }

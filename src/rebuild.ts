@@ -1,4 +1,5 @@
 import { queries, type Sql } from './db.js';
+import { sleep } from './sleep.js';
 import type { UnreadReader } from './reader.js';
 import type { UnreadStore } from './store/store.js';
 
@@ -6,6 +7,30 @@ export interface RebuildReport {
   forgottenKeys: number;
   users: number;
   seconds: number;
+}
+
+/** Raised before anything is changed when no bridge applies the log (rebuild needs one to hydrate). */
+export class NoLiveBridgeError extends Error {
+  constructor(bridgeName: string, waitMs: number) {
+    super(
+      `no live bridge "${bridgeName}": it did not apply the log within ${waitMs} ms. Start \`unread-sync bridge\`` +
+        ' (or `unread-sync start`) first; nothing was changed.',
+    );
+    this.name = 'NoLiveBridgeError';
+  }
+}
+
+/**
+ * Resolves once a bridge has applied everything committed before this call (so it is running and
+ * can hydrate); throws NoLiveBridgeError after `waitMs`.
+ */
+export async function assertLiveBridge(sql: Sql, bridgeName: string, waitMs: number): Promise<void> {
+  const snapshot = await queries.currentSnapshot(sql);
+  const deadline = Date.now() + waitMs;
+  while (!(await queries.bridgeHasReached(sql, bridgeName, snapshot))) {
+    if (Date.now() > deadline) throw new NoLiveBridgeError(bridgeName, waitMs);
+    await sleep(50);
+  }
 }
 
 /**
@@ -18,13 +43,21 @@ export async function rebuildAll(options: {
   store: UnreadStore;
   reader: UnreadReader;
   pageSize: number;
+  /** Checked first: without a live bridge nothing is forgotten. */
+  bridgeName?: string;
+  /** How long the live-bridge check waits (default 5 s). */
+  bridgeWaitMs?: number;
+  /** Called after each page with the users hydrated so far. */
+  onProgress?: (users: number) => void;
 }): Promise<RebuildReport> {
   const started = Date.now();
+  await assertLiveBridge(options.sql, options.bridgeName ?? 'default', options.bridgeWaitMs ?? 5_000);
   const forgottenKeys = await options.store.forgetAll();
   let users = 0;
   for await (const rows of queries.usersWithUnread(options.sql).cursor(options.pageSize)) {
     await options.reader.ensureCached(rows.map((r) => r.user_id));
     users += rows.length;
+    options.onProgress?.(users);
   }
   return { forgottenKeys, users, seconds: (Date.now() - started) / 1000 };
 }

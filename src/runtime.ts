@@ -1,8 +1,12 @@
 import { Bridge } from './bridge.js';
 import type { Config } from './config.js';
+import { connect } from './db.js';
+import { postgresEndpoint, redactSecrets, redisEndpoint } from './env.js';
 import type { Logger } from './log.js';
 import { BridgeMetrics } from './metrics.js';
-import { startOpsServer } from './ops.js';
+import { migrate, NOT_MIGRATED, pendingMigrations } from './migrate.js';
+import { startOpsServer, type Check } from './ops.js';
+import { sleep } from './sleep.js';
 import { PostgresSource } from './sources/postgres.js';
 import { SupabaseSource } from './sources/supabase.js';
 import type { ChangeSource } from './sources/source.js';
@@ -15,17 +19,110 @@ export interface RunningBridge {
   store: UnreadStore;
   /** Resolves when the bridge has stopped (after `stop()` or the signal). */
   done: Promise<void>;
+  /** What /readyz checks; each failing check's message is a reason the bridge is not ready. */
+  readiness: Record<string, Check>;
   stop(): Promise<void>;
+}
+
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET', 'CONNECT_TIMEOUT', '57P03']);
+
+/** One line for a failed Redis call: where, and that it is unreachable; never the URL's credentials. */
+export function redisProblem(err: unknown, url: string, cluster: string[] = []): string {
+  const message = (err as Error).message ?? String(err);
+  if (/max retries|ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|Connection is closed|timed out|ECONNRESET|EHOSTUNREACH/i.test(message)) {
+    return `Redis at ${redisEndpoint(url, cluster)} is unreachable (check REDIS_URL, and that Redis runs)`;
+  }
+  return redactSecrets(`Redis at ${redisEndpoint(url, cluster)}: ${message}`);
+}
+
+/** One line for a failed Postgres call: unreachable, not migrated, or the server's own message. */
+export function postgresProblem(err: unknown, url: string): string {
+  const e = err as { code?: string; message?: string; errors?: { code?: string }[] };
+  const codes = [e.code, ...(e.errors ?? []).map((x) => x.code)];
+  if (codes.some((c) => c && UNREACHABLE.has(c))) {
+    return `Postgres at ${postgresEndpoint(url)} is unreachable (check DATABASE_URL, and that Postgres runs)`;
+  }
+  if (e.code === '42P01' && /unread_sync/.test(e.message ?? '')) return NOT_MIGRATED;
+  return redactSecrets(`Postgres at ${postgresEndpoint(url)}: ${e.message ?? String(err)}`);
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  work.catch(() => {});
+  return Promise.race([
+    work,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Runs start-up steps in order, each retried with jittered backoff (250 ms doubling to 5 s) until
+ * it passes: a dependency that is down at start-up delays the start, never hangs or ends it.
+ * `reason` says what is awaited (for /readyz); each new reason is logged once. False if aborted.
+ */
+async function startWhenReady(
+  steps: { run: () => Promise<void> }[],
+  signal: AbortSignal,
+  log: Logger,
+  status: { reason: string | null },
+): Promise<boolean> {
+  let backoff = 0;
+  let logged: string | null = null;
+  for (const step of steps) {
+    for (;;) {
+      if (signal.aborted) return false;
+      try {
+        await step.run();
+        break;
+      } catch (err) {
+        if (signal.aborted) return false;
+        status.reason = (err as Error).message;
+        if (status.reason !== logged) {
+          log.warn(`waiting: ${status.reason} (retrying)`);
+          logged = status.reason;
+        }
+        backoff = Math.min(5_000, backoff === 0 ? 250 : backoff * 2);
+        await sleep(backoff / 2 + Math.random() * (backoff / 2), signal);
+      }
+    }
+  }
+  status.reason = null;
+  if (logged) log.info('dependencies are up: starting');
+  return !signal.aborted;
 }
 
 /** Wires config -> source -> bridge -> store and starts the loop. */
 export function startBridge(
   config: Config,
   log: Logger,
-  overrides: { source?: ChangeSource; redis?: RedisClient; interceptor?: (rows: unknown[]) => unknown[] } = {},
+  overrides: {
+    source?: ChangeSource;
+    redis?: RedisClient;
+    interceptor?: (rows: unknown[]) => unknown[];
+    /** Apply pending migrations before starting (default: config.autoMigrate). */
+    migrate?: boolean;
+  } = {},
 ): RunningBridge {
   const redis = overrides.redis ?? createRedis(config.redisUrl, { clusterNodes: config.redisClusterNodes });
-  redis.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection error'));
+  // ioredis reports every failed reconnect; one line per distinct error is enough.
+  let lastRedisError: string | null = null;
+  redis.on('error', (err: Error) => {
+    if (err.message === lastRedisError) return;
+    lastRedisError = err.message;
+    log.warn({ err: err.message }, 'redis connection error');
+  });
+  redis.on('ready', () => {
+    lastRedisError = null;
+  });
+  const redisCheck = async () => {
+    try {
+      await withTimeout(redis.ping(), 1_500, 'PING');
+    } catch (err) {
+      throw new Error(redisProblem(err, config.redisUrl, config.redisClusterNodes));
+    }
+  };
   const store = new UnreadStore(redis, config.keyPrefix, {
     tombstoneTtlMs: config.tombstoneTtlMs,
     deadLetterMax: config.deadLetterMax,
@@ -79,6 +176,24 @@ export function startBridge(
     ...(publisher ? { onChanges: (events) => publisher.publish(events) } : {}),
   });
   const controller = new AbortController();
+  const startup = { reason: 'starting' as string | null };
+  const readiness: Record<string, Check> = {
+    startup: async () => {
+      if (startup.reason) throw new Error(startup.reason);
+    },
+    source: async () => {
+      try {
+        await (source.check?.() ?? Promise.resolve());
+      } catch (err) {
+        throw new Error(postgresProblem(err, config.databaseUrl));
+      }
+    },
+    redis: redisCheck,
+    bridge: async () => {
+      const s = bridge.status();
+      if (s.lastError) throw new Error(s.lastError);
+    },
+  };
   const ops =
     config.metricsPort > 0
       ? startOpsServer({
@@ -86,22 +201,60 @@ export function startBridge(
           host: config.metricsHost,
           registry: metrics.registry,
           log,
-          readiness: {
-            source: () => source.check?.() ?? Promise.resolve(),
-            redis: async () => {
-              await redis.ping();
-            },
-            bridge: async () => {
-              const s = bridge.status();
-              if (s.lastError) throw new Error(s.lastError);
-            },
-          },
+          readiness,
         }).catch((err: unknown) => {
           log.error({ err: (err as Error).message, port: config.metricsPort }, 'metrics server did not start');
           return null;
         })
       : Promise.resolve(null);
-  const done = bridge.run(controller.signal).finally(async () => {
+  const postgresStep = async (work: () => Promise<unknown>) => {
+    try {
+      await work();
+    } catch (err) {
+      throw new Error(err instanceof Error && err.message === NOT_MIGRATED ? NOT_MIGRATED : postgresProblem(err, config.databaseUrl));
+    }
+  };
+  const steps = [
+    { run: redisCheck },
+    {
+      run: () =>
+        postgresStep(async () => {
+          const sql = connect(config.databaseUrl, { max: 1, applicationName: 'unread-sync start-up check' });
+          try {
+            await sql`select 1`;
+          } finally {
+            await sql.end({ timeout: 1 });
+          }
+        }),
+    },
+    (overrides.migrate ?? config.autoMigrate)
+      ? {
+          run: () =>
+            postgresStep(() =>
+              migrate({
+                databaseUrl: config.databaseUrl,
+                direction: 'up',
+                lockTimeoutMs: config.migrateLockTimeoutMs,
+                retries: config.migrateRetries,
+                signal: controller.signal,
+                log: (m) => log.info(m),
+              }),
+            ),
+        }
+      : {
+          run: () =>
+            postgresStep(async () => {
+              if ((await pendingMigrations(config.databaseUrl)).length > 0) throw new Error(NOT_MIGRATED);
+            }),
+        },
+  ];
+  const done = (async () => {
+    if (await startWhenReady(steps, controller.signal, log, startup)) await bridge.run(controller.signal);
+    else {
+      await source.stop().catch(() => {});
+      log.info('stopped before start-up completed');
+    }
+  })().finally(async () => {
     await (await ops)?.close();
     await publishSql?.end({ timeout: 5 });
     if (!overrides.redis) redis.disconnect();
@@ -110,6 +263,7 @@ export function startBridge(
     bridge,
     store,
     done,
+    readiness,
     stop: async () => {
       controller.abort();
       await done;

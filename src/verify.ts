@@ -24,6 +24,8 @@ export interface VerifyOptions {
   pageSize?: number;
   /** Only these users (default: every user cached in Redis). */
   userIds?: string[];
+  /** Called after each page with the users checked so far (the CLI shows it on a terminal). */
+  onProgress?: (checked: number) => void;
 }
 
 export class BridgeBehindError extends Error {
@@ -85,6 +87,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
     let bad = await compare(users);
     for (let attempt = 0; attempt < 2 && bad.length > 0; attempt++) bad = await compare(bad.map((d) => d.userId));
     report.drifted.push(...bad);
+    options.onProgress?.(report.checked);
   };
 
   if (options.userIds) {

@@ -77,7 +77,9 @@ describe('CLI: badge, verify, rebuild', () => {
   beforeAll(async () => {
     db = await createTestDb();
     r = await createTestRedis();
-    running = startBridge(testConfig(db, r), testLogger(), { redis: r.redis });
+    // No periodic self-check: it would repair the drift this file plants before `verify` sees it
+    // (a race the slower CLI start-up of a loaded machine lost).
+    running = startBridge(testConfig(db, r, { UNREAD_VERIFY_INTERVAL_MS: '0' }), testLogger(), { redis: r.redis });
   });
   afterAll(async () => {
     await running?.stop();

@@ -9,6 +9,10 @@ import { AuthError, createTokenVerifier, tokenFromHandshake, type AuthOptions, t
 /** How long a new socket's first read waits for its subscription (Redis may be down). */
 const SUBSCRIBE_WAIT_MS = 500;
 
+/** Reads of one socket's get-unread-counts running at once; more are refused, not queued. */
+const COUNTS_IN_FLIGHT = 2;
+const COUNTS_LIMIT_DEFAULTS = { perSecond: 5, burst: 10, disconnectAfter: 100 };
+
 /** Seed event and field names (kept for client compatibility). */
 export const TOTAL_EVENT = 'total-unread-count-updated';
 export const COUNTS_EVENT = 'get-unread-counts';
@@ -72,6 +76,11 @@ export interface AttachOptions {
   reconcileIntervalMs?: number | undefined;
   /** Room a user's sockets join; default `user:<id>`. */
   roomFor?: ((userId: string) => string) | undefined;
+  /**
+   * Per-socket budget of get-unread-counts: `perSecond` refill, `burst` at once; after
+   * `disconnectAfter` refusals in a row the socket is disconnected. Default 5/s, burst 10, 100.
+   */
+  countsRateLimit?: { perSecond?: number; burst?: number; disconnectAfter?: number } | undefined;
   /** Disconnect a socket when its token expires (clients reconnect with a fresh token). Default true. */
   disconnectOnExpiry?: boolean | undefined;
 }
@@ -385,10 +394,32 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
       release(state);
     });
 
+    // Per-socket limits for get-unread-counts: a token bucket answers excess requests with an
+    // error at once (nothing queues), at most COUNTS_IN_FLIGHT reads run per socket, and a socket
+    // that keeps flooding past its budget is disconnected. One socket then costs the server and
+    // Redis a bounded amount whatever it sends.
+    const countsLimit = { ...COUNTS_LIMIT_DEFAULTS, ...options.countsRateLimit };
+    let tokens = countsLimit.burst;
+    let refilledAt = Date.now();
+    let inFlight = 0;
+    let refusedInRow = 0;
     socket.on(COUNTS_EVENT, (...args: unknown[]) => {
       const ack = args.at(-1);
       if (typeof ack !== 'function') return;
       const reply = ack as (r: UnreadCountsReply | ErrorReply) => void;
+      const now = Date.now();
+      tokens = Math.min(countsLimit.burst, tokens + ((now - refilledAt) / 1000) * countsLimit.perSecond);
+      refilledAt = now;
+      if (tokens < 1 || inFlight >= COUNTS_IN_FLIGHT) {
+        reply({ error: `rate limited: at most ${countsLimit.perSecond} get-unread-counts per second (burst ${countsLimit.burst}); retry later` });
+        if (++refusedInRow === countsLimit.disconnectAfter) {
+          log?.warn({ userId, refused: refusedInRow }, 'get-unread-counts flood: disconnecting the socket');
+          socket.disconnect(true);
+        }
+        return;
+      }
+      tokens -= 1;
+      refusedInRow = 0;
       const request = args.length > 1 ? args[0] : undefined;
       // Only one's own counts: a payload naming anyone else is refused outright.
       // Seed clients may send the id itself or { userId } / { user_id }.
@@ -410,16 +441,20 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
           return;
         }
       }
-      reader.getCounts(userId).then(
-        (c) => {
-          if (users.get(userId) === state) offer(state, { total: c.total, unreadRooms: c.unreadRooms, seq: c.seq });
-          reply({ userId, totalUnreadCount: c.total, unreadRooms: c.unreadRooms, rooms: c.rooms, seq: c.seq });
-        },
-        (err: unknown) => {
-          log?.warn({ userId, err: (err as Error).message }, 'get-unread-counts failed');
-          reply({ error: 'unavailable: unread counts could not be read, retry shortly' });
-        },
-      );
+      inFlight++;
+      reader
+        .getCounts(userId)
+        .then(
+          (c) => {
+            if (users.get(userId) === state) offer(state, { total: c.total, unreadRooms: c.unreadRooms, seq: c.seq });
+            reply({ userId, totalUnreadCount: c.total, unreadRooms: c.unreadRooms, rooms: c.rooms, seq: c.seq });
+          },
+          (err: unknown) => {
+            log?.warn({ userId, err: (err as Error).message }, 'get-unread-counts failed');
+            reply({ error: 'unavailable: unread counts could not be read, retry shortly' });
+          },
+        )
+        .finally(() => inFlight--);
     });
 
     // Subscribe first, then read: nothing published in between can be missed. While Redis is

@@ -19,7 +19,13 @@ export interface RunningDemo {
  * Without SUPABASE_JWT_SECRET a random secret is used: demo tokens only need to verify locally.
  */
 export async function startDemo(config: Config, log: Logger, env: Record<string, string | undefined> = process.env): Promise<RunningDemo> {
-  await migrate({ databaseUrl: config.databaseUrl, direction: 'up' });
+  await migrate({
+    databaseUrl: config.databaseUrl,
+    direction: 'up',
+    lockTimeoutMs: config.migrateLockTimeoutMs,
+    retries: config.migrateRetries,
+    log: (m) => log.info(m),
+  });
   const sql = connect(config.databaseUrl, { max: 1, applicationName: 'unread-sync demo seed' });
   try {
     await seedDemo(sql);

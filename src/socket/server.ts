@@ -2,7 +2,10 @@ import { createServer, type IncomingMessage, type Server as HttpServer, type Ser
 import type { AddressInfo } from 'node:net';
 import { Server } from 'socket.io';
 import { connect, type Sql } from '../db.js';
+import { redactSecrets } from '../env.js';
 import type { Logger } from '../log.js';
+import { readinessReport, type Check } from '../ops.js';
+import { redisProblem } from '../runtime.js';
 import { createRedis, type RedisClient } from '../store/store.js';
 import { DbFallback } from '../fallback.js';
 import { attachUnreadBadges, type UnreadBadges } from './badges.js';
@@ -30,10 +33,27 @@ export interface RunningSocketServer {
 export async function startSocketServer(
   config: SocketConfig,
   log: Logger,
-  overrides: { redis?: RedisClient; sql?: Sql } = {},
+  overrides: {
+    redis?: RedisClient;
+    sql?: Sql;
+    /** More /readyz checks (e.g. the bridge's when both run in one process). */
+    readiness?: Record<string, Check>;
+    /** Answer `/` with what this server is and its endpoints (`start`, for a first visit). */
+    index?: boolean;
+  } = {},
 ): Promise<RunningSocketServer> {
   const redis = overrides.redis ?? createRedis(config.redisUrl, { clusterNodes: config.redisClusterNodes });
-  if (!overrides.redis) redis.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection error'));
+  if (!overrides.redis) {
+    // ioredis reports every failed reconnect; one line per distinct error is enough.
+    let last: string | null = null;
+    redis.on('error', (err: Error) => {
+      if (err.message !== last) log.warn({ err: redactSecrets(err.message) }, 'redis connection error');
+      last = err.message;
+    });
+    redis.on('ready', () => {
+      last = null;
+    });
+  }
   const sql = config.demo ? (overrides.sql ?? connect(config.databaseUrl as string, { max: 4, applicationName: 'unread-sync demo' })) : null;
   let chat: SeedCompatChatSocket | null = null;
   const fallbackSql = config.dbFallback
@@ -54,13 +74,21 @@ export async function startSocketServer(
     }
     if (path === '/readyz' && req.method === 'GET') {
       // Ready = Redis answers now (a socket server without Redis cannot serve badges, unless the
-      // database fallback is on).
-      const pong = await Promise.race([
-        redis.ping().then(() => 'ok', (err: Error) => err.message),
-        new Promise<string>((resolve) => setTimeout(() => resolve('timed out after 2000 ms'), 2_000).unref()),
-      ]);
-      const ok = pong === 'ok' || config.dbFallback;
-      sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'not ready', checks: { redis: pong, dbFallback: config.dbFallback } });
+      // database fallback is on), and every added check passes.
+      const report = await readinessReport({
+        redis: async () => {
+          try {
+            await redis.ping();
+          } catch (err) {
+            if (!config.dbFallback) throw new Error(redisProblem(err, config.redisUrl, config.redisClusterNodes));
+          }
+        },
+        ...overrides.readiness,
+      });
+      sendJson(res, report.ready ? 200 : 503, {
+        status: report.ready ? 'ready' : 'not ready',
+        checks: { ...report.checks, dbFallback: config.dbFallback },
+      });
       return;
     }
     if (path === '/metrics' && req.method === 'GET') {
@@ -71,11 +99,23 @@ export async function startSocketServer(
     if (chat && config.jwtSecret) {
       if (await handleDemoRequest(req, res, { jwtSecret: config.jwtSecret, audience: config.jwtAudience, chat })) return;
     }
+    if (overrides.index && path === '/' && req.method === 'GET') {
+      // A first visit should say what this server is and where to go next, not "not found".
+      sendJson(res, 200, {
+        service: 'unread-sync socket server',
+        socketio: `connect with auth { token: <Supabase JWT> }; events: total-unread-count-updated, get-unread-counts`,
+        endpoints: { readyz: '/readyz', healthz: '/healthz', metrics: '/metrics', demo: config.demo ? '/demo' : 'run `unread-sync demo` for the demo page' },
+      });
+      return;
+    }
     sendJson(res, 404, { error: 'not found' });
   }
 
   const io = new Server(http, {
     serveClient: true,
+    // Badge events carry a user id at most: a 1 MB default would let one socket make the server
+    // hold megabytes per message.
+    maxHttpBufferSize: 16 * 1024,
     ...(config.corsOrigins.length > 0 ? { cors: { origin: config.corsOrigins } } : {}),
   });
   const badges = attachUnreadBadges(io, {
@@ -94,13 +134,25 @@ export async function startSocketServer(
     log.warn('demo mode: /demo endpoints mint tokens for demo users and write chat_rooms; never enable in production');
   }
 
-  await new Promise<void>((resolve, reject) => {
-    http.once('error', reject);
-    http.listen(config.port, config.host, () => {
-      http.off('error', reject);
-      resolve();
+  const release = async () => {
+    await badges.close();
+    await new Promise<void>((resolve) => io.close(() => resolve()));
+    if (sql && !overrides.sql) await sql.end({ timeout: 5 });
+    await fallbackSql?.end({ timeout: 5 });
+    if (!overrides.redis) redis.disconnect();
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(config.port, config.host, () => {
+        http.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (err) {
+    await release(); // e.g. the port is taken: leave nothing open that keeps the process alive
+    throw err;
+  }
   const port = (http.address() as AddressInfo).port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
@@ -113,12 +165,6 @@ export async function startSocketServer(
     io,
     badges,
     chat,
-    async close() {
-      await badges.close();
-      await new Promise<void>((resolve) => io.close(() => resolve()));
-      if (sql && !overrides.sql) await sql.end({ timeout: 5 });
-      await fallbackSql?.end({ timeout: 5 });
-      if (!overrides.redis) redis.disconnect();
-    },
+    close: release,
   };
 }

@@ -72,6 +72,7 @@ for u = 1, #KEYS / 2 do
       local total = redis.call('HINCRBY', hash, 't', dTotal)
       local rooms = redis.call('HINCRBY', hash, 'n', dRooms)
       local seq = redis.call('HINCRBY', hash, 's', 1)
+      redis.call('PERSIST', hash) -- a real change: no longer an expiring empty hydration
       -- %d keeps large integers exact; Lua's default number format would switch to exponents.
       redis.call('SPUBLISH', channel, string.format('%d %d %d', total, rooms, seq))
       for _, v in ipairs({applied, skipped, total, rooms, seq}) do out[#out + 1] = v end

@@ -28,5 +28,8 @@ for i = 2, #ARGV, 2 do
 end
 local seqText = string.format('%d', seq)
 redis.call('HSET', KEYS[1], 't', total, 'n', rooms, 's', seqText)
+-- A user with nothing unread (or an id nobody uses) expires after an hour: reads of random ids
+-- cannot pile up keys forever. applyChanges PERSISTs the hash once a real change arrives.
+if rooms == 0 then redis.call('PEXPIRE', KEYS[1], 3600000) end
 redis.call('SPUBLISH', ARGV[1], string.format('%d %d ', total, rooms) .. seqText)
 return {total, rooms, seq}
