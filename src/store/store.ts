@@ -193,11 +193,16 @@ export class UnreadStore {
     if (hash.t === undefined) return null;
     const rooms = new Map<string, { unread: number; version: string }>();
     for (const [field, value] of Object.entries(hash)) {
-      if (field.length <= 1) continue;
+      const room = fieldRoom(field);
+      if (room === null) continue;
       const sep = value.indexOf(':');
-      rooms.set(field, { unread: Number(value.slice(0, sep)), version: value.slice(sep + 1) });
+      rooms.set(room, { unread: Number(value.slice(0, sep)), version: value.slice(sep + 1) });
     }
-    const zeroed = new Map<string, string>(Object.entries(tombReply[1] as Record<string, string>));
+    const zeroed = new Map<string, string>();
+    for (const [field, version] of Object.entries(tombReply[1] as Record<string, string>)) {
+      const room = fieldRoom(field);
+      if (room !== null) zeroed.set(room, version);
+    }
     return { total: Number(hash.t), unreadRooms: Number(hash.n), seq: Number(hash.s), rooms, zeroed };
   }
 
