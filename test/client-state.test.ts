@@ -71,7 +71,9 @@ const scenario = fc.record({
   seed: fc.array(fc.nat(), { minLength: 200, maxLength: 200 }),
 });
 
-function streams(sc: fc.ResultOf<typeof scenario>, states: Snapshot[]): ClientEvent[][] {
+type Scenario = typeof scenario extends fc.Arbitrary<infer T> ? T : never;
+
+function streams(sc: Scenario, states: Snapshot[]): ClientEvent[][] {
   const n = states.length - 1;
   const emitted = states.map((_, i) => i === n || (sc.emitMask[i] ?? false));
   const lastEmitBefore = (i: number) => {
