@@ -57,6 +57,17 @@ export async function seedDemo(sql: SqlClient): Promise<{ users: readonly DemoUs
 const tokenBody = z.object({ userId: uuidSchema });
 const sendBody = z.object({ roomId: uuidSchema, senderId: uuidSchema, receiverId: uuidSchema, message: z.string().max(500).optional() });
 const openBody = z.object({ roomId: uuidSchema, userId: uuidSchema });
+// Room ids are opaque strings; the adapter validates them again and lets Postgres type them.
+const roomIdSchema = z.string().min(1).max(128);
+const markUnreadBody = z.object({ userId: uuidSchema, roomId: roomIdSchema, count: z.number().int().min(1).max(1000).optional() });
+const markReadBody = z.object({ userId: uuidSchema, roomId: roomIdSchema });
+const readAllBody = z.object({ userId: uuidSchema });
+
+/** A short label per demo room, from the other side's name. */
+function roomTitle(room: DemoRoom, forUser: string): string {
+  const other = room.userId === forUser ? room.companyId : room.userId;
+  return DEMO_USERS.find((u) => u.id === other)?.name ?? other;
+}
 
 const MAX_BODY = 4096;
 
@@ -124,6 +135,16 @@ export async function handleDemoRequest(
       sendJson(res, 200, { users: DEMO_USERS, rooms: DEMO_ROOMS });
       return true;
     }
+    if (req.method === 'GET' && path === '/demo/rooms') {
+      const userId = parse(uuidSchema, new URL(req.url ?? '/', 'http://x').searchParams.get('userId') ?? '');
+      if (!isDemoUser(userId)) throw new HttpError(403, 'demo users only');
+      const rooms = DEMO_ROOMS.filter((r) => r.userId === userId || r.companyId === userId).map((r) => ({
+        id: r.id,
+        title: roomTitle(r, userId),
+      }));
+      sendJson(res, 200, { ok: true, rooms });
+      return true;
+    }
     if (req.method !== 'POST' || !path.startsWith('/demo/')) return false;
     const body = await readJson(req);
     if (path === '/demo/token') {
@@ -142,6 +163,27 @@ export async function handleDemoRequest(
         message: b.message ?? 'hello',
       });
       sendJson(res, r.ok ? 200 : 404, r);
+      return true;
+    }
+    if (path === '/demo/mark-unread') {
+      const b = parse(markUnreadBody, body);
+      if (!isDemoUser(b.userId)) throw new HttpError(403, 'demo users only');
+      const r = await deps.chat.markRoomUnread(b.userId, b.roomId, b.count ?? 1);
+      sendJson(res, r.ok ? 200 : 404, r);
+      return true;
+    }
+    if (path === '/demo/mark-read') {
+      const b = parse(markReadBody, body);
+      if (!isDemoUser(b.userId)) throw new HttpError(403, 'demo users only');
+      const r = await deps.chat.markRoomRead(b.userId, b.roomId);
+      sendJson(res, r.ok ? 200 : 404, r);
+      return true;
+    }
+    if (path === '/demo/read-all') {
+      const b = parse(readAllBody, body);
+      if (!isDemoUser(b.userId)) throw new HttpError(403, 'demo users only');
+      const r = await deps.chat.markAllRead(b.userId);
+      sendJson(res, r.ok ? 200 : 400, r);
       return true;
     }
     if (path === '/demo/open') {

@@ -31,6 +31,45 @@ export interface SeedCompatOptions {
 /** What a write did: the receiver's new unread count in the room, or why nothing was written. */
 export type WriteResult = { ok: true; roomId: string; userId: string; unread: number } | { ok: false; error: string };
 
+/** What markAllRead did: how many rooms it set to 0, or why nothing was written. */
+export type MarkAllResult = { ok: true; userId: string; rooms: number } | { ok: false; error: string };
+
+/** Highest count markRoomUnread accepts (chat_rooms counts are int4; a badge never needs more). */
+export const MAX_MARK_UNREAD = 1_000_000;
+
+export class InvalidInputError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InvalidInputError';
+  }
+}
+
+/**
+ * Room ids are opaque (uuid, bigint or text columns): checked for shape only, sent as an untyped
+ * parameter so Postgres reads it as the column's type; a value the column cannot hold is refused
+ * by Postgres (22P02) and reported as an invalid id.
+ */
+function parseRoomIdText(value: unknown): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 128 || /[\u0000-\u001f\u007f]/.test(value)) {
+    const shown = typeof value === 'string' ? JSON.stringify(value.slice(0, 80)) : typeof value;
+    throw new InvalidInputError(`room id must be a non-empty string of at most 128 printable characters, got ${shown}`);
+  }
+  return value;
+}
+
+function parseCount(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_MARK_UNREAD) {
+    throw new InvalidInputError(`count must be an integer from 1 to ${MAX_MARK_UNREAD}, got ${String(value).slice(0, 40)}`);
+  }
+  return value;
+}
+
+/** Postgres could not read the room id as the column's type (or it is out of its range). */
+const badIdCode = (err: unknown) => {
+  const code = (err as { code?: unknown }).code;
+  return code === '22P02' || code === '22003';
+};
+
 /**
  * Drop-in for the seed ChatSocket's badge methods. Counts change only through parameterized
  * writes to chat_rooms; the triggers and the bridge carry them into Redis and to every socket
@@ -95,6 +134,79 @@ export class SeedCompatChatSocket {
       if (!row) throw new RoomNotFoundError(room, user);
       return { ok: true as const, roomId: room, userId: user, unread: 0 };
     });
+  }
+
+  /**
+   * The user read the room (Stream `markRead`, Sendbird `markAsRead`): their side goes to 0. One
+   * UPDATE; refused, with nothing written, when the room does not exist or the user is neither its
+   * user_id nor its company_id.
+   */
+  async markRoomRead(userId: string, roomId: string): Promise<WriteResult> {
+    return this.write('markRoomRead', async () => {
+      const user = parseUserId(userId);
+      const room = parseRoomIdText(roomId);
+      const [row] = await this.roomWrite(room, () => this.sql<{ id: string }[]>`
+        update public.chat_rooms set
+          user_unread_count = case when user_id = ${user} then 0 else user_unread_count end,
+          company_unread_count = case when user_id is distinct from ${user} and company_id = ${user}
+                                      then 0 else company_unread_count end
+         where id = ${room} and (user_id = ${user} or company_id = ${user})
+        returning id::text as id`);
+      if (!row) throw new RoomNotFoundError(room, user);
+      return { ok: true as const, roomId: row.id, userId: user, unread: 0 };
+    });
+  }
+
+  /**
+   * Marks the room unread for the user (Stream `markUnread`, Sendbird `markAsUnread`): their side
+   * is set to `count` (default 1, an integer from 1 to MAX_MARK_UNREAD). One UPDATE; refused like
+   * markRoomRead. Note the badge counts the room only while it is active.
+   */
+  async markRoomUnread(userId: string, roomId: string, count = 1): Promise<WriteResult> {
+    return this.write('markRoomUnread', async () => {
+      const user = parseUserId(userId);
+      const room = parseRoomIdText(roomId);
+      const n = parseCount(count);
+      const [row] = await this.roomWrite(room, () => this.sql<{ id: string; unread: number }[]>`
+        update public.chat_rooms set
+          user_unread_count = case when user_id = ${user} then ${n} else user_unread_count end,
+          company_unread_count = case when user_id is distinct from ${user} and company_id = ${user}
+                                      then ${n} else company_unread_count end
+         where id = ${room} and (user_id = ${user} or company_id = ${user})
+        returning id::text as id,
+                  case when user_id = ${user} then user_unread_count else company_unread_count end as unread`);
+      if (!row) throw new RoomNotFoundError(room, user);
+      return { ok: true as const, roomId: row.id, userId: user, unread: row.unread };
+    });
+  }
+
+  /**
+   * Every room of the user read at once (Stream `markAllRead`, Sendbird `markAllMessagesAsRead`):
+   * one UPDATE of the user's sides that have unread; the triggers log each room that changed.
+   */
+  async markAllRead(userId: string): Promise<MarkAllResult> {
+    return this.write('markAllRead', async () => {
+      const user = parseUserId(userId);
+      const rows = await this.sql<{ id: string }[]>`
+        update public.chat_rooms set
+          user_unread_count = case when user_id = ${user} then 0 else user_unread_count end,
+          company_unread_count = case when user_id is distinct from ${user} and company_id = ${user}
+                                      then 0 else company_unread_count end
+         where (user_id = ${user} and user_unread_count <> 0)
+            or (company_id = ${user} and user_id is distinct from ${user} and company_unread_count <> 0)
+        returning id`;
+      return { ok: true as const, userId: user, rooms: rows.length };
+    });
+  }
+
+  /** Runs a write keyed by a room id, turning "Postgres cannot read this id" into a clear error. */
+  private async roomWrite<T>(room: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (badIdCode(err)) throw new InvalidInputError(`room id ${JSON.stringify(room.slice(0, 80))} is not a valid chat_rooms id`);
+      throw err;
+    }
   }
 
   private async write<T extends { ok: true }>(what: string, fn: () => Promise<T>): Promise<T | { ok: false; error: string }> {
