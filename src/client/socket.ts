@@ -85,8 +85,7 @@ export function connectUnreadBadges(options: ConnectUnreadBadgesOptions): Unread
 
   /**
    * Rooms not exact: ask now on a gap, or when totals ran ahead on a server that sends no per-room
-   * events; otherwise give the server's next delta a grace period first (an `unsure` map is
-   * confirmed at most once per grace period).
+   * events; otherwise give the server's next delta a grace period first.
    */
   function checkRooms(): void {
     if (closed) return;

@@ -18,12 +18,6 @@ export interface ClientModel {
   readonly roomsSeq: number;
   /** Highest seq of a delta refused because it did not start at or before `roomsSeq`. */
   readonly gapSeq: number;
-  /**
-   * A delta was applied on rooms newer than its base. The server computes deltas by diffing against
-   * what it last sent, so a room that changed after the base and changed back is missing from it:
-   * the map is very likely right but must be confirmed by a full state.
-   */
-  readonly unsure: boolean;
 }
 
 const EMPTY_ROOMS: Readonly<Record<string, number>> = Object.freeze({});
@@ -32,14 +26,13 @@ export const initialModel = (): ClientModel => ({
   state: Object.freeze({ total: 0, unreadRooms: 0, rooms: EMPTY_ROOMS, seq: 0, ready: false }),
   roomsSeq: 0,
   gapSeq: 0,
-  unsure: false,
 });
 
 /** The rooms map needs a full state: a delta skipped over something, or totals ran ahead of rooms. */
 export const hasGap = (m: ClientModel): boolean => m.gapSeq > m.roomsSeq;
 export const roomsBehind = (m: ClientModel): boolean => m.state.seq > m.roomsSeq;
 /** The rooms map is exact at `state.seq`: nothing to ask for. */
-export const roomsExact = (m: ClientModel): boolean => !hasGap(m) && !roomsBehind(m) && !m.unsure;
+export const roomsExact = (m: ClientModel): boolean => !hasGap(m) && !roomsBehind(m);
 
 function sameRooms(a: Readonly<Record<string, number>>, b: Readonly<Record<string, number>>): boolean {
   const ka = Object.keys(a);
@@ -47,12 +40,12 @@ function sameRooms(a: Readonly<Record<string, number>>, b: Readonly<Record<strin
   return ka.every((k) => a[k] === b[k]);
 }
 
-function withState(m: ClientModel, next: UnreadState, roomsSeq: number, gapSeq: number, unsure = m.unsure): ClientModel {
+function withState(m: ClientModel, next: UnreadState, roomsSeq: number, gapSeq: number): ClientModel {
   const s = m.state;
   const same =
     s.total === next.total && s.unreadRooms === next.unreadRooms && s.seq === next.seq && s.ready === next.ready && s.rooms === next.rooms;
-  if (same && roomsSeq === m.roomsSeq && gapSeq === m.gapSeq && unsure === m.unsure) return m;
-  return { state: same ? s : Object.freeze(next), roomsSeq, gapSeq, unsure };
+  if (same && roomsSeq === m.roomsSeq && gapSeq === m.gapSeq) return m;
+  return { state: same ? s : Object.freeze(next), roomsSeq, gapSeq };
 }
 
 function fullRooms(rooms: Readonly<Record<string, number>>): Readonly<Record<string, number>> {
@@ -65,8 +58,9 @@ function fullRooms(rooms: Readonly<Record<string, number>>): Readonly<Record<str
  * Applies one event. Ordering rules (the contract with the server): seqs only grow; a total with
  * a seq not above the shown one is never shown; a full state replaces the rooms when it is at
  * least as new as them; a delta applies only when it starts at or before the rooms' seq (so
- * duplicates and replays are no-ops) and is otherwise recorded as a gap for a resync; one that
- * starts before the rooms' seq marks the map `unsure` until the next full state.
+ * duplicates and replays are no-ops) and is otherwise recorded as a gap for a resync. Applying a
+ * delta whose base is older than the rooms is exact because the server lists every room whose
+ * version moved between base and seq, including one that changed and came back to its count.
  */
 export function reduce(m: ClientModel, ev: ClientEvent): ClientModel {
   const s = m.state;
@@ -92,7 +86,6 @@ export function reduce(m: ClientModel, ev: ClientEvent): ClientModel {
         },
         ev.seq,
         m.gapSeq,
-        false,
       );
     }
     case 'delta': {
@@ -124,7 +117,6 @@ export function reduce(m: ClientModel, ev: ClientEvent): ClientModel {
         },
         ev.seq,
         m.gapSeq,
-        m.unsure || ev.baseSeq < m.roomsSeq,
       );
     }
   }

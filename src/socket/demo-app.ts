@@ -72,18 +72,27 @@ function buildList(): void {
     const preview = el('div', 'preview', 'No new messages');
     preview.dataset.role = 'preview';
     const actions = el('div', 'actions');
-    const button = (label: string, testid: string, cls: string, fn: () => Promise<void>) => {
+    const button = (label: string, testid: string, cls: string, fn: () => Promise<void>, title = label) => {
       const b = el('button', cls, label);
       b.type = 'button';
+      b.title = title;
       b.dataset.testid = testid;
       b.addEventListener('click', () => void fn());
       actions.append(b);
     };
-    button(`+1 from ${name(other)}`, `send-to-me-${r.id}`, 'btn', () =>
-      post('/demo/send', { roomId: r.id, senderId: other, receiverId: me }),
+    button(
+      '+1 incoming',
+      `send-to-me-${r.id}`,
+      'btn',
+      () => post('/demo/send', { roomId: r.id, senderId: other, receiverId: me }),
+      `${name(other)} sends you a message`,
     );
-    button(`Message ${name(other)}`, `send-to-other-${r.id}`, 'btn', () =>
-      post('/demo/send', { roomId: r.id, senderId: me, receiverId: other }),
+    button(
+      'Reply',
+      `send-to-other-${r.id}`,
+      'btn',
+      () => post('/demo/send', { roomId: r.id, senderId: me, receiverId: other }),
+      `You send ${name(other)} a message (their badge goes up)`,
     );
     button('Mark unread', `mark-unread-${r.id}`, 'btn', () => post('/demo/mark-unread', { userId: me, roomId: r.id }));
     button('Open', `open-${r.id}`, 'btn primary', () => post('/demo/open', { roomId: r.id, userId: me }));
