@@ -81,7 +81,7 @@ function buildList(): void {
       actions.append(b);
     };
     button(
-      '+1 incoming',
+      '+1 message',
       `send-to-me-${r.id}`,
       'btn',
       () => post('/demo/send', { roomId: r.id, senderId: other, receiverId: me }),

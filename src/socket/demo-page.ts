@@ -14,6 +14,7 @@ export const DEMO_PAGE = `<!doctype html>
 <meta charset="utf-8">
 <title>unread-sync demo</title>
 <meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/demo/app.css">
 <script defer src="/demo/app.js"></script>
 </head>
@@ -60,9 +61,9 @@ h1 { margin: 0; font-size: 26px; font-weight: 800; letter-spacing: -.02em; }
 .status.ok { color: #059669; } .status.wait { color: #d97706; } .status.error { color: #dc2626; }
 .muted { color: var(--muted); font-size: 13px; margin-top: 2px; }
 .rooms { list-style: none; margin: 0; padding: 0; }
-.room { display: flex; gap: 12px; padding: 12px 16px; border-bottom: 1px solid var(--line); }
+.room { display: flex; gap: 10px; padding: 12px 14px; border-bottom: 1px solid var(--line); }
 .room.unread { background: #f8faff; }
-.avatar { flex: none; width: 48px; height: 48px; border-radius: 50%; display: flex; align-items: center; justify-content: center;
+.avatar { flex: none; width: 44px; height: 44px; border-radius: 50%; display: flex; align-items: center; justify-content: center;
   color: #fff; font-weight: 700; font-size: 17px; }
 .av-0 { background: #6366f1; } .av-1 { background: #0ea5e9; } .av-2 { background: #f59e0b; }
 .av-3 { background: #10b981; } .av-4 { background: #ec4899; } .av-5 { background: #8b5cf6; }
@@ -75,8 +76,8 @@ h1 { margin: 0; font-size: 26px; font-weight: 800; letter-spacing: -.02em; }
 .count.zero { visibility: hidden; }
 .preview { color: var(--muted); font-size: 14px; margin-top: 2px; }
 .room.unread .preview { color: #111827; font-weight: 600; }
-.actions { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 8px; }
-.btn { font: inherit; font-size: 12.5px; font-weight: 600; padding: 6px 10px; border-radius: 999px; border: 1px solid #d1d5db;
+.actions { display: flex; flex-wrap: wrap; gap: 5px; margin-top: 8px; }
+.btn { font: inherit; font-size: 12px; font-weight: 600; padding: 5px 9px; border-radius: 999px; border: 1px solid #d1d5db;
   background: #fff; color: #1f2937; cursor: pointer; white-space: nowrap; }
 .btn:hover { background: #f3f4f6; } .btn:active { transform: translateY(1px); }
 .btn.primary { background: var(--accent); border-color: var(--accent); color: #fff; }
