@@ -1,9 +1,13 @@
-import { chromium, type Browser } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTestDb, createTestRedis, testConfig, testLogger, truth, type TestDb, type TestRedis } from './support/env.js';
 import { socketConfig, startTestSocketServer, sum, testSecret } from './support/socket.js';
 import { startDemo, type RunningDemo } from '../src/socket/run.js';
 import { DEMO_ROOMS, DEMO_USERS, seedDemo } from '../src/socket/demo.js';
+import { clearDemoBundleCache } from '../src/socket/demo-page.js';
 import type { RunningSocketServer } from '../src/socket/server.js';
 
 let db: TestDb;
@@ -18,6 +22,9 @@ const secret = testSecret();
 const log = testLogger();
 
 beforeAll(async () => {
+  // The page's script is the bundled client library: rebuild it so the test runs today's src/client.
+  execFileSync(process.execPath, ['scripts/bundle-client.mjs'], { stdio: 'inherit' });
+  clearDemoBundleCache();
   db = await createTestDb();
   r = await createTestRedis();
   await seedDemo(db.sql); // startDemo seeds again: seeding is idempotent
@@ -92,6 +99,88 @@ it('shows a live badge: send raises it, open room drops it to 0', async () => {
       await page.getByTestId(`open-${r2.id}`).click();
     }
     await expect.poll(async () => Number(await badge.textContent()), { timeout: 15_000 }).toBe(0);
+  } finally {
+    await page.close();
+  }
+});
+
+/** Collects CSP violations (the DOM event and the console report) and console errors of a page. */
+async function watch(page: Page): Promise<{ csp: string[]; errors: string[] }> {
+  const seen = { csp: [] as string[], errors: [] as string[] };
+  page.on('console', (m) => {
+    if (/Content Security Policy|Refused to/i.test(m.text())) seen.csp.push(m.text());
+    else if (m.type() === 'error') seen.errors.push(m.text());
+  });
+  page.on('pageerror', (err) => seen.errors.push(err.message));
+  await page.exposeFunction('__cspViolation', (v: string) => seen.csp.push(v));
+  await page.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      (window as unknown as { __cspViolation(v: string): void }).__cspViolation(`${e.violatedDirective} ${e.blockedURI}`);
+    });
+  });
+  return seen;
+}
+
+it('is styled under its CSP, shows per-room counts live through the client, mark unread / mark all read; 390 px screenshot', async () => {
+  const alice = DEMO_USERS[0]?.id as string;
+  const mine = DEMO_ROOMS.filter((x) => x.userId === alice || x.companyId === alice);
+  const [r1, r2] = mine as [(typeof DEMO_ROOMS)[number], (typeof DEMO_ROOMS)[number]];
+  const page = await browser.newPage({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2 });
+  const seen = await watch(page);
+  try {
+    const res = await page.goto(`${server.url}/?user=${alice}`);
+    expect(res?.headers()['content-security-policy']).not.toMatch(/unsafe-inline|unsafe-eval/);
+    await expect.poll(async () => page.getByTestId('status').textContent(), { timeout: 15_000 }).toMatch(/connected as Alice/);
+
+    // Styles applied: these values come only from the stylesheet.
+    const style = await page.getByTestId('badge').evaluate((b) => {
+      const cs = getComputedStyle(b);
+      return { display: cs.display, radius: cs.borderTopLeftRadius, color: cs.color, body: getComputedStyle(document.body).fontFamily };
+    });
+    expect(style.display).toBe('flex'); // inline-flex, blockified inside the flex title row (unstyled: inline)
+    expect(style.radius).toBe('999px');
+    expect(style.body).toMatch(/system-ui/);
+    // Readable on a phone: nothing wider than the 390 px viewport.
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+
+    const count = (id: string) => page.getByTestId(`room-unread-${id}`).textContent().then(Number);
+    const truthRooms = async () => (await truth(db.sql))[alice] ?? {};
+    const expectRooms = async () => {
+      const t = await truthRooms();
+      for (const r of mine) await expect.poll(() => count(r.id), { timeout: 15_000 }).toBe(t[r.id] ?? 0);
+      await expect.poll(async () => Number(await page.getByTestId('badge').textContent()), { timeout: 15_000 }).toBe(sum(t));
+    };
+    await expectRooms();
+
+    // Per-room counts follow each write, room by room.
+    const before = (await truthRooms())[r2.id] ?? 0;
+    await page.getByTestId(`send-to-me-${r2.id}`).click();
+    await expect.poll(() => count(r2.id), { timeout: 15_000 }).toBe(before + 1);
+    await page.getByTestId(`open-${r1.id}`).click();
+    await expect.poll(() => count(r1.id), { timeout: 15_000 }).toBe(0);
+    await page.getByTestId(`mark-unread-${r1.id}`).click();
+    await expect.poll(() => count(r1.id), { timeout: 15_000 }).toBe(1);
+    await expectRooms();
+    await page.getByTestId(`send-to-me-${r1.id}`).click();
+    await page.getByTestId(`send-to-me-${r1.id}`).click();
+    await expect.poll(() => count(r1.id), { timeout: 15_000 }).toBe(3);
+    await expectRooms();
+    // The unread room is highlighted (a class the stylesheet paints).
+    expect(await page.locator(`li[data-room="${r1.id}"]`).evaluate((li) => getComputedStyle(li).backgroundColor)).toBe('rgb(248, 250, 255)');
+
+    const dir = resolve('test-artifacts');
+    mkdirSync(dir, { recursive: true });
+    const shot = resolve(dir, 'demo.png');
+    await page.screenshot({ path: shot, fullPage: false });
+    console.log(`demo screenshot (390x844): ${shot}`);
+
+    await page.getByTestId('mark-all-read').click();
+    for (const r of mine) await expect.poll(() => count(r.id), { timeout: 15_000 }).toBe(0);
+    await expect.poll(async () => page.getByTestId('badge').textContent(), { timeout: 15_000 }).toBe('0');
+    expect(sum(await truthRooms())).toBe(0);
+
+    expect(seen.csp).toEqual([]);
+    expect(seen.errors).toEqual([]);
   } finally {
     await page.close();
   }

@@ -1,116 +1,134 @@
-// The demo page, kept in a module so `tsc` ships it in dist without a copy step.
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+// The demo page: static HTML, a served stylesheet and the bundled script (client library + the
+// page's own code, built by scripts/bundle-client.mjs). Nothing inline, so the CSP needs no
+// 'unsafe-inline' for scripts or styles.
+export const DEMO_CSP =
+  "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; " +
+  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'; object-src 'none'";
+
 export const DEMO_PAGE = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>unread-sync demo</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-  body { font: 15px system-ui, sans-serif; margin: 2rem auto; max-width: 46rem; color: #222; }
-  header { display: flex; align-items: center; gap: 1rem; }
-  .badge { display: inline-block; min-width: 1.6em; padding: .15em .5em; border-radius: 1em; background: #d33;
-           color: #fff; font-weight: 700; text-align: center; }
-  .badge.zero { background: #999; }
-  table { border-collapse: collapse; width: 100%; margin-top: 1rem; }
-  td, th { padding: .4rem .5rem; border-bottom: 1px solid #eee; text-align: left; }
-  button { cursor: pointer; }
-  #status { color: #666; font-size: 13px; }
-</style>
+<meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/demo/app.css">
+<script defer src="/demo/app.js"></script>
 </head>
 <body>
-<header>
-  <label>You are <select id="user" data-testid="user-select"></select></label>
-  <span>unread <span id="badge" class="badge zero" data-testid="badge">–</span></span>
-  <span id="rooms-count" data-testid="unread-rooms"></span>
-</header>
-<p id="status" data-testid="status">connecting…</p>
-<table>
-  <thead><tr><th>room with</th><th>unread</th><th></th></tr></thead>
-  <tbody id="rooms"></tbody>
-</table>
-<script src="/socket.io/socket.io.js"></script>
-<script>
-(() => {
-  const $ = (id) => document.getElementById(id);
-  let users = [], rooms = [], me = null, socket = null, lastSeq = -1, counts = {};
-  const name = (id) => (users.find((u) => u.id === id) || { name: id }).name;
-  const post = (path, body) => fetch(path, { method: 'POST', headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body) }).then((r) => r.json());
-
-  function render(total, unreadRooms) {
-    const b = $('badge');
-    b.textContent = String(total);
-    b.className = 'badge' + (total === 0 ? ' zero' : '');
-    $('rooms-count').textContent = unreadRooms + ' room(s) with unread';
-    const tbody = $('rooms');
-    tbody.textContent = '';
-    for (const r of rooms.filter((r) => r.userId === me || r.companyId === me)) {
-      const other = r.userId === me ? r.companyId : r.userId;
-      const tr = document.createElement('tr');
-      tr.dataset.room = r.id;
-      const cell = (el) => { const td = document.createElement('td'); td.append(el); tr.append(td); return td; };
-      cell(document.createTextNode(name(other)));
-      const n = document.createElement('span');
-      n.dataset.testid = 'room-unread-' + r.id;
-      n.textContent = String(counts[r.id] || 0);
-      cell(n);
-      const actions = document.createElement('span');
-      const button = (label, testid, fn) => {
-        const el = document.createElement('button');
-        el.textContent = label; el.dataset.testid = testid; el.onclick = fn; actions.append(el, ' ');
-      };
-      button('send message to ' + name(me), 'send-to-me-' + r.id,
-        () => post('/demo/send', { roomId: r.id, senderId: other, receiverId: me }));
-      button('send message to ' + name(other), 'send-to-other-' + r.id,
-        () => post('/demo/send', { roomId: r.id, senderId: me, receiverId: other }));
-      button('open room', 'open-' + r.id, () => post('/demo/open', { roomId: r.id, userId: me }));
-      cell(actions);
-      tbody.append(tr);
-    }
-  }
-
-  function refreshRooms() {
-    socket.emit('get-unread-counts', {}, (reply) => {
-      if (!reply || reply.error) { $('status').textContent = 'error: ' + (reply && reply.error); return; }
-      if (reply.seq < lastSeq) return;
-      lastSeq = reply.seq; counts = reply.rooms;
-      render(reply.totalUnreadCount, reply.unreadRooms);
-    });
-  }
-
-  async function connect(userId) {
-    if (socket) socket.disconnect();
-    me = userId; lastSeq = -1; counts = {};
-    render(0, 0);
-    $('badge').textContent = '–';
-    const getToken = (cb) => post('/demo/token', { userId }).then((r) => cb({ token: r.token }));
-    socket = io({ auth: getToken, transports: ['websocket'] });
-    socket.on('connect', () => { $('status').textContent = 'connected as ' + name(userId); });
-    socket.on('connect_error', (err) => { $('status').textContent = 'connect error: ' + err.message; });
-    socket.on('total-unread-count-updated', (p) => {
-      // Keep the highest seq: never let an older total replace a newer one.
-      if (p.seq <= lastSeq) return;
-      lastSeq = p.seq;
-      render(p.totalUnreadCount, p.unreadRooms);
-      refreshRooms();
-    });
-  }
-
-  fetch('/demo/users').then((r) => r.json()).then((d) => {
-    users = d.users; rooms = d.rooms;
-    const sel = $('user');
-    for (const u of users) {
-      const o = document.createElement('option');
-      o.value = u.id; o.textContent = u.name + ' (' + u.kind + ')';
-      sel.append(o);
-    }
-    sel.onchange = () => connect(sel.value);
-    const wanted = new URLSearchParams(location.search).get('user');
-    if (wanted && users.some((u) => u.id === wanted)) sel.value = wanted;
-    connect(sel.value);
-  });
-})();
-</script>
+<main class="app">
+  <header class="topbar">
+    <div class="title">
+      <h1>Chats</h1>
+      <span id="badge" class="badge zero" data-testid="badge" aria-label="unread messages">–</span>
+    </div>
+    <select id="user" class="who" data-testid="user-select" aria-label="Signed in as"></select>
+  </header>
+  <div class="subbar">
+    <div>
+      <div id="status" class="status wait" data-testid="status">connecting…</div>
+      <div id="rooms-count" class="muted" data-testid="unread-rooms"></div>
+    </div>
+    <button id="read-all" type="button" class="btn" data-testid="mark-all-read">Mark all read</button>
+  </div>
+  <ul id="rooms" class="rooms" aria-label="Chats"></ul>
+  <p class="foot">Live through <code>unread-sync/client</code>: Postgres → bridge → Redis → Socket.IO.</p>
+</main>
 </body>
 </html>
 `;
+
+export const DEMO_CSS = `:root { color-scheme: light; --accent: #2563eb; --badge: #ef4444; --line: #eceef2; --muted: #6b7280; }
+* { box-sizing: border-box; }
+html, body { margin: 0; background: #f3f4f6; }
+body { font: 15px/1.35 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #111827; -webkit-font-smoothing: antialiased; }
+.app { max-width: 480px; margin: 0 auto; min-height: 100vh; background: #fff; box-shadow: 0 0 0 1px var(--line); }
+.topbar { position: sticky; top: 0; z-index: 1; display: flex; align-items: center; justify-content: space-between; gap: 12px;
+  padding: 14px 16px 10px; background: rgba(255,255,255,.96); border-bottom: 1px solid var(--line); }
+.title { display: flex; align-items: center; gap: 8px; }
+h1 { margin: 0; font-size: 26px; font-weight: 800; letter-spacing: -.02em; }
+.badge { display: inline-flex; align-items: center; justify-content: center; min-width: 24px; height: 24px; padding: 0 8px;
+  border-radius: 999px; background: var(--badge); color: #fff; font-size: 13px; font-weight: 700; font-variant-numeric: tabular-nums; }
+.badge.zero { background: #d1d5db; color: #374151; }
+.who { max-width: 48%; font: inherit; font-size: 14px; padding: 6px 28px 6px 10px; border: 1px solid var(--line); border-radius: 999px;
+  background: #f9fafb; color: #111827; }
+.subbar { display: flex; align-items: center; justify-content: space-between; gap: 12px; padding: 10px 16px; border-bottom: 1px solid var(--line); }
+.status { font-size: 13px; font-weight: 600; }
+.status::before { content: ""; display: inline-block; width: 8px; height: 8px; margin-right: 6px; border-radius: 50%; vertical-align: 1px; background: currentColor; }
+.status.ok { color: #059669; } .status.wait { color: #d97706; } .status.error { color: #dc2626; }
+.muted { color: var(--muted); font-size: 13px; margin-top: 2px; }
+.rooms { list-style: none; margin: 0; padding: 0; }
+.room { display: flex; gap: 10px; padding: 12px 14px; border-bottom: 1px solid var(--line); }
+.room.unread { background: #f8faff; }
+.avatar { flex: none; width: 44px; height: 44px; border-radius: 50%; display: flex; align-items: center; justify-content: center;
+  color: #fff; font-weight: 700; font-size: 17px; }
+.av-0 { background: #6366f1; } .av-1 { background: #0ea5e9; } .av-2 { background: #f59e0b; }
+.av-3 { background: #10b981; } .av-4 { background: #ec4899; } .av-5 { background: #8b5cf6; }
+.body { flex: 1; min-width: 0; }
+.line { display: flex; align-items: center; justify-content: space-between; gap: 8px; }
+.name { font-weight: 600; font-size: 16px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.room.unread .name { font-weight: 800; }
+.count { flex: none; min-width: 22px; height: 22px; padding: 0 7px; border-radius: 999px; background: var(--accent); color: #fff;
+  font-size: 12px; font-weight: 700; display: inline-flex; align-items: center; justify-content: center; font-variant-numeric: tabular-nums; }
+.count.zero { visibility: hidden; }
+.preview { color: var(--muted); font-size: 14px; margin-top: 2px; }
+.room.unread .preview { color: #111827; font-weight: 600; }
+.actions { display: flex; flex-wrap: wrap; gap: 5px; margin-top: 8px; }
+.btn { font: inherit; font-size: 12px; font-weight: 600; padding: 5px 9px; border-radius: 999px; border: 1px solid #d1d5db;
+  background: #fff; color: #1f2937; cursor: pointer; white-space: nowrap; }
+.btn:hover { background: #f3f4f6; } .btn:active { transform: translateY(1px); }
+.btn.primary { background: var(--accent); border-color: var(--accent); color: #fff; }
+.foot { color: var(--muted); font-size: 12px; text-align: center; padding: 16px; margin: 0; }
+code { font-size: 11.5px; background: #f3f4f6; padding: 1px 4px; border-radius: 4px; }
+`;
+
+const bundleCache = new Map<string, Buffer>();
+
+/** The bundled script: beside the compiled module in dist, or the build output when running from src. */
+function bundle(name: string): Buffer | null {
+  const cached = bundleCache.get(name);
+  if (cached) return cached;
+  for (const candidate of [`../browser/${name}`, `../../dist/browser/${name}`]) {
+    try {
+      const data = readFileSync(new URL(candidate, import.meta.url));
+      bundleCache.set(name, data);
+      return data;
+    } catch {
+      // try the next location
+    }
+  }
+  return null;
+}
+
+/** Forgets cached bundles (tests rebuild them). */
+export function clearDemoBundleCache(): void {
+  bundleCache.clear();
+}
+
+/** Serves /demo/app.css and /demo/app.js (+ its source map); false for any other request. */
+export function serveDemoAsset(req: IncomingMessage, res: ServerResponse): boolean {
+  if (req.method !== 'GET') return false;
+  const path = new URL(req.url ?? '/', 'http://x').pathname;
+  if (path === '/demo/app.css') {
+    res.writeHead(200, { 'content-type': 'text/css; charset=utf-8', 'cache-control': 'no-cache' });
+    res.end(DEMO_CSS);
+    return true;
+  }
+  const file = path === '/demo/app.js' ? 'demo-app.js' : path === '/demo/app.js.map' ? 'demo-app.js.map' : null;
+  if (!file) return false;
+  const data = bundle(file);
+  if (!data) {
+    res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8' });
+    res.end('demo bundle missing: run `npm run build`');
+    return true;
+  }
+  res.writeHead(200, {
+    'content-type': `${file.endsWith('.map') ? 'application/json' : 'text/javascript'}; charset=utf-8`,
+    'cache-control': 'no-cache',
+  });
+  res.end(data);
+  return true;
+}

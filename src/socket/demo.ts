@@ -3,7 +3,7 @@ import type postgres from 'postgres';
 import { z } from 'zod';
 import { uuidSchema } from '../ids.js';
 import { mintToken } from './auth.js';
-import { DEMO_PAGE } from './demo-page.js';
+import { DEMO_CSP, DEMO_PAGE, serveDemoAsset } from './demo-page.js';
 import type { SeedCompatChatSocket, SqlClient } from './seed-compat.js';
 
 type AnySql = postgres.Sql<Record<string, unknown>>;
@@ -121,11 +121,12 @@ export async function handleDemoRequest(
 ): Promise<boolean> {
   const path = new URL(req.url ?? '/', 'http://x').pathname;
   try {
+    if (serveDemoAsset(req, res)) return true;
     if (req.method === 'GET' && (path === '/' || path === '/demo')) {
       res.writeHead(200, {
         'content-type': 'text/html; charset=utf-8',
         'cache-control': 'no-store',
-        'content-security-policy': "default-src 'self'; script-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:",
+        'content-security-policy': DEMO_CSP,
       });
       res.end(DEMO_PAGE);
       return true;
