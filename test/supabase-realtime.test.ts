@@ -3,6 +3,7 @@
  * server (test/support/realtime-server.ts) -> real realtime-js client in the bridge -> Redis.
  * Real Postgres and Redis; the Realtime server is the colleague's stand-in with fault injection.
  */
+import { roomField } from '../src/store/keys.js';
 import { RealtimeClient, type WebSocketLikeConstructor } from '@supabase/realtime-js';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -175,7 +176,7 @@ describe('supabase source through the test Realtime server', () => {
       const t0 = performance.now();
       const key = r.store.keys.user(row!.user_id);
       for (;;) {
-        const v = await r.redis.hget(key, room);
+        const v = await r.redis.hget(key, roomField(room));
         if (v !== null && Number(v.split(':')[0]) === row!.n) break;
         if (performance.now() - t0 > 10_000) throw new Error('update not mirrored within 10 s');
       }
