@@ -212,8 +212,10 @@ $$;
 -- cloned from the parent like row triggers): every partition, at any level, gets the reset
 -- trigger. Idempotent; the DDL event trigger below runs it for partitions created later, and a
 -- DBA without superuser rights runs it after adding partitions. ENABLE ALWAYS: see below.
+-- SECURITY DEFINER (like the capture functions): the DDL event trigger runs it as whoever creates
+-- the partition, typically the app's role, which has no rights on schema unread_sync.
 CREATE FUNCTION unread_sync.install_partition_triggers() RETURNS integer
-LANGUAGE plpgsql SET search_path = ''
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   p regclass;
@@ -242,7 +244,7 @@ $$;
 -- chat_rooms holds without a row trigger firing. The leaf partitions are remembered in meta; when
 -- the set changes in a way that may move rows, a reset is logged (every cached user reloads).
 CREATE FUNCTION unread_sync.partitions_changed() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = ''
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   now_leaves oid[];
