@@ -190,6 +190,36 @@ describe('a partitioned chat_rooms', () => {
     expect(await total(r, u)).toBe(0);
   });
 
+  it('up, down, up on a partitioned chat_rooms; the app role can add partitions without rights on unread_sync', async () => {
+    const { db } = await world(partitioned);
+    const state = async () =>
+      (
+        await db.sql<{ triggers: number; indexes: number; invalid: number }[]>`
+          select (select count(*)::int from pg_trigger where tgname like 'unread_sync%' and tgenabled = 'A') as triggers,
+                 (select count(*)::int from pg_class where relname like 'unread_sync_chat_rooms_%') as indexes,
+                 (select count(*)::int from pg_index i join pg_class c on c.oid = i.indexrelid
+                   where c.relname like 'unread_sync_chat_rooms_%' and not i.indisvalid) as invalid`
+      )[0];
+    expect(await state()).toEqual({ triggers: 15, indexes: 10, invalid: 0 }); // 3 x (parent + 4 partitions)
+    await migrate({ databaseUrl: db.url, direction: 'down' });
+    expect(await state()).toEqual({ triggers: 0, indexes: 0, invalid: 0 });
+    await migrate({ databaseUrl: db.url, direction: 'up' });
+    expect(await state()).toEqual({ triggers: 15, indexes: 10, invalid: 0 });
+    const role = `app_${db.name}`;
+    await db.sql.unsafe(`create role ${role}; grant create, usage on schema public to ${role}; alter table chat_rooms owner to ${role}`);
+    try {
+      await db.sql.begin(async (tx) => {
+        await tx.unsafe(`set local role ${role}`);
+        await tx.unsafe(`create table chat_rooms_ap partition of chat_rooms for values in ('ap')`);
+      });
+      const [row] = await db.sql<{ n: number }[]>`
+        select count(*)::int as n from pg_trigger where tgrelid = 'chat_rooms_ap'::regclass and tgenabled = 'A'`;
+      expect(row?.n).toBe(3);
+    } finally {
+      await db.sql.unsafe(`alter table chat_rooms owner to postgres; drop table if exists chat_rooms_ap; drop owned by ${role}; drop role ${role}`);
+    }
+  });
+
   it('a partition created later gets the capture; attaching a filled table or detaching one logs a reset', async () => {
     const { db, r, stepper, check } = await world(partitioned);
     const u = uuid();

@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestRedis, uuid, type TestRedis } from './support/env.js';
 import type { RoomChange } from '../src/store/store.js';
+import { roomField } from '../src/store/keys.js';
 
 let r: TestRedis;
 beforeAll(async () => {
@@ -21,6 +22,18 @@ describe('Redis store (Lua scripts)', () => {
     expect(await r.store.read(u)).toBeNull();
   });
 
+  it('text room ids named like the reserved fields (t, n, s) or a prototype never collide with them', async () => {
+    const u = uuid();
+    await r.store.hydrate(new Map([[u, [{ roomId: 't', unread: 2 }, { roomId: '__proto__', unread: 1 }]]]));
+    await apply(u, [set('n', 4, 1), set('s', 3, 2), set('t', 5, 3)]);
+    expect(await r.store.read(u)).toMatchObject({ total: 13, unreadRooms: 4, rooms: { t: 5, n: 4, s: 3, ['__proto__']: 1 } });
+    await apply(u, [set('t', 0, 4), set('n', 0, 5)]);
+    const c = await r.store.read(u);
+    expect(c).toMatchObject({ total: 4, unreadRooms: 2 });
+    expect(Object.entries(c?.rooms ?? {}).sort()).toEqual([['__proto__', 1], ['s', 3]]);
+    expect(await r.store.readTotals(u)).toMatchObject({ total: 4, unreadRooms: 2 });
+  });
+
   it('a hydrated user with nothing unread is one small key with total 0', async () => {
     const u = uuid();
     await r.store.hydrate(new Map([[u, []]]));
@@ -37,7 +50,8 @@ describe('Redis store (Lua scripts)', () => {
     await apply(u, [set(a, 0, 12)]);
     await apply(u, [set(a, 5, 10)]); // stale after the room was read: the tombstone rejects it
     expect(await r.store.read(u)).toMatchObject({ total: 1, unreadRooms: 1, rooms: { [b]: 1 } });
-    expect(await r.redis.hexists(r.store.keys.user(u), a)).toBe(0);
+    expect(await r.redis.hexists(r.store.keys.user(u), roomField(a))).toBe(0);
+    expect(await r.redis.hexists(r.store.keys.tombstones(u), roomField(a))).toBe(1);
   });
 
   it('publishes "total unreadRooms seq" with a seq that only grows, also across re-hydration', async () => {
