@@ -2,7 +2,7 @@ import { ageMs, parseEvent, type SetEvent } from './events.js';
 import type { Logger } from './log.js';
 import { BridgeMetrics } from './metrics.js';
 import type { ChangeSource, CycleHandler, HydratedRoom } from './sources/source.js';
-import type { RoomChange, UnreadStore } from './store/store.js';
+import { snapshotStamp, type RoomChange, type SnapshotStamp, type UnreadStore } from './store/store.js';
 import { parseUserId } from './ids.js';
 import { sleep } from './sleep.js';
 import { matchesTruth } from './verify.js';
@@ -32,7 +32,22 @@ export interface BridgeOptions {
    * Used by the fault tests to prove versions make delivery order irrelevant.
    */
   interceptor?: (rows: unknown[]) => unknown[];
+  /** Test hook: awaited right before a cycle writes its hydrations (to pause a bridge there). */
+  beforeHydrate?: () => Promise<void>;
+  /** The bridge's name: the Redis key prefix is claimed for it (null/absent: no claim). */
+  bridgeName?: string;
 }
+
+/** A bridge with another name owns the key prefix: two bridge names must not share one prefix. */
+export class PrefixOwnedError extends Error {
+  constructor(readonly owner: string) {
+    super(`the Redis key prefix is owned by bridge "${owner}"; give each bridge name its own UNREAD_KEY_PREFIX (or stop that bridge)`);
+    this.name = 'PrefixOwnedError';
+  }
+}
+
+/** How long a bridge's claim on its key prefix lasts without renewal. */
+const OWNER_TTL_MS = 30_000;
 
 /**
  * The bridge: pulls cycles from a change source, validates every event, applies them to Redis
@@ -77,6 +92,7 @@ export class Bridge {
     const verifying = (await this.verificationSample()).filter((u) => !this.pendingHydration.has(u));
     const skipUsers = new Set(hydrate);
     let read = new Map<string, HydratedRoom[]>();
+    let stamp: SnapshotStamp | null = null;
     let events = 0;
     let applying: Promise<void> = Promise.resolve();
 
@@ -86,8 +102,9 @@ export class Bridge {
         // (skipUsers); users being verified get them applied, so at the end of the cycle their
         // cache must equal the snapshot.
         read = ctx.hydrated;
+        stamp = ctx.snapshot ? snapshotStamp(ctx.snapshot) : null;
         current();
-        if (ctx.gap) await this.reset('gap or first start');
+        if (ctx.gap) await this.reset('gap or first start', stamp);
       },
       chunk: async (raw) => {
         const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
@@ -100,7 +117,7 @@ export class Bridge {
         const flush = async () => {
           await applying;
           if (groups.size > 0) {
-            applying = this.applyGroups(new Map([...groups].map(([user, rooms]) => [user, [...rooms.values()]])));
+            applying = this.applyGroups(new Map([...groups].map(([user, rooms]) => [user, [...rooms.values()]])), stamp);
             applying.catch(() => {}); // surfaced by the next await of `applying`
           }
           this.metrics.changesSkipped.inc(superseded);
@@ -118,7 +135,7 @@ export class Bridge {
             await flush();
             await applying;
             current();
-            await this.reset('chat_rooms truncated');
+            await this.reset('chat_rooms truncated', stamp);
             continue;
           }
           this.observe(event);
@@ -142,10 +159,14 @@ export class Bridge {
         current();
         const hydrated = new Map(hydrate.map((u) => [u, read.get(u) ?? []]));
         if (hydrated.size > 0) {
-          await store.hydrate(hydrated);
-          this.metrics.hydrations.inc(hydrated.size);
+          await this.options.beforeHydrate?.();
+          // Stamped: if this bridge was paused and another one has written newer state since,
+          // Redis refuses these (counted, not an error: the newer state stays).
+          const written = await store.hydrate(hydrated, stamp);
+          this.metrics.hydrations.inc(written.size);
+          this.metrics.staleRefused.inc(hydrated.size - written.size);
         }
-        if (verifying.length > 0) await this.verifyAgainst(verifying, read);
+        if (verifying.length > 0) await this.verifyAgainst(verifying, read, stamp);
         // Before the source may advance: the cycle's writes must survive a master failover.
         const unconfirmed = await store.awaitReplication();
         if (unconfirmed > 0) this.options.log.warn({ masters: unconfirmed }, 'redis replica did not confirm the cycle in time');
@@ -173,11 +194,33 @@ export class Bridge {
     let backoff = 0;
     let started = false;
     let lastMaintain = Date.now();
+    const name = this.options.bridgeName;
+    let ownerLost: string | null = null;
+    const renew = name
+      ? setInterval(() => {
+          store
+            .claimPrefix(name, OWNER_TTL_MS)
+            .then((other) => {
+              ownerLost = other;
+            })
+            .catch(() => {}); // Redis down: cycles report it
+        }, OWNER_TTL_MS / 3)
+      : null;
+    renew?.unref();
     try {
       while (!signal.aborted) {
         try {
+          if (ownerLost !== null) {
+            const owner: string = ownerLost;
+            ownerLost = null;
+            throw new PrefixOwnedError(owner);
+          }
           if (!started) {
             if (this.state.lastError !== null) this.metrics.reconnects.inc();
+            if (name) {
+              const other = await store.claimPrefix(name, OWNER_TTL_MS);
+              if (other !== null) throw new PrefixOwnedError(other);
+            }
             await source.start(signal);
             started = true;
             this.state.active = true;
@@ -195,6 +238,16 @@ export class Bridge {
           if (signal.aborted) break;
           this.metrics.errors.inc();
           this.state.lastError = (err as Error).message;
+          if (err instanceof PrefixOwnedError) {
+            // Refused, not retried quickly: the other bridge may run for days.
+            this.metrics.prefixConflicts.inc();
+            log.error({ owner: err.owner, bridge: name }, err.message);
+            if (started) await source.stop().catch(() => {});
+            started = false;
+            this.state.active = false;
+            await sleep(OWNER_TTL_MS / 3, signal);
+            continue;
+          }
           // Start over after any failure: the source reconnects and re-takes its lock, so a
           // half-broken connection is never trusted again.
           started = false;
@@ -206,6 +259,7 @@ export class Bridge {
         }
       }
     } finally {
+      if (renew) clearInterval(renew);
       this.state.active = false;
       subscriber.disconnect();
       await source.stop().catch((err: unknown) => log.warn({ err }, 'source stop failed'));
@@ -247,27 +301,34 @@ export class Bridge {
   }
 
   /** Compares cached users with the snapshot just applied; repairs and reports any difference. */
-  private async verifyAgainst(users: string[], truth: Map<string, HydratedRoom[]>): Promise<void> {
+  private async verifyAgainst(users: string[], truth: Map<string, HydratedRoom[]>, stamp: SnapshotStamp | null): Promise<void> {
     const { store, log } = this.options;
     const cached = await Promise.all(users.map((u) => store.read(u)));
     const repairs = new Map<string, HydratedRoom[]>();
+    const found: Array<{ userId: string; cachedTotal: number; cached: Record<string, number> }> = [];
     users.forEach((userId, i) => {
       const c = cached[i];
       if (!c) return; // evicted meanwhile: unknown, nothing to compare
       const rooms = truth.get(userId) ?? [];
-      const same = matchesTruth(c, rooms);
       this.metrics.verifiedUsers.inc();
-      if (!same) {
+      if (!matchesTruth(c, rooms)) {
         repairs.set(userId, rooms);
-        const database = Object.fromEntries(rooms.map((r) => [r.roomId, r.unread]));
-        const databaseTotal = rooms.reduce((a, r) => a + r.unread, 0);
-        log.error({ userId, cachedTotal: c.total, databaseTotal, cached: c.rooms, database }, 'drift found and repaired');
+        found.push({ userId, cachedTotal: c.total, cached: c.rooms });
       }
     });
-    if (repairs.size > 0) {
-      await store.hydrate(repairs);
-      this.metrics.driftRepairs.inc(repairs.size);
+    if (repairs.size === 0) return;
+    // Stamped like a hydration: a difference because another bridge already wrote newer state is
+    // not drift, and the newer state stays.
+    const written = await store.hydrate(repairs, stamp);
+    this.metrics.staleRefused.inc(repairs.size - written.size);
+    for (const f of found) {
+      if (!written.has(f.userId)) continue;
+      const rooms = repairs.get(f.userId) ?? [];
+      const database = Object.fromEntries(rooms.map((r) => [r.roomId, r.unread]));
+      const databaseTotal = rooms.reduce((a, r) => a + r.unread, 0);
+      log.error({ ...f, databaseTotal, database }, 'drift found and repaired');
     }
+    this.metrics.driftRepairs.inc(written.size);
   }
 
   private async collectHydrationRequests(): Promise<void> {
@@ -283,8 +344,8 @@ export class Bridge {
     }
   }
 
-  private async applyGroups(groups: Map<string, RoomChange[]>): Promise<void> {
-    const results = await this.options.store.apply(groups);
+  private async applyGroups(groups: Map<string, RoomChange[]>, stamp: SnapshotStamp | null): Promise<void> {
+    const results = await this.options.store.apply(groups, stamp);
     for (const r of results) {
       if (r.applied < 0) {
         this.metrics.changesUnknownUser.inc(groups.get(r.userId)?.length ?? 0);
@@ -304,8 +365,8 @@ export class Bridge {
     }
   }
 
-  private async reset(reason: string): Promise<void> {
-    const removed = await this.options.store.forgetAll();
+  private async reset(reason: string, stamp: SnapshotStamp | null): Promise<void> {
+    const removed = await this.options.store.forgetAll(stamp);
     this.metrics.resets.inc();
     this.options.log.warn({ reason, removed }, 'forgot every cached user');
   }

@@ -69,6 +69,7 @@ export function startBridge(
     verifyIntervalMs: config.verifyIntervalMs,
     verifySampleSize: config.verifySampleSize,
     cycleTimeoutMs: config.cycleTimeoutMs,
+    bridgeName: config.bridgeName,
     ...(overrides.interceptor ? { interceptor: overrides.interceptor } : {}),
   });
   const controller = new AbortController();

@@ -124,7 +124,7 @@ export class PostgresSource implements ChangeSource {
       gap = opened.gap || this.firstStart;
       if (opened.gap) this.options.log.warn({ previous }, 'change log was pruned past this bridge: resetting cache');
       const hydrated = hydrate.length > 0 ? await queries.unreadRooms(conn, hydrate) : new Map();
-      await handler.begin({ gap, hydrated });
+      await handler.begin({ gap, hydrated, snapshot });
       for await (const rows of queries.changesSince(conn, previous).cursor(this.options.batchSize)) {
         delivered += rows.length;
         await handler.chunk(rows);

@@ -4,8 +4,12 @@ export type { HydratedRoom };
 
 /** What a source hands the bridge for one read cycle, all from one consistent point. */
 export interface CycleHandler {
-  /** Called first. `gap`: changes were lost before being read; forget every cached user. */
-  begin(context: { gap: boolean; hydrated: Map<string, HydratedRoom[]> }): Promise<void>;
+  /**
+   * Called first. `gap`: changes were lost before being read; forget every cached user.
+   * `snapshot`: the pg_snapshot the cycle reads at (hydrations and changes are stamped with it);
+   * absent when the source has none (then nothing is stamped).
+   */
+  begin(context: { gap: boolean; hydrated: Map<string, HydratedRoom[]>; snapshot?: string }): Promise<void>;
   /** Raw, unvalidated events, in per-room commit order, chunk by chunk. */
   chunk(rows: unknown[]): Promise<void>;
   /** Called last, before the source records the cycle as applied. */
