@@ -145,6 +145,25 @@ export const queries = {
     return out;
   },
 
+  /**
+   * Per (user, room), the newest log id visible in this transaction's snapshot: the version the
+   * room's truth in that snapshot corresponds to (0 when its rows were pruned).
+   */
+  async roomVersions(tx: Sql | TxSql, userIds: string[]): Promise<Map<string, Map<string, string>>> {
+    const rows = await tx<{ user_id: string; room_id: string; version: string }[]>`
+      select user_id, room_id, max(id)::text as version
+        from unread_sync.changes
+       where kind = 'set' and user_id = any(${userIds}::uuid[])
+       group by user_id, room_id`;
+    const out = new Map<string, Map<string, string>>();
+    for (const r of rows) {
+      let m = out.get(r.user_id);
+      if (!m) out.set(r.user_id, (m = new Map()));
+      m.set(r.room_id, r.version);
+    }
+    return out;
+  },
+
   /** Every user with at least one unread room, in one pass over chat_rooms (stream it with .cursor()). */
   usersWithUnread(sql: Sql) {
     return sql<{ user_id: string }[]>`select distinct user_id from unread_sync.unread_truth`;

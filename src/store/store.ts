@@ -62,6 +62,11 @@ export function stampOlder(a: SnapshotStamp, b: SnapshotStamp): boolean {
   return ax < bx || (ax === bx && a.inProgress > b.inProgress);
 }
 
+function parseStamp(v: string | null | undefined): SnapshotStamp | null {
+  const m = v ? /^(\d+):(\d+)$/.exec(v) : null;
+  return m ? { xmax: m[1] as string, inProgress: Number(m[2]) } : null;
+}
+
 const stampArgs = (s: SnapshotStamp | null | undefined): [string, string] =>
   s ? [s.xmax, String(s.inProgress)] : ['', '0'];
 
@@ -222,10 +227,7 @@ export class UnreadStore {
 
   /** The stamp of the last reset under this prefix (hydrations older than it are refused). */
   async floor(): Promise<SnapshotStamp | null> {
-    const v = await this.redis.hget(this.keys.meta, 'floor');
-    if (!v) return null;
-    const [xmax, n] = v.split(':');
-    return { xmax: xmax as string, inProgress: Number(n) };
+    return parseStamp(await this.redis.hget(this.keys.meta, 'floor'));
   }
 
   /** Reads the prefix's meta hash (see KeyLayout.meta). */
@@ -272,6 +274,41 @@ export class UnreadStore {
       unreadRooms: Number(hash.n),
       rooms,
       seq: Number(hash.s),
+    };
+  }
+
+  /**
+   * The user's hash and tombstones read atomically (same slot): per room, the cached count and
+   * the version it reflects (a tombstoned room is 0 at its tombstone's version). Null when unknown.
+   */
+  async readVersioned(userId: string): Promise<{
+    counts: UnreadCounts;
+    versions: Map<string, { unread: number; version: bigint }>;
+    /** The snapshot of the last hydration (null: unstamped). */
+    loadedAt: SnapshotStamp | null;
+  } | null> {
+    const reply = await this.redirectSafe(() =>
+      this.redis.multi().hgetall(this.keys.user(userId)).hgetall(this.keys.tombstones(userId)).exec(),
+    );
+    const hash = (reply?.[0]?.[1] ?? {}) as Record<string, string>;
+    const tombs = (reply?.[1]?.[1] ?? {}) as Record<string, string>;
+    if (hash.t === undefined) return null;
+    const rooms: Record<string, number> = {};
+    const versions = new Map<string, { unread: number; version: bigint }>();
+    for (const [field, value] of Object.entries(tombs)) {
+      if (field.length > 1) versions.set(field, { unread: 0, version: BigInt(value) });
+    }
+    for (const [field, value] of Object.entries(hash)) {
+      if (field.length <= 1) continue;
+      const sep = value.indexOf(':');
+      const unread = Number(value.slice(0, sep));
+      rooms[field] = unread;
+      versions.set(field, { unread, version: BigInt(value.slice(sep + 1)) });
+    }
+    return {
+      counts: { userId, total: Number(hash.t), unreadRooms: Number(hash.n), rooms, seq: Number(hash.s) },
+      versions,
+      loadedAt: parseStamp(hash.y),
     };
   }
 

@@ -79,5 +79,7 @@ end
 if tombstoned and redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
 local seqText = string.format('%d', seq)
 redis.call('HSET', KEYS[1], 't', total, 'n', rooms, 's', seqText)
+-- Field y: the snapshot this state was loaded from (verify compares against older snapshots only).
+if stamped then redis.call('HSET', KEYS[1], 'y', ARGV[2] .. ':' .. ARGV[3]) end
 redis.call('SPUBLISH', ARGV[1], string.format('%d %d ', total, rooms) .. seqText)
 return {total, rooms, seq}
