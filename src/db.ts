@@ -80,12 +80,16 @@ export const queries = {
    * First statement of a read cycle: fixes the transaction snapshot and tells whether rows the
    * previous snapshot had not seen were pruned before being read (a gap).
    */
-  async openCycle(tx: Sql | TxSql, previous: string): Promise<{ snapshot: string; gap: boolean; pid: number }> {
+  async openCycle(tx: Sql | TxSql, previous: string, name: string): Promise<{ snapshot: string; gap: boolean; pid: number }> {
+    // Two records of pruned, never-applied rows: the newest such xid overall, and the newest one
+    // each checkpoint had not seen (which catches a gap older than an earlier one).
     const [row] = await tx<{ snapshot: string; gap: boolean; pid: number }[]>`
       select pg_current_snapshot()::text as snapshot,
              pg_backend_pid() as pid,
              coalesce((select not pg_visible_in_snapshot(value::xid8, ${previous}::pg_snapshot)
-                         from unread_sync.meta where key = 'pruned_unapplied_xid'), false) as gap`;
+                         from unread_sync.meta where key = 'pruned_unapplied_xid'), false)
+             or coalesce((select not pg_visible_in_snapshot(lost_xid, ${previous}::pg_snapshot)
+                            from unread_sync.bridge_state where name = ${name}), false) as gap`;
     if (!row) throw new Error('openCycle returned no row');
     return row;
   },

@@ -118,7 +118,7 @@ export class PostgresSource implements ChangeSource {
     let gap: boolean;
     await conn`begin isolation level repeatable read, read only`;
     try {
-      const opened = await queries.openCycle(conn, previous);
+      const opened = await queries.openCycle(conn, previous, this.options.bridgeName);
       if (opened.pid !== this.lockPid) throw new LockLostError();
       snapshot = opened.snapshot;
       gap = opened.gap || this.firstStart;
