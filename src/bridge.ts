@@ -34,6 +34,8 @@ export interface BridgeOptions {
   interceptor?: (rows: unknown[]) => unknown[];
   /** Test hook: awaited right before a cycle writes its hydrations (to pause a bridge there). */
   beforeHydrate?: () => Promise<void>;
+  /** How often to compare the database's identity and horizons with Redis's (0 = every cycle). */
+  identityCheckMs?: number;
   /** The bridge's name: the Redis key prefix is claimed for it (null/absent: no claim). */
   bridgeName?: string;
 }
@@ -64,6 +66,9 @@ export class Bridge {
   /** Bumped when the watchdog abandons a cycle: the abandoned one must not write hydrations late. */
   private generation = 0;
   private state: BridgeStatus = { active: false, lastCycleAt: null, lastError: null };
+  private identityDueAt = 0;
+  /** Highest cycle xmax and log id this bridge knows Redis reflects (written to the prefix's meta). */
+  private marks = { xmax: 0n, logId: 0n };
 
   constructor(private readonly options: BridgeOptions) {
     this.metrics = options.metrics ?? new BridgeMetrics();
@@ -87,6 +92,10 @@ export class Bridge {
     const current = () => {
       if (generation !== this.generation) throw new Error('cycle abandoned by the watchdog');
     };
+    if (source.identity && Date.now() >= this.identityDueAt) {
+      this.identityDueAt = Date.now() + (this.options.identityCheckMs ?? 5_000);
+      await this.checkDatabase();
+    }
     await this.collectHydrationRequests();
     const hydrate = [...this.pendingHydration].slice(0, this.hydrateBatchSize);
     const verifying = (await this.verificationSample()).filter((u) => !this.pendingHydration.has(u));
@@ -94,6 +103,7 @@ export class Bridge {
     let read = new Map<string, HydratedRoom[]>();
     let stamp: SnapshotStamp | null = null;
     let events = 0;
+    let maxId = 0n;
     let applying: Promise<void> = Promise.resolve();
 
     const handler: CycleHandler = {
@@ -131,6 +141,8 @@ export class Bridge {
             continue;
           }
           const event = parsed.event;
+          const id = BigInt(event.id);
+          if (id > maxId) maxId = id;
           if (event.kind === 'reset') {
             await flush();
             await applying;
@@ -167,6 +179,7 @@ export class Bridge {
           this.metrics.staleRefused.inc(hydrated.size - written.size);
         }
         if (verifying.length > 0) await this.verifyAgainst(verifying, read, stamp);
+        await this.raiseMarks(stamp, maxId);
         // Before the source may advance: the cycle's writes must survive a master failover.
         const unconfirmed = await store.awaitReplication();
         if (unconfirmed > 0) this.options.log.warn({ masters: unconfirmed }, 'redis replica did not confirm the cycle in time');
@@ -291,6 +304,49 @@ export class Bridge {
     this.hydrationWake = null;
     inner.abort();
     signal.removeEventListener('abort', onAbort);
+  }
+
+  /**
+   * Rewind and move detection. Redis keeps the database identity it was built from and the
+   * highest snapshot xmax and log id applied; a different identity, a horizon below those (a
+   * restore, PITR, failover to a replica that lost commits, a crash that lost an async commit),
+   * or a checkpoint with xids from the future (a dump restored on another cluster) means the
+   * cache describes another history: forget it, drop the foreign log rows and start from now.
+   */
+  private async checkDatabase(): Promise<void> {
+    const { source, store, log } = this.options;
+    if (!source.identity || !source.restartFromNow) return;
+    const id = await source.identity();
+    const meta = await store.meta();
+    const identity = [id.incarnation ?? '-', id.systemId ?? '-', id.timeline ?? '-', id.dbOid].join('/');
+    const reasons: string[] = [];
+    if (meta.identity !== undefined && meta.identity !== identity) reasons.push(`database identity changed (${meta.identity} -> ${identity})`);
+    if (meta.xmax !== undefined && BigInt(id.xmax) < BigInt(meta.xmax)) reasons.push(`xid horizon went back (${meta.xmax} -> ${id.xmax})`);
+    if (meta.logid !== undefined && BigInt(id.logId) < BigInt(meta.logid)) reasons.push(`log id went back (${meta.logid} -> ${id.logId})`);
+    if (id.checkpointXmax !== null && BigInt(id.checkpointXmax) > BigInt(id.xmax)) {
+      reasons.push(`checkpoint xmax ${id.checkpointXmax} is ahead of the database (${id.xmax}): xids of another cluster`);
+    }
+    if (reasons.length > 0) {
+      const snapshot = await source.restartFromNow();
+      const removed = await store.forgetAll(snapshotStamp(snapshot));
+      this.metrics.rewinds.inc();
+      this.metrics.resets.inc();
+      log.error({ reasons, removed }, 'database rewound or moved: forgot every cached user and restarted from the current snapshot');
+    }
+    if (reasons.length > 0 || meta.identity !== identity) {
+      this.marks = { xmax: BigInt(id.xmax), logId: BigInt(id.logId) };
+      await store.setMeta({ identity, xmax: id.xmax, logid: id.logId });
+    } else {
+      this.marks = { xmax: BigInt(meta.xmax ?? '0'), logId: BigInt(meta.logid ?? '0') };
+    }
+  }
+
+  /** Records in Redis how far it reflects the database (before the source may advance). */
+  private async raiseMarks(stamp: SnapshotStamp | null, maxId: bigint): Promise<void> {
+    const xmax = stamp ? BigInt(stamp.xmax) : 0n;
+    if (xmax <= this.marks.xmax && maxId <= this.marks.logId) return;
+    this.marks = { xmax: xmax > this.marks.xmax ? xmax : this.marks.xmax, logId: maxId > this.marks.logId ? maxId : this.marks.logId };
+    await this.options.store.setMeta({ xmax: String(this.marks.xmax), logid: String(this.marks.logId) });
   }
 
   private async verificationSample(): Promise<string[]> {

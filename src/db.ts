@@ -31,6 +31,16 @@ export interface HydratedRoom {
   unread: number;
 }
 
+export interface DatabaseIdentity {
+  incarnation: string | null;
+  systemId: string | null;
+  timeline: string | null;
+  dbOid: string;
+  xmax: string;
+  logId: string;
+  checkpointXmax: string | null;
+}
+
 /** A row of unread_sync.changes as the bridge reads it (validated later, by the bridge). */
 export interface ChangeRow {
   id: string;
@@ -113,6 +123,41 @@ export const queries = {
        where xid >= pg_snapshot_xmax(${previous}::pg_snapshot)
           or xid = any(array(select pg_snapshot_xip(${previous}::pg_snapshot)))
        order by id`;
+  },
+
+  /**
+   * Who the database is and how far its counters are: the incarnation (a random id made at
+   * migration, copied by a dump or a restore), the cluster's system identifier and timeline where
+   * this role may read them, the database oid (new on pg_restore into another database), and the
+   * xid and log-id horizons (they go back when the database is rewound).
+   */
+  async databaseIdentity(sql: Sql, name: string): Promise<DatabaseIdentity> {
+    const [row] = await sql<DatabaseIdentity[]>`
+      select (select value from unread_sync.meta where key = 'incarnation') as incarnation,
+             case when has_function_privilege('pg_control_system()', 'execute')
+                  then (select system_identifier::text from pg_control_system()) end as "systemId",
+             case when has_function_privilege('pg_control_checkpoint()', 'execute')
+                  then (select timeline_id::text from pg_control_checkpoint()) end as timeline,
+             (select oid::text from pg_database where datname = current_database()) as "dbOid",
+             pg_snapshot_xmax(pg_current_snapshot())::text as xmax,
+             coalesce(pg_sequence_last_value(pg_get_serial_sequence('unread_sync.changes', 'id')::regclass), 0)::text as "logId",
+             (select pg_snapshot_xmax(snapshot)::text from unread_sync.bridge_state where name = ${name}) as "checkpointXmax"`;
+    if (!row) throw new Error('databaseIdentity returned no row');
+    return row;
+  },
+
+  /**
+   * After a rewind or a move: log rows and gap records whose xids are not in this database's
+   * past are another history's (they would be read or reported as gaps forever); the caller then
+   * starts from the current snapshot with an empty cache.
+   */
+  async forgetForeignHistory(sql: Sql): Promise<void> {
+    await sql.begin(async (tx) => {
+      await tx`delete from unread_sync.changes where xid >= pg_snapshot_xmax(pg_current_snapshot())`;
+      await tx`update unread_sync.bridge_state set lost_xid = null where lost_xid >= pg_snapshot_xmax(pg_current_snapshot())`;
+      await tx`delete from unread_sync.meta
+                where key = 'pruned_unapplied_xid' and value::xid8 >= pg_snapshot_xmax(pg_current_snapshot())`;
+    });
   },
 
   /** Cheap poll: has anything been committed to the log since `previous`? (index probes only) */

@@ -19,6 +19,7 @@ export class BridgeMetrics {
   readonly driftRepairs = new Counter({ name: 'unread_sync_drift_repairs_total', help: 'Users whose cache differed from the database and was repaired (should stay 0)', registers: [this.registry] });
   readonly staleRefused = new Counter({ name: 'unread_sync_stale_writes_refused_total', help: 'Hydrations or repairs Redis refused because the state they would overwrite came from a newer snapshot', registers: [this.registry] });
   readonly prefixConflicts = new Counter({ name: 'unread_sync_prefix_conflicts_total', help: 'Start-ups refused because another bridge name owns the key prefix', registers: [this.registry] });
+  readonly rewinds = new Counter({ name: 'unread_sync_database_rewinds_total', help: 'Times the database was found rewound or moved (restore, PITR, failover loss, another cluster): cache reset', registers: [this.registry] });
   readonly reconnects = new Counter({ name: 'unread_sync_source_restarts_total', help: 'Times the source had to be started again (lock lost, connection replaced)', registers: [this.registry] });
 
   constructor(defaults = false) {

@@ -1,4 +1,4 @@
-import { connect, queries, type Sql } from '../db.js';
+import { connect, queries, type DatabaseIdentity, type Sql } from '../db.js';
 import type { Logger } from '../log.js';
 import type { ChangeSource, CycleHandler } from './source.js';
 
@@ -192,6 +192,17 @@ export class PostgresSource implements ChangeSource {
       if (deleted < PRUNE_BATCH || Date.now() > until) break;
     }
     if (total > 0) this.options.log.info({ deleted: total }, 'pruned change log');
+  }
+
+  identity(): Promise<DatabaseIdentity> {
+    return queries.databaseIdentity(this.pool, this.options.bridgeName);
+  }
+
+  async restartFromNow(): Promise<string> {
+    await queries.forgetForeignHistory(this.pool);
+    this.position = await queries.currentSnapshot(this.pool);
+    await this.persist(this.position);
+    return this.position;
   }
 
   /** Pending rows past the durable checkpoint. */

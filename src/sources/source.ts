@@ -1,6 +1,6 @@
-import type { HydratedRoom } from '../db.js';
+import type { DatabaseIdentity, HydratedRoom } from '../db.js';
 
-export type { HydratedRoom };
+export type { DatabaseIdentity, HydratedRoom };
 
 /** What a source hands the bridge for one read cycle, all from one consistent point. */
 export interface CycleHandler {
@@ -32,6 +32,13 @@ export interface ChangeSource {
   cycle(hydrate: string[], handler: CycleHandler): Promise<number>;
   /** Resolves when new changes may be there, or after `timeoutMs`. */
   waitForChanges(timeoutMs: number, signal: AbortSignal): Promise<void>;
+  /** Identity and horizons of the database (rewind and move detection); optional. */
+  identity?(): Promise<DatabaseIdentity>;
+  /**
+   * After a rewind or move: drop what belongs to another history and continue from the current
+   * snapshot (the bridge resets the cache at the same time); returns that snapshot. Optional.
+   */
+  restartFromNow?(): Promise<string>;
   /** Periodic housekeeping (log retention); optional. */
   maintain?(): Promise<void>;
   /** Changes committed but not yet acknowledged, for the backlog metric; optional. */
