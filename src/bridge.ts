@@ -12,6 +12,8 @@ export interface BridgeStatus {
   active: boolean;
   lastCycleAt: Date | null;
   lastError: string | null;
+  /** Set while capture triggers on chat_rooms do not fire: changes are not being logged. */
+  captureProblem: string | null;
 }
 
 export interface BridgeOptions {
@@ -65,7 +67,7 @@ export class Bridge {
   private verifyDueAt = 0;
   /** Bumped when the watchdog abandons a cycle: the abandoned one must not write hydrations late. */
   private generation = 0;
-  private state: BridgeStatus = { active: false, lastCycleAt: null, lastError: null };
+  private state: BridgeStatus = { active: false, lastCycleAt: null, lastError: null, captureProblem: null };
   private identityDueAt = 0;
   /** Highest cycle xmax and log id this bridge knows Redis reflects (written to the prefix's meta). */
   private marks = { xmax: 0n, logId: 0n };
@@ -95,6 +97,7 @@ export class Bridge {
     if (source.identity && Date.now() >= this.identityDueAt) {
       this.identityDueAt = Date.now() + (this.options.identityCheckMs ?? 5_000);
       await this.checkDatabase();
+      await this.checkCapture();
     }
     await this.collectHydrationRequests();
     const hydrate = [...this.pendingHydration].slice(0, this.hydrateBatchSize);
@@ -339,6 +342,26 @@ export class Bridge {
     } else {
       this.marks = { xmax: BigInt(meta.xmax ?? '0'), logId: BigInt(meta.logid ?? '0') };
     }
+  }
+
+  /**
+   * Disabled capture triggers (ALTER TABLE ... DISABLE TRIGGER) mean writes to chat_rooms are no
+   * longer logged: badges go stale without any error. Reported on /readyz and in a metric, and
+   * logged at error level once per episode.
+   */
+  private async checkCapture(): Promise<void> {
+    const { source, log } = this.options;
+    if (!source.captureProblems) return;
+    const problems = await source.captureProblems();
+    this.metrics.captureDisabled.set(problems.length);
+    const problem = problems.length > 0 ? `capture triggers not firing: ${problems.join(', ')}` : null;
+    if (problem && this.state.captureProblem === null) {
+      this.metrics.captureEpisodes.inc();
+      log.error({ triggers: problems }, `${problem}; changes to chat_rooms are not captured (ENABLE the triggers, then run \`unread-sync rebuild\`)`);
+    } else if (!problem && this.state.captureProblem !== null) {
+      log.warn('capture triggers fire again; writes made meanwhile were not captured: run `unread-sync rebuild`');
+    }
+    this.state.captureProblem = problem;
   }
 
   /** Records in Redis how far it reflects the database (before the source may advance). */

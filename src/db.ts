@@ -160,6 +160,23 @@ export const queries = {
     });
   },
 
+  /**
+   * The capture triggers on chat_rooms (and its partitions), found by their function's schema
+   * (unread_sync), not by name, with whether each fires on ordinary writes: 'D' (disabled) and
+   * 'R' (replica only) do not.
+   */
+  async captureTriggers(sql: Sql): Promise<Array<{ table: string; trigger: string; enabled: string }>> {
+    return sql<Array<{ table: string; trigger: string; enabled: string }>>`
+      select t.tgrelid::regclass::text as table, t.tgname as trigger, t.tgenabled::text as enabled
+        from pg_trigger t
+        join pg_proc p on p.oid = t.tgfoid
+        join pg_namespace n on n.oid = p.pronamespace
+       where n.nspname = 'unread_sync' and not t.tgisinternal
+         and (t.tgrelid = 'public.chat_rooms'::regclass
+              or t.tgrelid in (select relid from pg_partition_tree('public.chat_rooms'::regclass)))
+       order by 1, 2`;
+  },
+
   /** Cheap poll: has anything been committed to the log since `previous`? (index probes only) */
   async hasChangesSince(sql: Sql, previous: string): Promise<boolean> {
     const [row] = await sql<{ any: boolean }[]>`

@@ -70,6 +70,7 @@ export function startBridge(
     verifySampleSize: config.verifySampleSize,
     cycleTimeoutMs: config.cycleTimeoutMs,
     bridgeName: config.bridgeName,
+    identityCheckMs: config.dbCheckIntervalMs,
     ...(overrides.interceptor ? { interceptor: overrides.interceptor } : {}),
   });
   const controller = new AbortController();
@@ -88,6 +89,10 @@ export function startBridge(
             bridge: async () => {
               const s = bridge.status();
               if (s.lastError) throw new Error(s.lastError);
+            },
+            capture: async () => {
+              const problem = bridge.status().captureProblem;
+              if (problem) throw new Error(problem);
             },
           },
         }).catch((err: unknown) => {

@@ -77,7 +77,8 @@ describe('CLI: badge, verify, rebuild', () => {
   beforeAll(async () => {
     db = await createTestDb();
     r = await createTestRedis();
-    running = startBridge(testConfig(db, r), testLogger(), { redis: r.redis });
+    // Periodic verifier off: the CLI must be what finds and repairs the drift injected below.
+    running = startBridge(testConfig(db, r, { UNREAD_VERIFY_INTERVAL_MS: '0' }), testLogger(), { redis: r.redis });
   });
   afterAll(async () => {
     await running?.stop();

@@ -194,6 +194,12 @@ export class PostgresSource implements ChangeSource {
     if (total > 0) this.options.log.info({ deleted: total }, 'pruned change log');
   }
 
+  async captureProblems(): Promise<string[]> {
+    const triggers = await queries.captureTriggers(this.pool);
+    if (triggers.length === 0) return ['no capture trigger on public.chat_rooms'];
+    return triggers.filter((t) => t.enabled === 'D' || t.enabled === 'R').map((t) => `${t.table}.${t.trigger} (${t.enabled === 'D' ? 'disabled' : 'replica only'})`);
+  }
+
   identity(): Promise<DatabaseIdentity> {
     return queries.databaseIdentity(this.pool, this.options.bridgeName);
   }

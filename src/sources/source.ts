@@ -39,6 +39,8 @@ export interface ChangeSource {
    * snapshot (the bridge resets the cache at the same time); returns that snapshot. Optional.
    */
   restartFromNow?(): Promise<string>;
+  /** Capture triggers that do not fire on ordinary writes ("table.trigger (D)"); optional. */
+  captureProblems?(): Promise<string[]>;
   /** Periodic housekeeping (log retention); optional. */
   maintain?(): Promise<void>;
   /** Changes committed but not yet acknowledged, for the backlog metric; optional. */
