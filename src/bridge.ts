@@ -50,6 +50,10 @@ export class PrefixOwnedError extends Error {
   }
 }
 
+/** A cycle running longer than this has hydration requests answered beside it. */
+const SIDE_HYDRATION_AFTER_MS = 100;
+const SIDE_HYDRATION_POLL_MS = 25;
+
 /** How long a bridge's claim on its key prefix lasts without renewal. */
 const OWNER_TTL_MS = 30_000;
 
@@ -67,6 +71,8 @@ export class Bridge {
   private verifyDueAt = 0;
   /** Bumped when the watchdog abandons a cycle: the abandoned one must not write hydrations late. */
   private generation = 0;
+  /** Last time the running cycle made progress (a chunk applied); the watchdog judges this. */
+  private progressAt = Date.now();
   private state: BridgeStatus = { active: false, lastCycleAt: null, lastError: null, captureProblem: null };
   private identityDueAt = 0;
   /** Highest cycle xmax and log id this bridge knows Redis reflects (written to the prefix's meta). */
@@ -167,6 +173,7 @@ export class Bridge {
         }
         events += rows.length;
         await flush();
+        this.progressAt = Date.now();
       },
       end: async () => {
         await applying;
@@ -189,7 +196,12 @@ export class Bridge {
       },
     };
 
-    await source.cycle([...hydrate, ...verifying], handler);
+    const side = this.hydrateAlongside(new Set(hydrate), generation);
+    try {
+      await source.cycle([...hydrate, ...verifying], handler);
+    } finally {
+      await side.stop();
+    }
     for (const id of hydrate) this.pendingHydration.delete(id);
     this.metrics.cycles.inc();
     this.metrics.batchSize.observe(events);
@@ -283,14 +295,25 @@ export class Bridge {
     }
   }
 
+  /**
+   * Abandons a cycle that made no progress for `cycleTimeoutMs` (a hung connection), however long
+   * it has run: a transaction of any size is drained chunk by chunk, each chunk counting as progress.
+   */
   private withWatchdog<T>(work: Promise<T>): Promise<T> {
     const ms = this.options.cycleTimeoutMs ?? 120_000;
+    this.progressAt = Date.now();
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        this.generation++;
-        reject(new Error(`cycle took longer than ${ms} ms; restarting the source`));
-      }, ms);
+      const check = () => {
+        const idle = Date.now() - this.progressAt;
+        if (idle >= ms) {
+          this.generation++;
+          reject(new Error(`cycle made no progress for ${ms} ms; restarting the source`));
+        } else {
+          timer = setTimeout(check, ms - idle);
+        }
+      };
+      timer = setTimeout(check, ms);
     });
     work.catch(() => {}); // an abandoned cycle may still fail later; nobody waits for it then
     return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
@@ -307,6 +330,51 @@ export class Bridge {
     this.hydrationWake = null;
     inner.abort();
     signal.removeEventListener('abort', onAbort);
+  }
+
+  /**
+   * While a cycle runs longer than SIDE_HYDRATION_AFTER_MS (a large backlog or one huge
+   * transaction), hydration requests are answered on another connection in a fresh snapshot
+   * instead of waiting for the cycle's end. Safe because of the stamps: the hydration's snapshot
+   * is newer than the running cycle's, so Redis refuses that cycle's (older) writes for these
+   * users, and later cycles only bring changes after it.
+   */
+  private hydrateAlongside(inCycle: Set<string>, generation: number): { stop(): Promise<void> } {
+    const { source, store, log } = this.options;
+    if (!source.readHydration) return { stop: async () => {} };
+    const read = source.readHydration.bind(source);
+    const started = Date.now();
+    let stopped = false;
+    let running: Promise<void> = Promise.resolve();
+    const tick = async () => {
+      if (Date.now() - started < SIDE_HYDRATION_AFTER_MS) return;
+      await this.collectHydrationRequests();
+      const users = [...this.pendingHydration].filter((u) => !inCycle.has(u)).slice(0, this.hydrateBatchSize);
+      if (users.length === 0) return;
+      const { snapshot, rooms } = await read(users);
+      if (stopped || generation !== this.generation) return;
+      const written = await store.hydrate(new Map(users.map((u) => [u, rooms.get(u) ?? []])), snapshotStamp(snapshot));
+      this.metrics.hydrations.inc(written.size);
+      this.metrics.staleRefused.inc(users.length - written.size);
+      for (const u of users) this.pendingHydration.delete(u);
+    };
+    let busy = false;
+    const timer = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      running = tick()
+        .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'hydration beside the cycle failed'))
+        .finally(() => {
+          busy = false;
+        });
+    }, SIDE_HYDRATION_POLL_MS);
+    return {
+      stop: async () => {
+        stopped = true;
+        clearInterval(timer);
+        await running;
+      },
+    };
   }
 
   /**

@@ -104,6 +104,14 @@ export const queries = {
     return row;
   },
 
+  /** Hydration outside a cycle: the users' rooms and the snapshot they were read in. */
+  async hydrationSnapshot(sql: Sql, userIds: string[]): Promise<{ snapshot: string; rooms: Map<string, HydratedRoom[]> }> {
+    return sql.begin('isolation level repeatable read read only', async (tx) => {
+      const snapshot = await queries.currentSnapshot(tx);
+      return { snapshot, rooms: await queries.unreadRooms(tx, userIds) };
+    });
+  },
+
   /** The current snapshot, outside any cycle (first start, verify). */
   async currentSnapshot(sql: Sql | TxSql): Promise<string> {
     const [row] = await sql<{ snapshot: string }[]>`select pg_current_snapshot()::text as snapshot`;

@@ -194,6 +194,10 @@ export class PostgresSource implements ChangeSource {
     if (total > 0) this.options.log.info({ deleted: total }, 'pruned change log');
   }
 
+  readHydration(userIds: string[]) {
+    return queries.hydrationSnapshot(this.pool, userIds);
+  }
+
   async captureProblems(): Promise<string[]> {
     const triggers = await queries.captureTriggers(this.pool);
     if (triggers.length === 0) return ['no capture trigger on public.chat_rooms'];

@@ -41,6 +41,11 @@ export interface ChangeSource {
   restartFromNow?(): Promise<string>;
   /** Capture triggers that do not fire on ordinary writes ("table.trigger (D)"); optional. */
   captureProblems?(): Promise<string[]>;
+  /**
+   * Reads users' rooms in a fresh snapshot on another connection, while a cycle may be running
+   * (hydration must not wait behind a long drain); returns the snapshot for stamping. Optional.
+   */
+  readHydration?(userIds: string[]): Promise<{ snapshot: string; rooms: Map<string, HydratedRoom[]> }>;
   /** Periodic housekeeping (log retention); optional. */
   maintain?(): Promise<void>;
   /** Changes committed but not yet acknowledged, for the backlog metric; optional. */
