@@ -122,15 +122,19 @@ export const queries = {
   /**
    * Rows committed after `previous` and visible now: exactly those not visible in `previous`
    * (xid at or past its xmax, or in its in-progress list). Both branches use the xid index.
-   * Ordered by id, which is commit order for any one room.
    */
   changesSince(tx: Sql | TxSql, previous: string) {
+    // Not sorted: sorting a million-row transaction produced no row for seconds (the watchdog
+    // judges progress by chunks), and order does not matter: a change applies only if its version
+    // is newer than the room's, and a reset forgets every user whatever came before it.
     return tx<ChangeRow[]>`
       select id::text as id, kind, user_id, room_id, unread, negative, created_at
         from unread_sync.changes
        where xid >= pg_snapshot_xmax(${previous}::pg_snapshot)
-          or xid = any(array(select pg_snapshot_xip(${previous}::pg_snapshot)))
-       order by id`;
+      union all
+      select id::text as id, kind, user_id, room_id, unread, negative, created_at
+        from unread_sync.changes
+       where xid = any(array(select pg_snapshot_xip(${previous}::pg_snapshot)))`;
   },
 
   /**
