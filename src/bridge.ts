@@ -53,6 +53,7 @@ export class PrefixOwnedError extends Error {
 /** A cycle running longer than this has hydration requests answered beside it. */
 const SIDE_HYDRATION_AFTER_MS = 100;
 const SIDE_HYDRATION_POLL_MS = 25;
+const YIELD_EVERY_ROWS = 500;
 
 /** How long a bridge's claim on its key prefix lasts without renewal. */
 const OWNER_TTL_MS = 30_000;
@@ -75,6 +76,7 @@ export class Bridge {
   private progressAt = Date.now();
   private state: BridgeStatus = { active: false, lastCycleAt: null, lastError: null, captureProblem: null };
   private identityDueAt = 0;
+  private sideStore: UnreadStore | null = null;
   /** Highest cycle xmax and log id this bridge knows Redis reflects (written to the prefix's meta). */
   private marks = { xmax: 0n, logId: 0n };
 
@@ -85,6 +87,12 @@ export class Bridge {
 
   status(): BridgeStatus {
     return { ...this.state };
+  }
+
+  /** Closes the extra Redis connection used for hydrations beside long cycles (run() does this itself). */
+  dispose(): void {
+    this.sideStore?.redis.disconnect();
+    this.sideStore = null;
   }
 
   /** Queues users to load from the database in the next cycle (single-flight per user). */
@@ -143,7 +151,14 @@ export class Bridge {
           groups = new Map();
           superseded = 0;
         };
+        let sinceYield = 0;
         for (const row of rows) {
+          // Give the event loop a turn now and then: a 20,000-row chunk parsed in one go held
+          // timers and I/O (hydrations beside the cycle, the watchdog) for up to a second.
+          if (++sinceYield >= YIELD_EVERY_ROWS) {
+            sinceYield = 0;
+            await new Promise<void>((resolve) => setImmediate(resolve));
+          }
           const parsed = parseEvent(row);
           if (!parsed.ok) {
             await this.deadLetter(parsed.reason, row);
@@ -287,6 +302,7 @@ export class Bridge {
         }
       }
     } finally {
+      this.dispose();
       if (renew) clearInterval(renew);
       this.state.active = false;
       subscriber.disconnect();
@@ -340,15 +356,18 @@ export class Bridge {
    * users, and later cycles only bring changes after it.
    */
   private hydrateAlongside(inCycle: Set<string>, generation: number): { stop(): Promise<void> } {
-    const { source, store, log } = this.options;
+    const { source, log } = this.options;
     if (!source.readHydration) return { stop: async () => {} };
+    // Its own Redis connection: on the bridge's connection it would queue behind the cycle's
+    // pipelined apply scripts (seconds of them during a large drain).
+    const store = (this.sideStore ??= this.options.store.duplicate());
     const read = source.readHydration.bind(source);
     const started = Date.now();
     let stopped = false;
     let running: Promise<void> = Promise.resolve();
     const tick = async () => {
       if (Date.now() - started < SIDE_HYDRATION_AFTER_MS) return;
-      await this.collectHydrationRequests();
+      await this.collectHydrationRequests(store);
       const users = [...this.pendingHydration].filter((u) => !inCycle.has(u)).slice(0, this.hydrateBatchSize);
       if (users.length === 0) return;
       const { snapshot, rooms } = await read(users);
@@ -478,10 +497,10 @@ export class Bridge {
     this.metrics.driftRepairs.inc(written.size);
   }
 
-  private async collectHydrationRequests(): Promise<void> {
+  private async collectHydrationRequests(store = this.options.store): Promise<void> {
     const room = this.hydrateBatchSize * 2 - this.pendingHydration.size;
     if (room <= 0) return;
-    const ids = await this.options.store.takeHydrationRequests(room);
+    const ids = await store.takeHydrationRequests(room);
     for (const id of ids) {
       try {
         this.pendingHydration.add(parseUserId(id));

@@ -120,7 +120,7 @@ export class UnreadStore {
 
   constructor(
     readonly redis: RedisClient,
-    prefix: string,
+    private readonly prefix: string,
     private readonly options: { tombstoneTtlMs: number; deadLetterMax: number } = {
       tombstoneTtlMs: 86_400_000,
       deadLetterMax: 1_000,
@@ -139,6 +139,14 @@ export class UnreadStore {
       redis.defineCommand('unreadHydrateMeta', { numberOfKeys: 3, lua: HYDRATE_LUA });
     }
     this.scripts = redis as unknown as ScriptCommands;
+  }
+
+  /** The same store on a new connection (its own pipeline); the caller disconnects it. */
+  duplicate(): UnreadStore {
+    // Narrowed for the type checker: Redis and Cluster both have duplicate(), with unrelated signatures.
+    const redis = (this.redis as { duplicate(): RedisClient }).duplicate();
+    redis.on('error', () => {}); // reconnects on its own; callers see command errors
+    return new UnreadStore(redis, this.prefix, this.options);
   }
 
   /**

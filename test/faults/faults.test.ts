@@ -520,7 +520,10 @@ describe('fault suite', () => {
         while (draining && i < fresh.length) {
           const u = fresh[i++]!;
           const s = Date.now();
-          await reader.getTotal(u);
+          await reader.getTotal(u).catch((err: unknown) => {
+            console.log(bridge.output().slice(-5000));
+            throw err;
+          });
           latencies.push(Date.now() - s);
           await sleep(20);
         }
@@ -532,6 +535,7 @@ describe('fault suite', () => {
       await probes;
       latencies.sort((x, y) => x - y);
       const p = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+      if (process.env.FAULT_DEBUG) console.log(bridge.output().slice(-6000));
       const out = await converge(db.sql, r.url, r.prefix, sample, Date.now());
       const abandoned = await scrape(port, 'unread_sync_bridge_errors_total');
       const repairs = await scrape(port, 'unread_sync_drift_repairs_total');
