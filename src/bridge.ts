@@ -36,6 +36,8 @@ export interface BridgeOptions {
   interceptor?: (rows: unknown[]) => unknown[];
   /** Test hook: awaited right before a cycle writes its hydrations (to pause a bridge there). */
   beforeHydrate?: () => Promise<void>;
+  /** A cycle running longer than this has hydration requests answered beside it (default 100 ms). */
+  sideHydrationAfterMs?: number;
   /** How often to compare the database's identity and horizons with Redis's (0 = every cycle). */
   identityCheckMs?: number;
   /** The bridge's name: the Redis key prefix is claimed for it (null/absent: no claim). */
@@ -121,6 +123,7 @@ export class Bridge {
     let stamp: SnapshotStamp | null = null;
     let events = 0;
     let maxId = 0n;
+    const servedBeside = new Set<string>();
     let applying: Promise<void> = Promise.resolve();
 
     const handler: CycleHandler = {
@@ -194,7 +197,8 @@ export class Bridge {
         await applying;
         // A hydration written late would overwrite newer state: an abandoned cycle stops here.
         current();
-        const hydrated = new Map(hydrate.map((u) => [u, read.get(u) ?? []]));
+        // Users already loaded beside this cycle (in a newer snapshot) are done.
+        const hydrated = new Map(hydrate.filter((u) => !servedBeside.has(u)).map((u) => [u, read.get(u) ?? []]));
         if (hydrated.size > 0) {
           await this.options.beforeHydrate?.();
           // Stamped: if this bridge was paused and another one has written newer state since,
@@ -211,7 +215,7 @@ export class Bridge {
       },
     };
 
-    const side = this.hydrateAlongside(new Set(hydrate), generation);
+    const side = this.hydrateAlongside(servedBeside, generation);
     try {
       await source.cycle([...hydrate, ...verifying], handler);
     } finally {
@@ -355,7 +359,7 @@ export class Bridge {
    * is newer than the running cycle's, so Redis refuses that cycle's (older) writes for these
    * users, and later cycles only bring changes after it.
    */
-  private hydrateAlongside(inCycle: Set<string>, generation: number): { stop(): Promise<void> } {
+  private hydrateAlongside(served: Set<string>, generation: number): { stop(): Promise<void> } {
     const { source, log } = this.options;
     if (!source.readHydration) return { stop: async () => {} };
     // Its own Redis connection: on the bridge's connection it would queue behind the cycle's
@@ -366,16 +370,20 @@ export class Bridge {
     let stopped = false;
     let running: Promise<void> = Promise.resolve();
     const tick = async () => {
-      if (Date.now() - started < SIDE_HYDRATION_AFTER_MS) return;
+      if (Date.now() - started < (this.options.sideHydrationAfterMs ?? SIDE_HYDRATION_AFTER_MS)) return;
       await this.collectHydrationRequests(store);
-      const users = [...this.pendingHydration].filter((u) => !inCycle.has(u)).slice(0, this.hydrateBatchSize);
+      // The cycle's own hydration list included: its snapshot is older than this one.
+      const users = [...this.pendingHydration].filter((u) => !served.has(u)).slice(0, this.hydrateBatchSize);
       if (users.length === 0) return;
       const { snapshot, rooms } = await read(users);
       if (stopped || generation !== this.generation) return;
       const written = await store.hydrate(new Map(users.map((u) => [u, rooms.get(u) ?? []])), snapshotStamp(snapshot));
       this.metrics.hydrations.inc(written.size);
       this.metrics.staleRefused.inc(users.length - written.size);
-      for (const u of users) this.pendingHydration.delete(u);
+      for (const u of users) {
+        this.pendingHydration.delete(u);
+        served.add(u);
+      }
     };
     let busy = false;
     const timer = setInterval(() => {

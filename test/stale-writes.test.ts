@@ -67,6 +67,7 @@ describe('nothing older overwrites something newer (issue 10, point 6)', () => {
     const pausedAt = new Promise<void>((res) => (paused = res));
     const gate = new Promise<void>((res) => (release = res));
     const a = await steppedBridge(config, r, undefined, {
+      sideHydrationAfterMs: 3_600_000, // the late write under test is the cycle's own
       beforeHydrate: async () => {
         paused();
         await gate;
