@@ -10,7 +10,7 @@ export interface CycleHandler {
    * absent when the source has none (then nothing is stamped).
    */
   begin(context: { gap: boolean; hydrated: Map<string, HydratedRoom[]>; snapshot?: string }): Promise<void>;
-  /** Raw, unvalidated events, in per-room commit order, chunk by chunk. */
+  /** Raw, unvalidated events, chunk by chunk, in any order (versions decide what applies). */
   chunk(rows: unknown[]): Promise<void>;
   /** Called last, before the source records the cycle as applied. */
   end(): Promise<void>;
