@@ -2,7 +2,7 @@ import { ageMs, parseEvent, type SetEvent } from './events.js';
 import type { Logger } from './log.js';
 import { BridgeMetrics } from './metrics.js';
 import type { ChangeSource, CycleHandler, HydratedRoom } from './sources/source.js';
-import type { RoomChange, UnreadStore } from './store/store.js';
+import { snapshotStamp, type RoomChange, type SnapshotStamp, type UnreadStore } from './store/store.js';
 import { parseUserId } from './ids.js';
 import { sleep } from './sleep.js';
 import { matchesTruth } from './verify.js';
@@ -12,6 +12,8 @@ export interface BridgeStatus {
   active: boolean;
   lastCycleAt: Date | null;
   lastError: string | null;
+  /** Set while capture triggers on chat_rooms do not fire: changes are not being logged. */
+  captureProblem: string | null;
 }
 
 export interface BridgeOptions {
@@ -34,7 +36,31 @@ export interface BridgeOptions {
   interceptor?: (rows: unknown[]) => unknown[];
   /** Called with every valid change of a chunk once it was handed to Redis (Supabase-direct publisher). */
   onChanges?: (events: SetEvent[]) => Promise<void>;
+  /** Test hook: awaited right before a cycle writes its hydrations (to pause a bridge there). */
+  beforeHydrate?: () => Promise<void>;
+  /** A cycle running longer than this has hydration requests answered beside it (default 100 ms). */
+  sideHydrationAfterMs?: number;
+  /** How often to compare the database's identity and horizons with Redis's (0 = every cycle). */
+  identityCheckMs?: number;
+  /** The bridge's name: the Redis key prefix is claimed for it (null/absent: no claim). */
+  bridgeName?: string;
 }
+
+/** A bridge with another name owns the key prefix: two bridge names must not share one prefix. */
+export class PrefixOwnedError extends Error {
+  constructor(readonly owner: string) {
+    super(`the Redis key prefix is owned by bridge "${owner}"; give each bridge name its own UNREAD_KEY_PREFIX (or stop that bridge)`);
+    this.name = 'PrefixOwnedError';
+  }
+}
+
+/** A cycle running longer than this has hydration requests answered beside it. */
+const SIDE_HYDRATION_AFTER_MS = 100;
+const SIDE_HYDRATION_POLL_MS = 25;
+const YIELD_EVERY_ROWS = 500;
+
+/** How long a bridge's claim on its key prefix lasts without renewal. */
+const OWNER_TTL_MS = 30_000;
 
 /**
  * The bridge: pulls cycles from a change source, validates every event, applies them to Redis
@@ -50,7 +76,13 @@ export class Bridge {
   private verifyDueAt = 0;
   /** Bumped when the watchdog abandons a cycle: the abandoned one must not write hydrations late. */
   private generation = 0;
-  private state: BridgeStatus = { active: false, lastCycleAt: null, lastError: null };
+  /** Last time the running cycle made progress (a chunk applied); the watchdog judges this. */
+  private progressAt = Date.now();
+  private state: BridgeStatus = { active: false, lastCycleAt: null, lastError: null, captureProblem: null };
+  private identityDueAt = 0;
+  private sideStore: UnreadStore | null = null;
+  /** Highest cycle xmax and log id this bridge knows Redis reflects (written to the prefix's meta). */
+  private marks = { xmax: 0n, logId: 0n };
 
   constructor(private readonly options: BridgeOptions) {
     this.metrics = options.metrics ?? new BridgeMetrics();
@@ -59,6 +91,12 @@ export class Bridge {
 
   status(): BridgeStatus {
     return { ...this.state };
+  }
+
+  /** Closes the extra Redis connection used for hydrations beside long cycles (run() does this itself). */
+  dispose(): void {
+    this.sideStore?.redis.disconnect();
+    this.sideStore = null;
   }
 
   /** Queues users to load from the database in the next cycle (single-flight per user). */
@@ -74,12 +112,20 @@ export class Bridge {
     const current = () => {
       if (generation !== this.generation) throw new Error('cycle abandoned by the watchdog');
     };
+    if (source.identity && Date.now() >= this.identityDueAt) {
+      this.identityDueAt = Date.now() + (this.options.identityCheckMs ?? 5_000);
+      await this.checkDatabase();
+      await this.checkCapture();
+    }
     await this.collectHydrationRequests();
     const hydrate = [...this.pendingHydration].slice(0, this.hydrateBatchSize);
     const verifying = (await this.verificationSample()).filter((u) => !this.pendingHydration.has(u));
     const skipUsers = new Set(hydrate);
     let read = new Map<string, HydratedRoom[]>();
+    let stamp: SnapshotStamp | null = null;
     let events = 0;
+    let maxId = 0n;
+    const servedBeside = new Set<string>();
     let applying: Promise<void> = Promise.resolve();
 
     const handler: CycleHandler = {
@@ -88,8 +134,9 @@ export class Bridge {
         // (skipUsers); users being verified get them applied, so at the end of the cycle their
         // cache must equal the snapshot.
         read = ctx.hydrated;
+        stamp = ctx.snapshot ? snapshotStamp(ctx.snapshot) : null;
         current();
-        if (ctx.gap) await this.reset('gap or first start');
+        if (ctx.gap) await this.reset('gap or first start', stamp);
       },
       chunk: async (raw) => {
         const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
@@ -103,25 +150,34 @@ export class Bridge {
         const flush = async () => {
           await applying;
           if (groups.size > 0) {
-            applying = this.applyGroups(new Map([...groups].map(([user, rooms]) => [user, [...rooms.values()]])));
+            applying = this.applyGroups(new Map([...groups].map(([user, rooms]) => [user, [...rooms.values()]])), stamp);
             applying.catch(() => {}); // surfaced by the next await of `applying`
           }
           this.metrics.changesSkipped.inc(superseded);
           groups = new Map();
           superseded = 0;
         };
+        let sinceYield = 0;
         for (const row of rows) {
+          // Give the event loop a turn now and then: a 20,000-row chunk parsed in one go held
+          // timers and I/O (hydrations beside the cycle, the watchdog) for up to a second.
+          if (++sinceYield >= YIELD_EVERY_ROWS) {
+            sinceYield = 0;
+            await new Promise<void>((resolve) => setImmediate(resolve));
+          }
           const parsed = parseEvent(row);
           if (!parsed.ok) {
             await this.deadLetter(parsed.reason, row);
             continue;
           }
           const event = parsed.event;
+          const id = BigInt(event.id);
+          if (id > maxId) maxId = id;
           if (event.kind === 'reset') {
             await flush();
             await applying;
             current();
-            await this.reset('chat_rooms truncated');
+            await this.reset('chat_rooms truncated', stamp);
             continue;
           }
           this.observe(event);
@@ -140,24 +196,36 @@ export class Bridge {
         events += rows.length;
         await flush();
         if (this.options.onChanges && valid.length > 0) await this.options.onChanges(valid);
+        this.progressAt = Date.now();
       },
       end: async () => {
         await applying;
         // A hydration written late would overwrite newer state: an abandoned cycle stops here.
         current();
-        const hydrated = new Map(hydrate.map((u) => [u, read.get(u) ?? []]));
+        // Users already loaded beside this cycle (in a newer snapshot) are done.
+        const hydrated = new Map(hydrate.filter((u) => !servedBeside.has(u)).map((u) => [u, read.get(u) ?? []]));
         if (hydrated.size > 0) {
-          await store.hydrate(hydrated);
-          this.metrics.hydrations.inc(hydrated.size);
+          await this.options.beforeHydrate?.();
+          // Stamped: if this bridge was paused and another one has written newer state since,
+          // Redis refuses these (counted, not an error: the newer state stays).
+          const written = await store.hydrate(hydrated, stamp);
+          this.metrics.hydrations.inc(written.size);
+          this.metrics.staleRefused.inc(hydrated.size - written.size);
         }
-        if (verifying.length > 0) await this.verifyAgainst(verifying, read);
+        if (verifying.length > 0) await this.verifyAgainst(verifying, read, stamp);
+        await this.raiseMarks(stamp, maxId);
         // Before the source may advance: the cycle's writes must survive a master failover.
         const unconfirmed = await store.awaitReplication();
         if (unconfirmed > 0) this.options.log.warn({ masters: unconfirmed }, 'redis replica did not confirm the cycle in time');
       },
     };
 
-    await source.cycle([...hydrate, ...verifying], handler);
+    const side = this.hydrateAlongside(servedBeside, generation);
+    try {
+      await source.cycle([...hydrate, ...verifying], handler);
+    } finally {
+      await side.stop();
+    }
     for (const id of hydrate) this.pendingHydration.delete(id);
     this.metrics.cycles.inc();
     this.metrics.batchSize.observe(events);
@@ -178,11 +246,33 @@ export class Bridge {
     let backoff = 0;
     let started = false;
     let lastMaintain = Date.now();
+    const name = this.options.bridgeName;
+    let ownerLost: string | null = null;
+    const renew = name
+      ? setInterval(() => {
+          store
+            .claimPrefix(name, OWNER_TTL_MS)
+            .then((other) => {
+              ownerLost = other;
+            })
+            .catch(() => {}); // Redis down: cycles report it
+        }, OWNER_TTL_MS / 3)
+      : null;
+    renew?.unref();
     try {
       while (!signal.aborted) {
         try {
+          if (ownerLost !== null) {
+            const owner: string = ownerLost;
+            ownerLost = null;
+            throw new PrefixOwnedError(owner);
+          }
           if (!started) {
             if (this.state.lastError !== null) this.metrics.reconnects.inc();
+            if (name) {
+              const other = await store.claimPrefix(name, OWNER_TTL_MS);
+              if (other !== null) throw new PrefixOwnedError(other);
+            }
             await source.start(signal);
             started = true;
             this.state.active = true;
@@ -200,6 +290,16 @@ export class Bridge {
           if (signal.aborted) break;
           this.metrics.errors.inc();
           this.state.lastError = (err as Error).message;
+          if (err instanceof PrefixOwnedError) {
+            // Refused, not retried quickly: the other bridge may run for days.
+            this.metrics.prefixConflicts.inc();
+            log.error({ owner: err.owner, bridge: name }, err.message);
+            if (started) await source.stop().catch(() => {});
+            started = false;
+            this.state.active = false;
+            await sleep(OWNER_TTL_MS / 3, signal);
+            continue;
+          }
           // Start over after any failure: the source reconnects and re-takes its lock, so a
           // half-broken connection is never trusted again.
           started = false;
@@ -211,6 +311,8 @@ export class Bridge {
         }
       }
     } finally {
+      this.dispose();
+      if (renew) clearInterval(renew);
       this.state.active = false;
       subscriber.disconnect();
       await source.stop().catch((err: unknown) => log.warn({ err }, 'source stop failed'));
@@ -218,14 +320,25 @@ export class Bridge {
     }
   }
 
+  /**
+   * Abandons a cycle that made no progress for `cycleTimeoutMs` (a hung connection), however long
+   * it has run: a transaction of any size is drained chunk by chunk, each chunk counting as progress.
+   */
   private withWatchdog<T>(work: Promise<T>): Promise<T> {
     const ms = this.options.cycleTimeoutMs ?? 120_000;
+    this.progressAt = Date.now();
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        this.generation++;
-        reject(new Error(`cycle took longer than ${ms} ms; restarting the source`));
-      }, ms);
+      const check = () => {
+        const idle = Date.now() - this.progressAt;
+        if (idle >= ms) {
+          this.generation++;
+          reject(new Error(`cycle made no progress for ${ms} ms; restarting the source`));
+        } else {
+          timer = setTimeout(check, ms - idle);
+        }
+      };
+      timer = setTimeout(check, ms);
     });
     work.catch(() => {}); // an abandoned cycle may still fail later; nobody waits for it then
     return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
@@ -244,6 +357,121 @@ export class Bridge {
     signal.removeEventListener('abort', onAbort);
   }
 
+  /**
+   * While a cycle runs longer than SIDE_HYDRATION_AFTER_MS (a large backlog or one huge
+   * transaction), hydration requests are answered on another connection in a fresh snapshot
+   * instead of waiting for the cycle's end. Safe because of the stamps: the hydration's snapshot
+   * is newer than the running cycle's, so Redis refuses that cycle's (older) writes for these
+   * users, and later cycles only bring changes after it.
+   */
+  private hydrateAlongside(served: Set<string>, generation: number): { stop(): Promise<void> } {
+    const { source, log } = this.options;
+    if (!source.readHydration) return { stop: async () => {} };
+    // Its own Redis connection: on the bridge's connection it would queue behind the cycle's
+    // pipelined apply scripts (seconds of them during a large drain).
+    const store = (this.sideStore ??= this.options.store.duplicate());
+    const read = source.readHydration.bind(source);
+    const started = Date.now();
+    let stopped = false;
+    let running: Promise<void> = Promise.resolve();
+    const tick = async () => {
+      if (Date.now() - started < (this.options.sideHydrationAfterMs ?? SIDE_HYDRATION_AFTER_MS)) return;
+      await this.collectHydrationRequests(store);
+      // The cycle's own hydration list included: its snapshot is older than this one.
+      const users = [...this.pendingHydration].filter((u) => !served.has(u)).slice(0, this.hydrateBatchSize);
+      if (users.length === 0) return;
+      const { snapshot, rooms } = await read(users);
+      if (stopped || generation !== this.generation) return;
+      const written = await store.hydrate(new Map(users.map((u) => [u, rooms.get(u) ?? []])), snapshotStamp(snapshot));
+      this.metrics.hydrations.inc(written.size);
+      this.metrics.staleRefused.inc(users.length - written.size);
+      for (const u of users) {
+        this.pendingHydration.delete(u);
+        served.add(u);
+      }
+    };
+    let busy = false;
+    const timer = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      running = tick()
+        .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'hydration beside the cycle failed'))
+        .finally(() => {
+          busy = false;
+        });
+    }, SIDE_HYDRATION_POLL_MS);
+    return {
+      stop: async () => {
+        stopped = true;
+        clearInterval(timer);
+        await running;
+      },
+    };
+  }
+
+  /**
+   * Rewind and move detection. Redis keeps the database identity it was built from and the
+   * highest snapshot xmax and log id applied; a different identity, a horizon below those (a
+   * restore, PITR, failover to a replica that lost commits, a crash that lost an async commit),
+   * or a checkpoint with xids from the future (a dump restored on another cluster) means the
+   * cache describes another history: forget it, drop the foreign log rows and start from now.
+   */
+  private async checkDatabase(): Promise<void> {
+    const { source, store, log } = this.options;
+    if (!source.identity || !source.restartFromNow) return;
+    const id = await source.identity();
+    const meta = await store.meta();
+    const identity = [id.incarnation ?? '-', id.systemId ?? '-', id.timeline ?? '-', id.dbOid].join('/');
+    const reasons: string[] = [];
+    if (meta.identity !== undefined && meta.identity !== identity) reasons.push(`database identity changed (${meta.identity} -> ${identity})`);
+    if (meta.xmax !== undefined && BigInt(id.xmax) < BigInt(meta.xmax)) reasons.push(`xid horizon went back (${meta.xmax} -> ${id.xmax})`);
+    if (meta.logid !== undefined && BigInt(id.logId) < BigInt(meta.logid)) reasons.push(`log id went back (${meta.logid} -> ${id.logId})`);
+    if (id.checkpointXmax !== null && BigInt(id.checkpointXmax) > BigInt(id.xmax)) {
+      reasons.push(`checkpoint xmax ${id.checkpointXmax} is ahead of the database (${id.xmax}): xids of another cluster`);
+    }
+    if (reasons.length > 0) {
+      const snapshot = await source.restartFromNow();
+      const removed = await store.forgetAll(snapshotStamp(snapshot));
+      this.metrics.rewinds.inc();
+      this.metrics.resets.inc();
+      log.error({ reasons, removed }, 'database rewound or moved: forgot every cached user and restarted from the current snapshot');
+    }
+    if (reasons.length > 0 || meta.identity !== identity) {
+      this.marks = { xmax: BigInt(id.xmax), logId: BigInt(id.logId) };
+      await store.setMeta({ identity, xmax: id.xmax, logid: id.logId });
+    } else {
+      this.marks = { xmax: BigInt(meta.xmax ?? '0'), logId: BigInt(meta.logid ?? '0') };
+    }
+  }
+
+  /**
+   * Disabled capture triggers (ALTER TABLE ... DISABLE TRIGGER) mean writes to chat_rooms are no
+   * longer logged: badges go stale without any error. Reported on /readyz and in a metric, and
+   * logged at error level once per episode.
+   */
+  private async checkCapture(): Promise<void> {
+    const { source, log } = this.options;
+    if (!source.captureProblems) return;
+    const problems = await source.captureProblems();
+    this.metrics.captureDisabled.set(problems.length);
+    const problem = problems.length > 0 ? `capture triggers not firing: ${problems.join(', ')}` : null;
+    if (problem && this.state.captureProblem === null) {
+      this.metrics.captureEpisodes.inc();
+      log.error({ triggers: problems }, `${problem}; changes to chat_rooms are not captured (ENABLE the triggers, then run \`unread-sync rebuild\`)`);
+    } else if (!problem && this.state.captureProblem !== null) {
+      log.warn('capture triggers fire again; writes made meanwhile were not captured: run `unread-sync rebuild`');
+    }
+    this.state.captureProblem = problem;
+  }
+
+  /** Records in Redis how far it reflects the database (before the source may advance). */
+  private async raiseMarks(stamp: SnapshotStamp | null, maxId: bigint): Promise<void> {
+    const xmax = stamp ? BigInt(stamp.xmax) : 0n;
+    if (xmax <= this.marks.xmax && maxId <= this.marks.logId) return;
+    this.marks = { xmax: xmax > this.marks.xmax ? xmax : this.marks.xmax, logId: maxId > this.marks.logId ? maxId : this.marks.logId };
+    await this.options.store.setMeta({ xmax: String(this.marks.xmax), logid: String(this.marks.logId) });
+  }
+
   private async verificationSample(): Promise<string[]> {
     const every = this.options.verifyIntervalMs ?? 0;
     if (every <= 0 || Date.now() < this.verifyDueAt) return [];
@@ -252,33 +480,40 @@ export class Bridge {
   }
 
   /** Compares cached users with the snapshot just applied; repairs and reports any difference. */
-  private async verifyAgainst(users: string[], truth: Map<string, HydratedRoom[]>): Promise<void> {
+  private async verifyAgainst(users: string[], truth: Map<string, HydratedRoom[]>, stamp: SnapshotStamp | null): Promise<void> {
     const { store, log } = this.options;
     const cached = await Promise.all(users.map((u) => store.read(u)));
     const repairs = new Map<string, HydratedRoom[]>();
+    const found: Array<{ userId: string; cachedTotal: number; cached: Record<string, number> }> = [];
     users.forEach((userId, i) => {
       const c = cached[i];
       if (!c) return; // evicted meanwhile: unknown, nothing to compare
       const rooms = truth.get(userId) ?? [];
-      const same = matchesTruth(c, rooms);
       this.metrics.verifiedUsers.inc();
-      if (!same) {
+      if (!matchesTruth(c, rooms)) {
         repairs.set(userId, rooms);
-        const database = Object.fromEntries(rooms.map((r) => [r.roomId, r.unread]));
-        const databaseTotal = rooms.reduce((a, r) => a + r.unread, 0);
-        log.error({ userId, cachedTotal: c.total, databaseTotal, cached: c.rooms, database }, 'drift found and repaired');
+        found.push({ userId, cachedTotal: c.total, cached: c.rooms });
       }
     });
-    if (repairs.size > 0) {
-      await store.hydrate(repairs);
-      this.metrics.driftRepairs.inc(repairs.size);
+    if (repairs.size === 0) return;
+    // Stamped like a hydration: a difference because another bridge already wrote newer state is
+    // not drift, and the newer state stays.
+    const written = await store.hydrate(repairs, stamp);
+    this.metrics.staleRefused.inc(repairs.size - written.size);
+    for (const f of found) {
+      if (!written.has(f.userId)) continue;
+      const rooms = repairs.get(f.userId) ?? [];
+      const database = Object.fromEntries(rooms.map((r) => [r.roomId, r.unread]));
+      const databaseTotal = rooms.reduce((a, r) => a + r.unread, 0);
+      log.error({ ...f, databaseTotal, database }, 'drift found and repaired');
     }
+    this.metrics.driftRepairs.inc(written.size);
   }
 
-  private async collectHydrationRequests(): Promise<void> {
+  private async collectHydrationRequests(store = this.options.store): Promise<void> {
     const room = this.hydrateBatchSize * 2 - this.pendingHydration.size;
     if (room <= 0) return;
-    const ids = await this.options.store.takeHydrationRequests(room);
+    const ids = await store.takeHydrationRequests(room);
     for (const id of ids) {
       try {
         this.pendingHydration.add(parseUserId(id));
@@ -288,8 +523,8 @@ export class Bridge {
     }
   }
 
-  private async applyGroups(groups: Map<string, RoomChange[]>): Promise<void> {
-    const results = await this.options.store.apply(groups);
+  private async applyGroups(groups: Map<string, RoomChange[]>, stamp: SnapshotStamp | null): Promise<void> {
+    const results = await this.options.store.apply(groups, stamp);
     for (const r of results) {
       if (r.applied < 0) {
         this.metrics.changesUnknownUser.inc(groups.get(r.userId)?.length ?? 0);
@@ -309,8 +544,8 @@ export class Bridge {
     }
   }
 
-  private async reset(reason: string): Promise<void> {
-    const removed = await this.options.store.forgetAll();
+  private async reset(reason: string, stamp: SnapshotStamp | null): Promise<void> {
+    const removed = await this.options.store.forgetAll(stamp);
     this.metrics.resets.inc();
     this.options.log.warn({ reason, removed }, 'forgot every cached user');
   }

@@ -35,6 +35,7 @@ const schema = z.object({
   UNREAD_CYCLE_TIMEOUT_MS: int(1_000, 3_600_000, 120_000),
   UNREAD_VERIFY_INTERVAL_MS: int(0, 86_400_000, 30_000),
   UNREAD_VERIFY_SAMPLE: int(1, 10_000, 50),
+  UNREAD_DB_CHECK_INTERVAL_MS: int(0, 3_600_000, 5_000),
   UNREAD_BRIDGE_NAME: z
     .string()
     .default('default')
@@ -71,6 +72,8 @@ export interface Config {
   pollMinMs: number;
   checkpointIntervalMs: number;
   tombstoneTtlMs: number;
+  /** How often the bridge checks the database's identity/horizons and its capture triggers. */
+  dbCheckIntervalMs: number;
   pruneIntervalMs: number;
   logMinAgeSeconds: number;
   logMaxAgeSeconds: number;
@@ -126,6 +129,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     deadLetterMax: e.UNREAD_DEAD_LETTER_MAX,
     verifyIntervalMs: e.UNREAD_VERIFY_INTERVAL_MS,
     cycleTimeoutMs: e.UNREAD_CYCLE_TIMEOUT_MS,
+    dbCheckIntervalMs: e.UNREAD_DB_CHECK_INTERVAL_MS,
     metricsPort: e.UNREAD_METRICS_PORT,
     metricsHost: e.UNREAD_METRICS_HOST,
     verifySampleSize: e.UNREAD_VERIFY_SAMPLE,

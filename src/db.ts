@@ -31,6 +31,16 @@ export interface HydratedRoom {
   unread: number;
 }
 
+export interface DatabaseIdentity {
+  incarnation: string | null;
+  systemId: string | null;
+  timeline: string | null;
+  dbOid: string;
+  xmax: string;
+  logId: string;
+  checkpointXmax: string | null;
+}
+
 /** A row of unread_sync.changes as the bridge reads it (validated later, by the bridge). */
 export interface ChangeRow {
   id: string;
@@ -82,14 +92,26 @@ export const queries = {
    * First statement of a read cycle: fixes the transaction snapshot and tells whether rows the
    * previous snapshot had not seen were pruned before being read (a gap).
    */
-  async openCycle(tx: Sql | TxSql, previous: string): Promise<{ snapshot: string; gap: boolean; pid: number }> {
+  async openCycle(tx: Sql | TxSql, previous: string, name: string): Promise<{ snapshot: string; gap: boolean; pid: number }> {
+    // Two records of pruned, never-applied rows: the newest such xid overall, and the newest one
+    // each checkpoint had not seen (which catches a gap older than an earlier one).
     const [row] = await tx<{ snapshot: string; gap: boolean; pid: number }[]>`
       select pg_current_snapshot()::text as snapshot,
              pg_backend_pid() as pid,
              coalesce((select not pg_visible_in_snapshot(value::xid8, ${previous}::pg_snapshot)
-                         from unread_sync.meta where key = 'pruned_unapplied_xid'), false) as gap`;
+                         from unread_sync.meta where key = 'pruned_unapplied_xid'), false)
+             or coalesce((select not pg_visible_in_snapshot(lost_xid, ${previous}::pg_snapshot)
+                            from unread_sync.bridge_state where name = ${name}), false) as gap`;
     if (!row) throw new Error('openCycle returned no row');
     return row;
+  },
+
+  /** Hydration outside a cycle: the users' rooms and the snapshot they were read in. */
+  async hydrationSnapshot(sql: Sql, userIds: string[]): Promise<{ snapshot: string; rooms: Map<string, HydratedRoom[]> }> {
+    return sql.begin('isolation level repeatable read read only', async (tx) => {
+      const snapshot = await queries.currentSnapshot(tx);
+      return { snapshot, rooms: await queries.unreadRooms(tx, userIds) };
+    });
   },
 
   /** The current snapshot, outside any cycle (first start, verify). */
@@ -102,15 +124,71 @@ export const queries = {
   /**
    * Rows committed after `previous` and visible now: exactly those not visible in `previous`
    * (xid at or past its xmax, or in its in-progress list). Both branches use the xid index.
-   * Ordered by id, which is commit order for any one room.
    */
   changesSince(tx: Sql | TxSql, previous: string) {
+    // Not sorted: sorting a million-row transaction produced no row for seconds (the watchdog
+    // judges progress by chunks), and order does not matter: a change applies only if its version
+    // is newer than the room's, and a reset forgets every user whatever came before it.
     return tx<ChangeRow[]>`
       select id::text as id, xid::text as xid, kind, user_id, room_id, unread, negative, created_at
         from unread_sync.changes
        where xid >= pg_snapshot_xmax(${previous}::pg_snapshot)
-          or xid = any(array(select pg_snapshot_xip(${previous}::pg_snapshot)))
-       order by id`;
+      union all
+      select id::text as id, kind, user_id, room_id, unread, negative, created_at
+        from unread_sync.changes
+       where xid = any(array(select pg_snapshot_xip(${previous}::pg_snapshot)))`;
+  },
+
+  /**
+   * Who the database is and how far its counters are: the incarnation (a random id made at
+   * migration, copied by a dump or a restore), the cluster's system identifier and timeline where
+   * this role may read them, the database oid (new on pg_restore into another database), and the
+   * xid and log-id horizons (they go back when the database is rewound).
+   */
+  async databaseIdentity(sql: Sql, name: string): Promise<DatabaseIdentity> {
+    const [row] = await sql<DatabaseIdentity[]>`
+      select (select value from unread_sync.meta where key = 'incarnation') as incarnation,
+             case when has_function_privilege('pg_control_system()', 'execute')
+                  then (select system_identifier::text from pg_control_system()) end as "systemId",
+             case when has_function_privilege('pg_control_checkpoint()', 'execute')
+                  then (select timeline_id::text from pg_control_checkpoint()) end as timeline,
+             (select oid::text from pg_database where datname = current_database()) as "dbOid",
+             pg_snapshot_xmax(pg_current_snapshot())::text as xmax,
+             coalesce(pg_sequence_last_value(pg_get_serial_sequence('unread_sync.changes', 'id')::regclass), 0)::text as "logId",
+             (select pg_snapshot_xmax(snapshot)::text from unread_sync.bridge_state where name = ${name}) as "checkpointXmax"`;
+    if (!row) throw new Error('databaseIdentity returned no row');
+    return row;
+  },
+
+  /**
+   * After a rewind or a move: log rows and gap records whose xids are not in this database's
+   * past are another history's (they would be read or reported as gaps forever); the caller then
+   * starts from the current snapshot with an empty cache.
+   */
+  async forgetForeignHistory(sql: Sql): Promise<void> {
+    await sql.begin(async (tx) => {
+      await tx`delete from unread_sync.changes where xid >= pg_snapshot_xmax(pg_current_snapshot())`;
+      await tx`update unread_sync.bridge_state set lost_xid = null where lost_xid >= pg_snapshot_xmax(pg_current_snapshot())`;
+      await tx`delete from unread_sync.meta
+                where key = 'pruned_unapplied_xid' and value::xid8 >= pg_snapshot_xmax(pg_current_snapshot())`;
+    });
+  },
+
+  /**
+   * The capture triggers on chat_rooms (and its partitions), found by their function's schema
+   * (unread_sync), not by name, with whether each fires on ordinary writes: 'D' (disabled) and
+   * 'R' (replica only) do not.
+   */
+  async captureTriggers(sql: Sql): Promise<Array<{ table: string; trigger: string; enabled: string }>> {
+    return sql<Array<{ table: string; trigger: string; enabled: string }>>`
+      select t.tgrelid::regclass::text as table, t.tgname as trigger, t.tgenabled::text as enabled
+        from pg_trigger t
+        join pg_proc p on p.oid = t.tgfoid
+        join pg_namespace n on n.oid = p.pronamespace
+       where n.nspname = 'unread_sync' and not t.tgisinternal
+         and (t.tgrelid = 'public.chat_rooms'::regclass
+              or t.tgrelid in (select relid from pg_partition_tree('public.chat_rooms'::regclass)))
+       order by 1, 2`;
   },
 
   /** Cheap poll: has anything been committed to the log since `previous`? (index probes only) */
@@ -145,6 +223,25 @@ export const queries = {
          and r.company_id is distinct from r.user_id`;
     const out = new Map<string, HydratedRoom[]>(userIds.map((id) => [id, []]));
     for (const r of rows) out.get(r.user_id)?.push({ roomId: r.room_id, unread: r.unread });
+    return out;
+  },
+
+  /**
+   * Per (user, room), the newest log id visible in this transaction's snapshot: the version the
+   * room's truth in that snapshot corresponds to (0 when its rows were pruned).
+   */
+  async roomVersions(tx: Sql | TxSql, userIds: string[]): Promise<Map<string, Map<string, string>>> {
+    const rows = await tx<{ user_id: string; room_id: string; version: string }[]>`
+      select user_id, room_id, max(id)::text as version
+        from unread_sync.changes
+       where kind = 'set' and user_id = any(${userIds}::uuid[])
+       group by user_id, room_id`;
+    const out = new Map<string, Map<string, string>>();
+    for (const r of rows) {
+      let m = out.get(r.user_id);
+      if (!m) out.set(r.user_id, (m = new Map()));
+      m.set(r.room_id, r.version);
+    }
     return out;
   },
 

@@ -14,10 +14,12 @@ export {
   type BadgeTotals,
   type RoomChange,
   type RoomState,
+  snapshotStamp,
+  type SnapshotStamp,
 } from './store/store.js';
 export { UnreadReader, HydrationTimeoutError } from './reader.js';
 export { DbFallback, FallbackUnavailableError, type DbFallbackOptions } from './fallback.js';
-export { Bridge, type BridgeOptions } from './bridge.js';
+export { Bridge, PrefixOwnedError, type BridgeOptions, type BridgeStatus } from './bridge.js';
 export { BridgeMetrics } from './metrics.js';
 export { PostgresSource, type PostgresSourceOptions } from './sources/postgres.js';
 export type { ChangeSource, CycleHandler } from './sources/source.js';

@@ -17,6 +17,11 @@ export class BridgeMetrics {
   readonly lag = new Histogram({ name: 'unread_sync_commit_to_apply_seconds', help: 'From the change being written to it being applied in Redis', buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30], registers: [this.registry] });
   readonly verifiedUsers = new Counter({ name: 'unread_sync_verified_users_total', help: 'Cached users compared with the database by the periodic verifier', registers: [this.registry] });
   readonly driftRepairs = new Counter({ name: 'unread_sync_drift_repairs_total', help: 'Users whose cache differed from the database and was repaired (should stay 0)', registers: [this.registry] });
+  readonly staleRefused = new Counter({ name: 'unread_sync_stale_writes_refused_total', help: 'Hydrations or repairs Redis refused because the state they would overwrite came from a newer snapshot', registers: [this.registry] });
+  readonly prefixConflicts = new Counter({ name: 'unread_sync_prefix_conflicts_total', help: 'Start-ups refused because another bridge name owns the key prefix', registers: [this.registry] });
+  readonly rewinds = new Counter({ name: 'unread_sync_database_rewinds_total', help: 'Times the database was found rewound or moved (restore, PITR, failover loss, another cluster): cache reset', registers: [this.registry] });
+  readonly captureDisabled = new Gauge({ name: 'unread_sync_capture_triggers_disabled', help: 'Capture triggers on chat_rooms that do not fire on ordinary writes (should be 0)', registers: [this.registry] });
+  readonly captureEpisodes = new Counter({ name: 'unread_sync_capture_disabled_total', help: 'Times capture triggers were found disabled (each episode counted once)', registers: [this.registry] });
   readonly reconnects = new Counter({ name: 'unread_sync_source_restarts_total', help: 'Times the source had to be started again (lock lost, connection replaced)', registers: [this.registry] });
 
   constructor(defaults = false) {

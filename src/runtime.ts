@@ -172,6 +172,8 @@ export function startBridge(
     verifyIntervalMs: config.verifyIntervalMs,
     verifySampleSize: config.verifySampleSize,
     cycleTimeoutMs: config.cycleTimeoutMs,
+    bridgeName: config.bridgeName,
+    identityCheckMs: config.dbCheckIntervalMs,
     ...(overrides.interceptor ? { interceptor: overrides.interceptor } : {}),
     ...(publisher ? { onChanges: (events) => publisher.publish(events) } : {}),
   });
@@ -192,6 +194,10 @@ export function startBridge(
     bridge: async () => {
       const s = bridge.status();
       if (s.lastError) throw new Error(s.lastError);
+    },
+    capture: async () => {
+      const problem = bridge.status().captureProblem;
+      if (problem) throw new Error(problem);
     },
   };
   const ops =

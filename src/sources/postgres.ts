@@ -1,4 +1,4 @@
-import { connect, queries, type Sql } from '../db.js';
+import { connect, queries, type DatabaseIdentity, type Sql } from '../db.js';
 import type { Logger } from '../log.js';
 import type { ChangeSource, CycleHandler } from './source.js';
 
@@ -118,13 +118,13 @@ export class PostgresSource implements ChangeSource {
     let gap: boolean;
     await conn`begin isolation level repeatable read, read only`;
     try {
-      const opened = await queries.openCycle(conn, previous);
+      const opened = await queries.openCycle(conn, previous, this.options.bridgeName);
       if (opened.pid !== this.lockPid) throw new LockLostError();
       snapshot = opened.snapshot;
       gap = opened.gap || this.firstStart;
       if (opened.gap) this.options.log.warn({ previous }, 'change log was pruned past this bridge: resetting cache');
       const hydrated = hydrate.length > 0 ? await queries.unreadRooms(conn, hydrate) : new Map();
-      await handler.begin({ gap, hydrated });
+      await handler.begin({ gap, hydrated, snapshot });
       for await (const rows of queries.changesSince(conn, previous).cursor(this.options.batchSize)) {
         delivered += rows.length;
         await handler.chunk(rows);
@@ -192,6 +192,27 @@ export class PostgresSource implements ChangeSource {
       if (deleted < PRUNE_BATCH || Date.now() > until) break;
     }
     if (total > 0) this.options.log.info({ deleted: total }, 'pruned change log');
+  }
+
+  readHydration(userIds: string[]) {
+    return queries.hydrationSnapshot(this.pool, userIds);
+  }
+
+  async captureProblems(): Promise<string[]> {
+    const triggers = await queries.captureTriggers(this.pool);
+    if (triggers.length === 0) return ['no capture trigger on public.chat_rooms'];
+    return triggers.filter((t) => t.enabled === 'D' || t.enabled === 'R').map((t) => `${t.table}.${t.trigger} (${t.enabled === 'D' ? 'disabled' : 'replica only'})`);
+  }
+
+  identity(): Promise<DatabaseIdentity> {
+    return queries.databaseIdentity(this.pool, this.options.bridgeName);
+  }
+
+  async restartFromNow(): Promise<string> {
+    await queries.forgetForeignHistory(this.pool);
+    this.position = await queries.currentSnapshot(this.pool);
+    await this.persist(this.position);
+    return this.position;
   }
 
   /** Pending rows past the durable checkpoint. */

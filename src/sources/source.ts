@@ -1,13 +1,17 @@
 import type { Registry } from 'prom-client';
-import type { HydratedRoom } from '../db.js';
+import type { DatabaseIdentity, HydratedRoom } from '../db.js';
 
-export type { HydratedRoom };
+export type { DatabaseIdentity, HydratedRoom };
 
 /** What a source hands the bridge for one read cycle, all from one consistent point. */
 export interface CycleHandler {
-  /** Called first. `gap`: changes were lost before being read; forget every cached user. */
-  begin(context: { gap: boolean; hydrated: Map<string, HydratedRoom[]> }): Promise<void>;
-  /** Raw, unvalidated events, in per-room commit order, chunk by chunk. */
+  /**
+   * Called first. `gap`: changes were lost before being read; forget every cached user.
+   * `snapshot`: the pg_snapshot the cycle reads at (hydrations and changes are stamped with it);
+   * absent when the source has none (then nothing is stamped).
+   */
+  begin(context: { gap: boolean; hydrated: Map<string, HydratedRoom[]>; snapshot?: string }): Promise<void>;
+  /** Raw, unvalidated events, chunk by chunk, in any order (versions decide what applies). */
   chunk(rows: unknown[]): Promise<void>;
   /** Called last, before the source records the cycle as applied. */
   end(): Promise<void>;
@@ -29,6 +33,20 @@ export interface ChangeSource {
   cycle(hydrate: string[], handler: CycleHandler): Promise<number>;
   /** Resolves when new changes may be there, or after `timeoutMs`. */
   waitForChanges(timeoutMs: number, signal: AbortSignal): Promise<void>;
+  /** Identity and horizons of the database (rewind and move detection); optional. */
+  identity?(): Promise<DatabaseIdentity>;
+  /**
+   * After a rewind or move: drop what belongs to another history and continue from the current
+   * snapshot (the bridge resets the cache at the same time); returns that snapshot. Optional.
+   */
+  restartFromNow?(): Promise<string>;
+  /** Capture triggers that do not fire on ordinary writes ("table.trigger (D)"); optional. */
+  captureProblems?(): Promise<string[]>;
+  /**
+   * Reads users' rooms in a fresh snapshot on another connection, while a cycle may be running
+   * (hydration must not wait behind a long drain); returns the snapshot for stamping. Optional.
+   */
+  readHydration?(userIds: string[]): Promise<{ snapshot: string; rooms: Map<string, HydratedRoom[]> }>;
   /** Periodic housekeeping (log retention); optional. */
   maintain?(): Promise<void>;
   /** Changes committed but not yet acknowledged, for the backlog metric; optional. */

@@ -405,7 +405,7 @@ export class SupabaseSource implements ChangeSource {
             hydrated.get(r.user_id)?.push({ roomId: r.room_id, unread: r.unread });
           }
         }
-        await handler.begin({ gap, hydrated });
+        await handler.begin({ gap, hydrated, snapshot: upto });
       }
       const changes: unknown[] = [];
       for (const r of rows) {

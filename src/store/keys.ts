@@ -29,6 +29,13 @@ export interface KeyLayout {
   deadLetters: string;
   /** Plain channel: "every cached user was forgotten" (TRUNCATE, gap rebuild). */
   resetChannel: string;
+  /**
+   * Hash: what the bridges applied under this prefix: floor (stamp of the last reset; older
+   * hydrations are refused), incarnation of the database, highest snapshot xmax and log id applied.
+   */
+  meta: string;
+  /** String with a TTL: the bridge name that owns this prefix (refreshed while it runs). */
+  owner: string;
   /** SCAN patterns matching every per-user key (the first: user hashes), old layouts included. */
   userPatterns: string[];
 }
@@ -41,6 +48,8 @@ export function keyLayout(prefix: string): KeyLayout {
     hydrateQueue: `${prefix}hydrate`,
     deadLetters: `${prefix}deadletter`,
     resetChannel: `${prefix}reset`,
+    meta: `${prefix}meta`,
+    owner: `${prefix}owner`,
     userPatterns: [`${prefix}u2:{*}`, `${prefix}d2:{*}`, `${prefix}u:{*}`, `${prefix}d:{*}`],
   };
 }

@@ -46,6 +46,38 @@ export interface RoomChange {
   version: string;
 }
 
+/**
+ * Orders snapshots taken one after another: a later snapshot has a larger xmax, or the same xmax
+ * and fewer transactions in progress (none can start without a new xid). Equal stamps mean the
+ * same visible set. Compared in the Lua scripts to refuse writes older than the state they hit.
+ */
+export interface SnapshotStamp {
+  xmax: string;
+  inProgress: number;
+}
+
+/** The stamp of a pg_snapshot text "xmin:xmax:xip,...". */
+export function snapshotStamp(snapshot: string): SnapshotStamp {
+  const m = /^(\d+):(\d+):([\d,]*)$/.exec(snapshot);
+  if (!m) throw new Error(`not a pg_snapshot: ${JSON.stringify(snapshot)}`);
+  return { xmax: m[2] as string, inProgress: m[3] === '' ? 0 : (m[3] as string).split(',').length };
+}
+
+/** a is older than b (see SnapshotStamp). */
+export function stampOlder(a: SnapshotStamp, b: SnapshotStamp): boolean {
+  const ax = BigInt(a.xmax);
+  const bx = BigInt(b.xmax);
+  return ax < bx || (ax === bx && a.inProgress > b.inProgress);
+}
+
+function parseStamp(v: string | null | undefined): SnapshotStamp | null {
+  const m = v ? /^(\d+):(\d+)$/.exec(v) : null;
+  return m ? { xmax: m[1] as string, inProgress: Number(m[2]) } : null;
+}
+
+const stampArgs = (s: SnapshotStamp | null | undefined): [string, string] =>
+  s ? [s.xmax, String(s.inProgress)] : ['', '0'];
+
 export interface ApplyResult {
   userId: string;
   /** -1: the user is not cached (unknown), nothing was written. */
@@ -73,6 +105,7 @@ interface ScriptCommands {
   unreadApply(user: string, tombstones: string, ...argv: string[]): Promise<number[]>;
   unreadApplyMany(numberOfKeys: number, ...keysAndArgv: string[]): Promise<number[]>;
   unreadHydrate(user: string, tombstones: string, ...argv: string[]): Promise<number[]>;
+  unreadHydrateMeta(user: string, tombstones: string, meta: string, ...argv: string[]): Promise<number[]>;
 }
 
 /** Parses the "total unreadRooms seq" text published on a user's channel. */
@@ -95,7 +128,7 @@ export class UnreadStore {
 
   constructor(
     readonly redis: RedisClient,
-    prefix: string,
+    private readonly prefix: string,
     private readonly options: { tombstoneTtlMs: number; deadLetterMax: number } = {
       tombstoneTtlMs: 86_400_000,
       deadLetterMax: 1_000,
@@ -110,12 +143,25 @@ export class UnreadStore {
       redis.defineCommand('unreadApply', { numberOfKeys: 2, lua: APPLY_LUA });
       redis.defineCommand('unreadApplyMany', { lua: APPLY_LUA });
       redis.defineCommand('unreadHydrate', { numberOfKeys: 2, lua: HYDRATE_LUA });
+      // Single Redis: the prefix's reset floor is checked inside the script too.
+      redis.defineCommand('unreadHydrateMeta', { numberOfKeys: 3, lua: HYDRATE_LUA });
     }
     this.scripts = redis as unknown as ScriptCommands;
   }
 
-  /** Applies each user's changes (in order) atomically per user. */
-  async apply(changes: Map<string, RoomChange[]>): Promise<ApplyResult[]> {
+  /** The same store on a new connection (its own pipeline); the caller disconnects it. */
+  duplicate(): UnreadStore {
+    // Narrowed for the type checker: Redis and Cluster both have duplicate(), with unrelated signatures.
+    const redis = (this.redis as { duplicate(): RedisClient }).duplicate();
+    redis.on('error', () => {}); // reconnects on its own; callers see command errors
+    return new UnreadStore(redis, this.prefix, this.options);
+  }
+
+  /**
+   * Applies each user's changes (in order) atomically per user. `stamp`: the snapshot they were
+   * read in; a user whose state comes from a newer snapshot is left alone.
+   */
+  async apply(changes: Map<string, RoomChange[]>, stamp?: SnapshotStamp | null): Promise<ApplyResult[]> {
     const ttl = String(this.options.tombstoneTtlMs);
     // A cluster script must stay in one slot: one user per call there; on a single Redis a call
     // carries many users and saves the per-call overhead.
@@ -126,7 +172,7 @@ export class UnreadStore {
     const results = await Promise.all(
       calls.map(async (group) => {
         const keys: string[] = [];
-        const argv = [ttl];
+        const argv = [ttl, ...stampArgs(stamp)];
         for (const [userId, list] of group) {
           keys.push(this.keys.user(userId), this.keys.tombstones(userId));
           argv.push(this.keys.channel(userId), String(list.length));
@@ -155,20 +201,40 @@ export class UnreadStore {
     return results.flat();
   }
 
-  /** Replaces each user's cache with the given rooms (unread > 0) read from one snapshot. */
-  async hydrate(users: Map<string, Array<{ roomId: string; unread: number }>>): Promise<Map<string, BadgeTotals>> {
+  /**
+   * Replaces each user's cache with the given rooms (unread > 0) read from one snapshot. With a
+   * `stamp`, a user whose state (or the prefix's last reset) is newer than that snapshot is left
+   * alone and missing from the result.
+   */
+  async hydrate(
+    users: Map<string, Array<{ roomId: string; unread: number }>>,
+    stamp?: SnapshotStamp | null,
+  ): Promise<Map<string, BadgeTotals>> {
     const out = new Map<string, BadgeTotals>();
+    const cluster = this.redis instanceof Cluster;
+    if (stamp && cluster) {
+      // The floor lives in another slot: checked here (a reset racing this exact moment is the
+      // one case left to the verifier on a cluster).
+      const floor = await this.floor();
+      if (floor && stampOlder(stamp, floor)) return out;
+    }
     await Promise.all(
       [...users].map(async ([userId, rooms]) => {
-        const argv = [this.keys.channel(userId)];
+        const argv = [this.keys.channel(userId), ...stampArgs(stamp), String(this.options.tombstoneTtlMs)];
         for (const r of rooms) argv.push(roomField(r.roomId), String(r.unread));
-        const keys = [this.keys.user(userId), this.keys.tombstones(userId)] as const;
+        const keys = cluster
+          ? [this.keys.user(userId), this.keys.tombstones(userId)]
+          : [this.keys.user(userId), this.keys.tombstones(userId), this.keys.meta];
         const [total, unreadRooms, seq] = await this.retryAlone(
-          () => this.scripts.unreadHydrate(...keys, ...argv),
+          () =>
+            cluster
+              ? this.scripts.unreadHydrate(keys[0] as string, keys[1] as string, ...argv)
+              : this.scripts.unreadHydrateMeta(keys[0] as string, keys[1] as string, keys[2] as string, ...argv),
           HYDRATE_LUA,
           keys,
           argv,
         );
+        if (total === -1) return;
         out.set(userId, { total: total ?? 0, unreadRooms: unreadRooms ?? 0, seq: seq ?? 0 });
       }),
     );
@@ -206,6 +272,41 @@ export class UnreadStore {
     return { total: Number(hash.t), unreadRooms: Number(hash.n), seq: Number(hash.s), rooms, zeroed };
   }
 
+  /** The stamp of the last reset under this prefix (hydrations older than it are refused). */
+  async floor(): Promise<SnapshotStamp | null> {
+    return parseStamp(await this.redis.hget(this.keys.meta, 'floor'));
+  }
+
+  /** Reads the prefix's meta hash (see KeyLayout.meta). */
+  async meta(): Promise<Record<string, string>> {
+    return this.redis.hgetall(this.keys.meta);
+  }
+
+  /** Sets fields of the prefix's meta hash. */
+  async setMeta(fields: Record<string, string>): Promise<void> {
+    await this.redis.hset(this.keys.meta, fields);
+  }
+
+  /**
+   * Claims the prefix for `name` for `ttlMs` (renewed by calling again). Returns the other
+   * owner's name when another bridge name holds it, null when claimed.
+   */
+  async claimPrefix(name: string, ttlMs: number): Promise<string | null> {
+    const key = this.keys.owner;
+    const set = await this.redis.set(key, name, 'PX', ttlMs, 'NX');
+    if (set === 'OK') return null;
+    const owner = await this.redis.get(key);
+    if (owner === null) return this.claimPrefix(name, ttlMs);
+    if (owner !== name) return owner;
+    await this.redis.pexpire(key, ttlMs);
+    return null;
+  }
+
+  /** Gives the prefix up (only if `name` still owns it). */
+  async releasePrefix(name: string): Promise<void> {
+    if ((await this.redis.get(this.keys.owner)) === name) await this.redis.del(this.keys.owner);
+  }
+
   /** The full badge, or null when the user is not cached (unknown, not zero). */
   async read(userId: string): Promise<UnreadCounts | null> {
     const hash = await this.redirectSafe(() => this.redis.hgetall(this.keys.user(userId)));
@@ -223,6 +324,44 @@ export class UnreadStore {
       unreadRooms: Number(hash.n),
       rooms,
       seq: Number(hash.s),
+    };
+  }
+
+  /**
+   * The user's hash and tombstones read atomically (same slot): per room, the cached count and
+   * the version it reflects (a tombstoned room is 0 at its tombstone's version). Null when unknown.
+   */
+  async readVersioned(userId: string): Promise<{
+    counts: UnreadCounts;
+    versions: Map<string, { unread: number; version: bigint }>;
+    /** The snapshot of the last hydration (null: unstamped). */
+    loadedAt: SnapshotStamp | null;
+  } | null> {
+    const reply = await this.redirectSafe(() =>
+      this.redis.multi().hgetall(this.keys.user(userId)).hgetall(this.keys.tombstones(userId)).exec(),
+    );
+    const hash = (reply?.[0]?.[1] ?? {}) as Record<string, string>;
+    const tombs = (reply?.[1]?.[1] ?? {}) as Record<string, string>;
+    if (hash.t === undefined) return null;
+    const versions = new Map<string, { unread: number; version: bigint }>();
+    for (const [field, value] of Object.entries(tombs)) {
+      const room = fieldRoom(field);
+      if (room !== null) versions.set(room, { unread: 0, version: BigInt(value) });
+    }
+    const entries: Array<[string, number]> = [];
+    for (const [field, value] of Object.entries(hash)) {
+      const room = fieldRoom(field);
+      if (room === null) continue;
+      const sep = value.indexOf(':');
+      const unread = Number(value.slice(0, sep));
+      entries.push([room, unread]);
+      versions.set(room, { unread, version: BigInt(value.slice(sep + 1)) });
+    }
+    const rooms: Record<string, number> = Object.fromEntries(entries);
+    return {
+      counts: { userId, total: Number(hash.t), unreadRooms: Number(hash.n), rooms, seq: Number(hash.s) },
+      versions,
+      loadedAt: parseStamp(hash.y),
     };
   }
 
@@ -280,8 +419,13 @@ export class UnreadStore {
     await Promise.all(userIds.map((id) => this.redis.del(this.keys.user(id))));
   }
 
-  /** Forgets every cached user (all nodes of a cluster) and tells socket servers to re-read. */
-  async forgetAll(): Promise<number> {
+  /**
+   * Forgets every cached user (all nodes of a cluster) and tells socket servers to re-read.
+   * `floor`: the stamp of the snapshot the reset happened in; hydrations read before it are
+   * refused from now on (set, not raised: after a database rewind the new stamps are lower).
+   */
+  async forgetAll(floor?: SnapshotStamp | null): Promise<number> {
+    if (floor) await this.redis.hset(this.keys.meta, 'floor', `${floor.xmax}:${floor.inProgress}`);
     let removed = 0;
     for (const node of this.masters()) {
       for (const pattern of this.keys.userPatterns) {

@@ -339,4 +339,216 @@ describe('fault suite', () => {
       await db.drop();
     }
   });
+  // Issue 10 (bridge side): stale writes, two names on one prefix, rewinds, large transactions.
+  const scrape = async (port: number, name: string) => {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    return Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  };
+  const waitReady = async (port: number) => {
+    for (let i = 0; i < 400; i++) {
+      const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.status === 200, () => false);
+      if (ok) return;
+      await sleep(50);
+    }
+    throw new Error(`bridge on ${port} never ready`);
+  };
+  const churnHydrations = (store: UnreadStore, users: string[], stop: () => boolean) => {
+    const reader = new UnreadReader(store, { hydrateTimeoutMs: 30_000 });
+    return (async () => {
+      let n = 0;
+      while (!stop()) {
+        const some = Array.from({ length: 5 }, () => users[Math.floor(Math.random() * users.length)]!);
+        await store.forget(some);
+        await Promise.all(some.map((u) => reader.getTotal(u))).catch(() => {});
+        n += some.length;
+      }
+      return n;
+    })();
+  };
+
+  it('issue 10: a bridge SIGSTOPped mid-work resumes after a takeover while users hydrate', async () => {
+    const db = await createTestDb();
+    const r = await createTestRedis();
+    const [portA, portB] = [21_400 + Math.floor(Math.random() * 200), 21_700 + Math.floor(Math.random() * 200)];
+    try {
+      const { users, rooms } = await seedWorld(db.sql);
+      const env = bridgeEnv(db.url, r.url, r.prefix, { UNREAD_BATCH_SIZE: '20', UNREAD_VERIFY_INTERVAL_MS: '200' });
+      const a = spawnCli(['bridge'], { ...env, UNREAD_METRICS_PORT: String(portA) });
+      await waitReady(portA);
+      const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 30_000 });
+      await Promise.all(users.map((u) => reader.getTotal(u)));
+      let stop = false;
+      const load = steadyLoad(db.sql, rooms, 4, () => stop);
+      const churn = churnHydrations(r.store, users, () => stop);
+      let pauses = 0;
+      let b: ReturnType<typeof spawnCli> | null = null;
+      for (let i = 0; i < 3; i++) {
+        await sleep(300 + Math.random() * 300);
+        a.kill('SIGSTOP');
+        pauses++;
+        await db.sql`select pg_terminate_backend(pid) from pg_stat_activity
+                      where datname = current_database() and application_name = 'unread-sync bridge (lock)'`;
+        b ??= spawnCli(['bridge'], { ...env, UNREAD_METRICS_PORT: String(portB) });
+        await sleep(700);
+        a.kill('SIGCONT'); // resumes with whatever it had read: its late writes must not land
+        await sleep(300);
+      }
+      stop = true;
+      const written = await load;
+      const hydrated = await churn;
+      const t0 = Date.now();
+      const out = await converge(db.sql, r.url, r.prefix, users, t0);
+      const repairs = (await scrape(portA, 'unread_sync_drift_repairs_total')) + (await scrape(portB, 'unread_sync_drift_repairs_total'));
+      const refused = (await scrape(portA, 'unread_sync_stale_writes_refused_total')) + (await scrape(portB, 'unread_sync_stale_writes_refused_total'));
+      results.push({ scenario: 'issue 10: old bridge SIGSTOPped, takeover, SIGCONT (x3) while users re-hydrate', written, faults: pauses, ...out, note: `${hydrated} hydrations, ${refused} stale writes refused, verifier repairs ${repairs}` });
+      a.kill('SIGTERM');
+      b?.kill('SIGTERM');
+      await Promise.all([exited(a), b ? exited(b) : null]);
+      expect(out.drifted).toBe(0);
+      expect(repairs).toBe(0);
+    } finally {
+      await r.cleanup();
+      await db.drop();
+    }
+  });
+
+  it('issue 10: two bridge names on one key prefix under load', async () => {
+    const db = await createTestDb();
+    const r = await createTestRedis();
+    const [portA, portB] = [22_000 + Math.floor(Math.random() * 200), 22_300 + Math.floor(Math.random() * 200)];
+    try {
+      const { users, rooms } = await seedWorld(db.sql);
+      const env = bridgeEnv(db.url, r.url, r.prefix, { UNREAD_VERIFY_INTERVAL_MS: '100' });
+      const first = spawnCli(['bridge'], { ...env, UNREAD_BRIDGE_NAME: 'first', UNREAD_METRICS_PORT: String(portA) });
+      await waitReady(portA);
+      const second = spawnCli(['bridge'], { ...env, UNREAD_BRIDGE_NAME: 'second', UNREAD_METRICS_PORT: String(portB) });
+      let stop = false;
+      const load = steadyLoad(db.sql, rooms, 4, () => stop);
+      const churn = churnHydrations(r.store, users, () => stop);
+      await sleep(4_000);
+      stop = true;
+      const written = await load;
+      await churn;
+      const readyz = await (await fetch(`http://127.0.0.1:${portB}/readyz`)).text();
+      const t0 = Date.now();
+      // converge() waits on bridge 'default'; this one is named 'first'.
+      await waitForBridge(db.sql, 'first');
+      const out = await (async () => {
+        const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 30_000 });
+        await Promise.all(users.map((u) => reader.getTotal(u)));
+        await waitForBridge(db.sql, 'first');
+        const { drifted } = await import('../support/env.js');
+        return { drifted: (await drifted(db.sql, r.store, users)).length, convergeMs: Date.now() - t0 };
+      })();
+      const repairs = await scrape(portA, 'unread_sync_drift_repairs_total');
+      results.push({ scenario: 'issue 10: two bridge names on one prefix (second refused at start-up)', written, faults: 1, ...out, note: `verifier repairs ${repairs}` });
+      first.kill('SIGTERM');
+      second.kill('SIGTERM');
+      await Promise.all([exited(first), exited(second)]);
+      expect(readyz).toMatch(/owned by bridge/);
+      expect(out.drifted).toBe(0);
+      expect(repairs).toBe(0);
+    } finally {
+      await r.cleanup();
+      await db.drop();
+    }
+  });
+
+  it('issue 10: the database is rewound (log sequence restarted) under load', async () => {
+    const db = await createTestDb();
+    const r = await createTestRedis();
+    const port = 22_600 + Math.floor(Math.random() * 200);
+    try {
+      const { users, rooms } = await seedWorld(db.sql);
+      const env = bridgeEnv(db.url, r.url, r.prefix, { UNREAD_DB_CHECK_INTERVAL_MS: '200', UNREAD_VERIFY_INTERVAL_MS: '200', UNREAD_METRICS_PORT: String(port) });
+      const bridge = spawnCli(['bridge'], env);
+      await waitReady(port);
+      const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 30_000 });
+      await Promise.all(users.map((u) => reader.getTotal(u)));
+      let stop = false;
+      const load = steadyLoad(db.sql, rooms, 4, () => stop);
+      await sleep(1_000);
+      await db.sql`alter table unread_sync.changes alter column id restart with 1`;
+      await sleep(2_000);
+      stop = true;
+      const written = await load;
+      const out = await converge(db.sql, r.url, r.prefix, users, Date.now());
+      const rewinds = await scrape(port, 'unread_sync_database_rewinds_total');
+      const repairs = await scrape(port, 'unread_sync_drift_repairs_total');
+      results.push({ scenario: 'issue 10: log sequence rewound under load (restore/PITR stand-in)', written, faults: 1, ...out, note: `${rewinds} rewind detected, verifier repairs ${repairs}` });
+      bridge.kill('SIGTERM');
+      await exited(bridge);
+      expect(rewinds).toBe(1);
+      expect(out.drifted).toBe(0);
+      expect(repairs).toBe(0);
+    } finally {
+      await r.cleanup();
+      await db.drop();
+    }
+  });
+
+  it('issue 10: one transaction of 1,000,000 changes with UNREAD_CYCLE_TIMEOUT_MS=5000; hydration while it drains', async () => {
+    const db = await createTestDb();
+    const r = await createTestRedis();
+    const port = 22_900 + Math.floor(Math.random() * 90);
+    const ROWS = Number(process.env.FAULT_BIG_TX_ROWS ?? 1_000_000);
+    try {
+      // 50,000 users with 20 rooms each, loaded without capture (the bridge has not started yet).
+      await db.sql`alter table chat_rooms disable trigger user`;
+      await db.sql.unsafe(`
+        insert into chat_rooms (id, user_id, company_id, user_unread_count, company_unread_count)
+        select gen_random_uuid(), u.id, gen_random_uuid(), 1, 0
+          from (select gen_random_uuid() as id from generate_series(1, ${ROWS / 20})) u, generate_series(1, 20)`);
+      await db.sql`alter table chat_rooms enable trigger user`;
+      const users = (await db.sql<{ id: string }[]>`select distinct user_id as id from chat_rooms`).map((x) => x.id);
+      const env = bridgeEnv(db.url, r.url, r.prefix, { UNREAD_CYCLE_TIMEOUT_MS: '5000', UNREAD_METRICS_PORT: String(port) });
+      const bridge = spawnCli(['bridge'], env);
+      await waitReady(port);
+      const sample = users.slice(0, 2_000);
+      const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 30_000 });
+      await Promise.all(sample.map((u) => reader.getTotal(u)));
+
+      const t0 = Date.now();
+      await db.sql`update chat_rooms set user_unread_count = user_unread_count + 1`;
+      const committedMs = Date.now() - t0;
+      // While it drains: fresh users' badges, one every 20 ms (each not cached, so each hydrates).
+      let draining = true;
+      const latencies: number[] = [];
+      const fresh = users.slice(2_000);
+      const probes = (async () => {
+        let i = 0;
+        while (draining && i < fresh.length) {
+          const u = fresh[i++]!;
+          const s = Date.now();
+          await reader.getTotal(u).catch((err: unknown) => {
+            console.log(bridge.output().slice(-5000));
+            throw err;
+          });
+          latencies.push(Date.now() - s);
+          await sleep(20);
+        }
+      })();
+      const d0 = Date.now();
+      await waitForBridge(db.sql, 'default', 600_000);
+      const drainMs = Date.now() - d0;
+      draining = false;
+      await probes;
+      latencies.sort((x, y) => x - y);
+      const p = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+      if (process.env.FAULT_DEBUG) console.log(bridge.output().slice(-6000));
+      const out = await converge(db.sql, r.url, r.prefix, sample, Date.now());
+      const abandoned = await scrape(port, 'unread_sync_bridge_errors_total');
+      const repairs = await scrape(port, 'unread_sync_drift_repairs_total');
+      console.log(`large transaction: ${ROWS} changes committed in ${committedMs} ms, drained in ${drainMs} ms (${Math.round(ROWS / (drainMs / 1000))}/s), ${abandoned} cycles failed; ${latencies.length} hydrations during the drain: p50 ${p(0.5)} ms, p99 ${p(0.99)} ms, max ${latencies.at(-1)} ms`);
+      results.push({ scenario: `issue 10: one ${ROWS.toLocaleString('en')}-change transaction, cycle timeout 5 s`, written: ROWS, faults: 1, ...out, note: `drained in ${(drainMs / 1000).toFixed(1)} s, ${abandoned} cycles failed; ${latencies.length} hydrations meanwhile: p50 ${p(0.5)} ms, p99 ${p(0.99)} ms` });
+      bridge.kill('SIGTERM');
+      await exited(bridge);
+      expect(out.drifted).toBe(0);
+      expect(abandoned).toBe(0);
+      expect(repairs).toBe(0);
+    } finally {
+      await r.cleanup();
+      await db.drop();
+    }
+  });
 });

@@ -39,6 +39,9 @@ export async function steppedBridge(
       bridge.requestHydration(users);
       await bridge.runOnce();
     },
-    stop: () => source.stop(),
+    stop: async () => {
+      bridge.dispose();
+      await source.stop();
+    },
   };
 }

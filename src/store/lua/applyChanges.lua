@@ -9,16 +9,29 @@
   one user, so that it touches one slot.
 
   KEYS[2u-1]  user u's hash        {room -> "count:version", t -> total, n -> unread rooms, s -> seq}
-  KEYS[2u]    user u's tombstones  {room -> version}, expires after ARGV[1] ms
+  KEYS[2u]    user u's tombstones  {room -> version, h -> stamp}, expires after ARGV[1] ms
   ARGV[1]     tombstone ttl (ms)
+  ARGV[2]     stamp xmax of the snapshot the changes were read in ('' = unstamped)
+  ARGV[3]     stamp in-progress count
   then per user, in KEYS order:
     shard channel (SPUBLISH "total unreadRooms seq" after a change, "unknown" when not cached),
     number of changes n, then n triples: room, unread, version
   Returns  per user {applied, skipped, total, unreadRooms, seq}, flattened; applied = -1 when
            the user is unknown
 ]]
+local function older(ax, an, stamp)
+  if not stamp then return false end
+  local sep = string.find(stamp, ':', 1, true)
+  local bx, bn = tonumber(string.sub(stamp, 1, sep - 1)), tonumber(string.sub(stamp, sep + 1))
+  return ax < bx or (ax == bx and an > bn)
+end
+
+local stamped = ARGV[2] ~= ''
+local sx, sn = tonumber(ARGV[2]), tonumber(ARGV[3])
+local stampText = ARGV[2] .. ':' .. ARGV[3]
+local ttl = tonumber(ARGV[1])
 local out = {}
-local a = 2
+local a = 4
 
 for u = 1, #KEYS / 2 do
   local hash, tombs = KEYS[2 * u - 1], KEYS[2 * u]
@@ -26,10 +39,22 @@ for u = 1, #KEYS / 2 do
   local first, last = a + 2, a + 1 + 3 * n
   a = last + 1
 
+  -- The user's state already comes from a newer snapshot (a hydration, or changes a newer cycle
+  -- applied), which contains every change read in this older one: nothing here may be written.
+  local stale = stamped and older(sx, sn, redis.call('HGET', tombs, 'h'))
+  if stamped and not stale then
+    -- Recorded even for an uncached user: a hydration read before these changes must not land.
+    redis.call('HSET', tombs, 'h', stampText)
+    if redis.call('PTTL', tombs) < ttl then redis.call('PEXPIRE', tombs, ttl) end
+  end
+
   if redis.call('EXISTS', hash) == 0 then
     -- Tell socket servers holding this user that its cache is gone (evicted or wiped).
     redis.call('SPUBLISH', channel, 'unknown')
     for _, v in ipairs({-1, 0, 0, 0, 0}) do out[#out + 1] = v end
+  elseif stale then
+    local t = redis.call('HMGET', hash, 't', 'n', 's')
+    for _, v in ipairs({0, n, tonumber(t[1]), tonumber(t[2]), tonumber(t[3])}) do out[#out + 1] = v end
   else
     local applied, skipped, dTotal, dRooms = 0, 0, 0, 0
     local tombstoned = false
@@ -63,7 +88,7 @@ for u = 1, #KEYS / 2 do
       end
     end
 
-    if tombstoned then redis.call('PEXPIRE', tombs, ARGV[1]) end
+    if tombstoned and redis.call('PTTL', tombs) < ttl then redis.call('PEXPIRE', tombs, ARGV[1]) end
 
     if applied == 0 then
       local t = redis.call('HMGET', hash, 't', 'n', 's')
