@@ -457,7 +457,7 @@ export class Bridge {
     const problem = problems.length > 0 ? `capture triggers not firing: ${problems.join(', ')}` : null;
     if (problem && this.state.captureProblem === null) {
       this.metrics.captureEpisodes.inc();
-      log.error({ triggers: problems }, `${problem}; changes to chat_rooms are not captured (ENABLE the triggers, then run \`unread-sync rebuild\`)`);
+      log.error({ triggers: problems }, `${problem}; some changes to chat_rooms are not captured (ALTER TABLE chat_rooms ENABLE ALWAYS TRIGGER <name>, then run \`unread-sync rebuild\`)`);
     } else if (!problem && this.state.captureProblem !== null) {
       log.warn('capture triggers fire again; writes made meanwhile were not captured: run `unread-sync rebuild`');
     }

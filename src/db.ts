@@ -134,7 +134,7 @@ export const queries = {
         from unread_sync.changes
        where xid >= pg_snapshot_xmax(${previous}::pg_snapshot)
       union all
-      select id::text as id, kind, user_id, room_id, unread, negative, created_at
+      select id::text as id, xid::text as xid, kind, user_id, room_id, unread, negative, created_at
         from unread_sync.changes
        where xid = any(array(select pg_snapshot_xip(${previous}::pg_snapshot)))`;
   },

@@ -59,7 +59,15 @@ describe('capture triggers disabled (issue 10, point 3, bridge side)', () => {
       expect(metric(m, 'unread_sync_capture_disabled_total')).toBe(1);
       expect(metric(m, 'unread_sync_capture_triggers_disabled')).toBeGreaterThanOrEqual(2);
 
+      // A plain ENABLE is not enough: replica-role writes (restores) would still be missed.
       await db.sql`alter table chat_rooms enable trigger all`;
+      for (let i = 0; i < 100 && !/origin only/.test(ready.text); i++) {
+        await sleep(50);
+        ready = await get('/readyz');
+      }
+      expect(ready.status).toBe(503);
+      expect(ready.text).toMatch(/unread_sync_capture \(origin only: ENABLE instead of ENABLE ALWAYS\)/);
+      await db.sql`alter table chat_rooms enable always trigger all`;
       for (let i = 0; i < 100 && (await get('/readyz')).status !== 200; i++) await sleep(50);
       expect((await get('/readyz')).status).toBe(200);
       m = (await get('/metrics')).text;
@@ -69,7 +77,7 @@ describe('capture triggers disabled (issue 10, point 3, bridge side)', () => {
       for (let i = 0; i < 100 && errors().length < 2; i++) await sleep(50);
       expect(errors()).toHaveLength(2);
       expect(metric((await get('/metrics')).text, 'unread_sync_capture_disabled_total')).toBe(2);
-      await db.sql`alter table chat_rooms enable trigger user`;
+      await db.sql`alter table chat_rooms enable always trigger user`;
       expect(metric((await get('/metrics')).text, 'unread_sync_drift_repairs_total')).toBe(0);
     } finally {
       await running.stop();

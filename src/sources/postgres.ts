@@ -201,7 +201,10 @@ export class PostgresSource implements ChangeSource {
   async captureProblems(): Promise<string[]> {
     const triggers = await queries.captureTriggers(this.pool);
     if (triggers.length === 0) return ['no capture trigger on public.chat_rooms'];
-    return triggers.filter((t) => t.enabled === 'D' || t.enabled === 'R').map((t) => `${t.table}.${t.trigger} (${t.enabled === 'D' ? 'disabled' : 'replica only'})`);
+    // Only ENABLE ALWAYS ('A') captures every write: 'O' (a plain ENABLE, e.g. after a DISABLE)
+    // skips writes under session_replication_role = replica (data-only restores, replication).
+    const why: Record<string, string> = { D: 'disabled', R: 'replica only', O: 'origin only: ENABLE instead of ENABLE ALWAYS' };
+    return triggers.filter((t) => t.enabled !== 'A').map((t) => `${t.table}.${t.trigger} (${why[t.enabled] ?? t.enabled})`);
   }
 
   identity(): Promise<DatabaseIdentity> {

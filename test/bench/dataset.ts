@@ -81,12 +81,12 @@ export async function prepareDataset(
              case when random() < 0.3 then 1 + floor(random() * 20)::int else 0 end,
              random() < 0.9
         from generate_series(1, ${size.rooms})`);
-    await sql.unsafe(`alter table chat_rooms enable trigger unread_sync_capture`);
+    await sql.unsafe(`alter table chat_rooms enable always trigger unread_sync_capture`);
     await sql.unsafe(`analyze chat_rooms; analyze bench_users`);
     await sql.unsafe(`create table bench_meta (users int, rooms int); insert into bench_meta values (${size.users}, ${size.rooms})`);
   } else {
     options.log(`  reusing ${dbName} (${size.users} users / ${size.rooms} rooms); clearing bridge state`);
-    await sql.unsafe(`alter table chat_rooms enable trigger unread_sync_capture`);
+    await sql.unsafe(`alter table chat_rooms enable always trigger unread_sync_capture`);
     await sql.unsafe(`vacuum analyze chat_rooms`);
   }
   // Every run starts with no bridge position and an empty log: the first bridge start resets.
