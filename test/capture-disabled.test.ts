@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBridge } from '../src/runtime.js';
 import { sleep } from '../src/sleep.js';
-import { createTestDb, createTestRedis, testConfig, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
+import { createTestDb, createTestRedis, enableCapture, testConfig, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
 
 const port = 20_000 + Math.floor(Math.random() * 1_000);
 const get = async (path: string) => {
@@ -67,7 +67,7 @@ describe('capture triggers disabled (issue 10, point 3, bridge side)', () => {
       }
       expect(ready.status).toBe(503);
       expect(ready.text).toMatch(/unread_sync_capture \(origin only: ENABLE instead of ENABLE ALWAYS\)/);
-      await db.sql`alter table chat_rooms enable always trigger all`;
+      await enableCapture(db.sql);
       for (let i = 0; i < 100 && (await get('/readyz')).status !== 200; i++) await sleep(50);
       expect((await get('/readyz')).status).toBe(200);
       m = (await get('/metrics')).text;
@@ -77,7 +77,7 @@ describe('capture triggers disabled (issue 10, point 3, bridge side)', () => {
       for (let i = 0; i < 100 && errors().length < 2; i++) await sleep(50);
       expect(errors()).toHaveLength(2);
       expect(metric((await get('/metrics')).text, 'unread_sync_capture_disabled_total')).toBe(2);
-      await db.sql`alter table chat_rooms enable always trigger user`;
+      await enableCapture(db.sql);
       expect(metric((await get('/metrics')).text, 'unread_sync_drift_repairs_total')).toBe(0);
     } finally {
       await running.stop();

@@ -1,3 +1,4 @@
+import { roomField } from '../src/store/keys.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBridge } from '../src/runtime.js';
 import { snapshotStamp } from '../src/store/store.js';
@@ -41,7 +42,7 @@ describe('nothing older overwrites something newer (issue 10, point 6)', () => {
     // change stamped newer (a replay) still cannot revive the room.
     const written = await r.store.hydrate(new Map([[u, [{ roomId: room, unread: 3 }]]]), snapshotStamp('100:120:'));
     expect(written.get(u)?.total).toBe(3);
-    expect(await r.redis.hget(r.store.keys.user(u), room)).toBe('3:500002');
+    expect(await r.redis.hget(r.store.keys.user(u), roomField(room))).toBe('3:500002');
     await r.store.apply(new Map([[u, [{ roomId: room, unread: 9, version: '500001' }]]]), snapshotStamp('100:121:'));
     expect((await r.store.read(u))?.total).toBe(3);
 

@@ -1,3 +1,4 @@
+import { roomField } from '../src/store/keys.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UnreadReader } from '../src/reader.js';
 import { startBridge } from '../src/runtime.js';
@@ -65,7 +66,7 @@ describe('verify is exact under load (issue 10, point 5)', () => {
       const victim = users[5]!;
       const before = await r.store.read(victim);
       const someRoom = Object.keys(before?.rooms ?? {})[0];
-      if (someRoom) await r.redis.hset(r.store.keys.user(victim), someRoom, `999:0`);
+      if (someRoom) await r.redis.hset(r.store.keys.user(victim), roomField(someRoom), `999:0`);
       else await r.redis.hset(r.store.keys.user(victim), 't', '999');
       const found = await verify({ sql: db.sql, store: r.store, bridgeName: 'default', userIds: [victim] });
       expect(found.drifted.map((d) => d.userId)).toEqual([victim]);

@@ -8,7 +8,7 @@ import type { Sql } from '../../src/db.js';
 import { UnreadReader } from '../../src/reader.js';
 import { startBridge } from '../../src/runtime.js';
 import { createRedis, UnreadStore } from '../../src/store/store.js';
-import { createTestDb, createTestRedis, testConfig, testLogger, uuid, waitForBridge, type TestRedis } from '../support/env.js';
+import { createTestDb, createTestRedis, enableCapture, testConfig, testLogger, uuid, waitForBridge, type TestRedis } from '../support/env.js';
 import { bridgeEnv, exited, spawnCli } from '../support/processes.js';
 import { privatePostgres } from '../support/pg-server.js';
 import { privateRedis } from '../support/redis-server.js';
@@ -499,7 +499,7 @@ describe('fault suite', () => {
         insert into chat_rooms (id, user_id, company_id, user_unread_count, company_unread_count)
         select gen_random_uuid(), u.id, gen_random_uuid(), 1, 0
           from (select gen_random_uuid() as id from generate_series(1, ${ROWS / 20})) u, generate_series(1, 20)`);
-      await db.sql`alter table chat_rooms enable always trigger user`;
+      await enableCapture(db.sql);
       const users = (await db.sql<{ id: string }[]>`select distinct user_id as id from chat_rooms`).map((x) => x.id);
       const env = bridgeEnv(db.url, r.url, r.prefix, { UNREAD_CYCLE_TIMEOUT_MS: '5000', UNREAD_METRICS_PORT: String(port) });
       const bridge = spawnCli(['bridge'], env);

@@ -135,3 +135,16 @@ export async function drifted(sql: Sql, store: UnreadStore, users: string[]): Pr
   }
   return bad;
 }
+
+/**
+ * Re-enables every capture trigger on chat_rooms the way the migration installs them: ENABLE
+ * ALWAYS (PostgreSQL has no ALWAYS form of `ENABLE TRIGGER ALL`, so each is named).
+ */
+export async function enableCapture(sql: Sql): Promise<void> {
+  const rows = await sql<{ stmt: string }[]>`
+    select format('alter table public.chat_rooms enable always trigger %I', t.tgname) as stmt
+      from pg_trigger t
+      join pg_proc p on p.oid = t.tgfoid join pg_namespace n on n.oid = p.pronamespace
+     where t.tgrelid = 'public.chat_rooms'::regclass and n.nspname = 'unread_sync' and not t.tgisinternal`;
+  for (const r of rows) await sql.unsafe(r.stmt);
+}
