@@ -316,6 +316,8 @@ export class Bridge {
       this.state.active = false;
       subscriber.disconnect();
       await source.stop().catch((err: unknown) => log.warn({ err }, 'source stop failed'));
+      // A clean stop hands the prefix back at once (a crash leaves it to expire after OWNER_TTL_MS).
+      if (name) await store.releasePrefix(name).catch(() => {});
       log.info('bridge stopped');
     }
   }
