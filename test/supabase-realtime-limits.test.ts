@@ -275,7 +275,8 @@ describe('daily partitions of realtime.messages', () => {
 
 describe('replication starts after the join', () => {
   it('rows committed between the join ack and replication_ready are applied by the catch-up on ready', { timeout: 60_000 }, async () => {
-    const s = await server({ replication: { startDelayMs: 2_000, readyTimeoutMs: 60_000 } });
+    // A window long enough for hydration and six writes on a loaded machine.
+    const s = await server({ replication: { startDelayMs: 6_000, readyTimeoutMs: 60_000 } });
     // Periodic catch-ups far away: only the catch-up on ready can apply the window's writes.
     const { src, running } = bridge(s, 'ready', { catchupIntervalMs: 120_000 });
     await waitFor(() => src.subscribedAll(), 'join acknowledged');
@@ -285,7 +286,7 @@ describe('replication starts after the join', () => {
     for (const [i, u] of us.entries()) await db.sql`update chat_rooms set user_unread_count = ${i + 1} where id = ${u.room}`;
     expect(s.replicationLive()).toBe(false);
     await waitFor(() => s.stats.notStreamed >= us.length, 'the window lost the broadcasts');
-    await waitFor(() => src.stats.replicationReady >= 2, 'replication_ready on both topics', 10_000);
+    await waitFor(() => src.stats.replicationReady >= 2, 'replication_ready on both topics', 20_000);
     await waitForBridge(db.sql, 'ready', 10_000);
     expect(src.stats.catchupsOnReady).toBeGreaterThan(catchupsBefore);
     expect(await drifted(db.sql, r.store, us.map((u) => u.user))).toEqual([]);
