@@ -28,10 +28,12 @@ export interface MigrateOptions {
 
 /** Thrown when every attempt of a run gave up on a lock. */
 export class MigrationLockError extends Error {
-  constructor(attempts: number, lockTimeoutMs: number) {
+  constructor(attempts: number, lockTimeoutMs: number, applied: string[] = []) {
     super(
       `migration gave up after ${attempts} attempts: each waited ${lockTimeoutMs} ms for a lock (an open transaction` +
-        ' holds chat_rooms); nothing was changed by the failed attempts. Retry when that transaction has ended.',
+        ' holds chat_rooms); the waiting migration was rolled back' +
+        (applied.length > 0 ? ` (applied before it: ${applied.join(', ')})` : ' and nothing was changed') +
+        '. Retry when that transaction has ended.',
     );
     this.name = 'MigrationLockError';
   }
@@ -41,37 +43,47 @@ const isLockTimeout = (err: unknown) =>
   (err as { code?: string }).code === '55P03' || /lock timeout/i.test((err as Error).message ?? '');
 
 /**
- * Applies or rolls back unread-sync's migrations; returns the names that ran. A run that hits
- * the lock timeout is rolled back by Postgres (each migration is transactional) and retried.
+ * Applies or rolls back unread-sync's migrations; returns the names that ran. They run one at a
+ * time, each in its own transaction: one that hits the lock timeout is rolled back by Postgres
+ * and retried with backoff, and the ones before it stay applied (and are reported).
  */
 export async function migrate(options: MigrateOptions): Promise<string[]> {
   const lockTimeoutMs = options.lockTimeoutMs ?? 1_000;
   const retries = options.retries ?? 8;
   const log = options.log ?? (() => {});
-  for (let attempt = 0; ; attempt++) {
+  const wanted = options.count ?? Infinity;
+  const done: string[] = [];
+  let attempt = 0;
+  while (done.length < wanted) {
     try {
       const ran = await runner({
         databaseUrl: { connectionString: options.databaseUrl, options: `-c lock_timeout=${Math.round(lockTimeoutMs)}` },
         dir: MIGRATIONS_DIR,
         migrationsTable: MIGRATIONS_TABLE,
         direction: options.direction,
-        count: options.count ?? Infinity,
+        count: 1,
         checkOrder: true,
         advisoryLockMode: 'wait',
         verbose: false,
         log: () => {}, // node-pg-migrate prints raw SQL and errors; the caller gets one line per event
       });
-      for (const m of ran) log(`migration ${options.direction}: ${m.name}`);
-      return ran.map((m) => m.name);
+      if (ran.length === 0) break;
+      for (const m of ran) {
+        log(`migration ${options.direction}: ${m.name}`);
+        done.push(m.name);
+      }
+      attempt = 0;
     } catch (err) {
       if (!isLockTimeout(err)) throw err;
-      if (attempt >= retries || options.signal?.aborted) throw new MigrationLockError(attempt + 1, lockTimeoutMs);
+      if (attempt >= retries || options.signal?.aborted) throw new MigrationLockError(attempt + 1, lockTimeoutMs, done);
       const backoff = Math.min(15_000, 500 * 2 ** attempt);
       const delay = Math.round(backoff / 2 + Math.random() * (backoff / 2));
-      log(`migration waited ${lockTimeoutMs} ms for a lock on a busy table; rolled back, retry ${attempt + 1}/${retries} in ${delay} ms`);
+      attempt++;
+      log(`migration waited ${lockTimeoutMs} ms for a lock on a busy table; rolled back, retry ${attempt}/${retries} in ${delay} ms`);
       await sleep(delay, options.signal);
     }
   }
+  return done;
 }
 
 /**

@@ -104,7 +104,7 @@ describe('migrations never freeze app writes (lock_timeout + bounded retries)', 
     const duringHold = w.latencies.length;
     const worstDuringHold = Math.max(...w.latencies);
     await holder.commit();
-    const ran = await Promise.race([migrating, new Promise<string[]>((_, rej) => setTimeout(() => rej(new Error(`migrate still waiting: ${lines.join(" | ")}`)), 60_000))]);
+    const ran = await Promise.race([migrating, new Promise<string[]>((_, rej) => setTimeout(() => rej(new Error(`migrate still waiting: ${lines.join(' | ')}`)), 60_000))]);
     await w.stop();
     // Without lock_timeout every write would queue behind CREATE TRIGGER for the whole hold (4 s).
     // With it a write waits at most about one lock_timeout; 2 s leaves room for a loaded machine.
