@@ -41,10 +41,12 @@ describe('verify is exact under load (issue 10, point 5)', () => {
       const background = steadyLoad(db.sql, rooms.slice(1), 2, () => done);
       let reports = 0;
       let checked = 0;
-      for (let run = 0; run < 10; run++) {
+      // At least 10 runs, and at least 3 s of load so the writers make enough changes meanwhile.
+      const t0 = Date.now();
+      for (let run = 0; run < 10 || Date.now() - t0 < 3_000; run++) {
         // Some users are reloaded mid-run too (a hydration newer than the verify snapshot).
-        if (run % 3 === 0) await r.store.forget(users.slice(run, run + 2));
-        void Promise.all(users.slice(run, run + 2).map((u) => reader.getTotal(u)));
+        if (run % 3 === 0) await r.store.forget(users.slice(run % 28, (run % 28) + 2));
+        void Promise.all(users.slice(run % 28, (run % 28) + 2).map((u) => reader.getTotal(u)));
         const report = await verify({ sql: db.sql, store: r.store, bridgeName: 'default' });
         reports += report.drifted.length;
         checked += report.checked;
