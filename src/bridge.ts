@@ -80,6 +80,9 @@ export class Bridge {
   private progressAt = Date.now();
   private state: BridgeStatus = { active: false, lastCycleAt: null, lastError: null, captureProblem: null };
   private identityDueAt = 0;
+  /** Users the verifier found different, compared again next cycle after an identity check. */
+  private recheck: string[] = [];
+  private recheckRound = false;
   private sideStore: UnreadStore | null = null;
   /** Highest cycle xmax and log id this bridge knows Redis reflects (written to the prefix's meta). */
   private marks = { xmax: 0n, logId: 0n };
@@ -475,6 +478,8 @@ export class Bridge {
   }
 
   private async verificationSample(): Promise<string[]> {
+    this.recheckRound = this.recheck.length > 0;
+    if (this.recheckRound) return this.recheck.splice(0);
     const every = this.options.verifyIntervalMs ?? 0;
     if (every <= 0 || Date.now() < this.verifyDueAt) return [];
     this.verifyDueAt = Date.now() + every;
@@ -498,6 +503,14 @@ export class Bridge {
       }
     });
     if (repairs.size === 0) return;
+    // A rewound or moved database first shows up as drift: check its identity at the start of the
+    // next cycle and compare these users again then, so a rewind is handled by its reset and the
+    // verifier repairs only what nothing else explains.
+    if (!this.recheckRound && this.options.source.identity) {
+      this.recheck = [...repairs.keys()];
+      this.identityDueAt = 0;
+      return;
+    }
     // Stamped like a hydration: a difference because another bridge already wrote newer state is
     // not drift, and the newer state stays.
     const written = await store.hydrate(repairs, stamp);
