@@ -111,6 +111,16 @@ describe('start-up with a dependency down (built CLI)', () => {
       expect(down.body.checks.redis).toBe(`Redis at 127.0.0.1:${SERVE_REDIS} is unreachable (check REDIS_URL, and that Redis runs)`);
       serveRedis = await privateRedis(SERVE_REDIS);
       await eventually(async () => ((await readyz(url)).status === 200 ? true : undefined), 30_000, '/readyz did not recover');
+      // The reset channel (TRUNCATE, gap) was first tried while Redis was down: subscribed now.
+      const probe = new Redis(serveRedis.url);
+      try {
+        await eventually(async () => {
+          const [, n] = (await probe.call('PUBSUB', 'NUMSUB', 'unread:reset')) as [string, number];
+          return n >= 1 ? true : undefined;
+        }, 10_000, 'the socket server never subscribed to the reset channel');
+      } finally {
+        probe.disconnect();
+      }
     } finally {
       expect(await sigterm(child)).toBe(0);
       expect(child.stderrText()).not.toMatch(/uncaught/i);

@@ -208,7 +208,17 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
       void refreshAll();
     }
   });
-  void sub.subscribe(store.keys.resetChannel).catch((err: Error) => log?.warn({ err: err.message }, 'subscribe to reset failed'));
+  // Subscribed again on every (re)connect: ioredis restores only subscriptions that once
+  // succeeded, so one attempted while Redis was down (a server started before Redis) would
+  // otherwise be missing for good. Both commands are idempotent.
+  const subscribeAll = () => {
+    void sub.subscribe(store.keys.resetChannel).catch((err: Error) => log?.warn({ err: err.message }, 'subscribe to reset failed'));
+    for (const userId of users.keys()) {
+      void sub.ssubscribe(store.keys.channel(userId)).catch((err: Error) => log?.warn({ userId, err: err.message }, 'ssubscribe failed'));
+    }
+  };
+  subscribeAll();
+  sub.on('ready', subscribeAll);
 
   const emitNow = (state: UserState) => {
     const t = state.pending;
