@@ -47,7 +47,7 @@ export async function coldRebuild(ctx: BenchContext, budgetMs: number, cliPath: 
   const timedOut = false;
   if (cliPath) {
     // Exactly what `unread-sync rebuild` runs.
-    const report = await rebuildAll({ sql: ctx.sql, store: ctx.store, reader, pageSize: config.hydrateBatchSize * 4 });
+    const report = await rebuildAll({ sql: ctx.sql, store: ctx.store, reader, pageSize: config.hydrateBatchSize * 4, bridgeName: config.bridgeName, bridgeWaitMs: 30_000 });
     count = report.users;
   }
   const cliSeconds = (now() - t0) / 1000;
