@@ -41,6 +41,12 @@ BEGIN
 END
 $$;
 
+-- Locks in the order the app's writes take them (chat_rooms, then the log through the capture
+-- trigger). Taking the log first deadlocks with any concurrent write to chat_rooms, and under
+-- lock_timeout every retry of this migration would lose that race again.
+LOCK TABLE public.chat_rooms IN SHARE ROW EXCLUSIVE MODE;
+LOCK TABLE unread_sync.changes IN ACCESS EXCLUSIVE MODE;
+
 -- Room ids are opaque text from here on (uuid, bigint, integer and text ids all print exactly).
 -- Rewrites the log (kept short by prune) under a brief exclusive lock.
 ALTER TABLE unread_sync.changes ALTER COLUMN room_id TYPE text USING room_id::text;
