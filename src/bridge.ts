@@ -184,7 +184,7 @@ export class Bridge {
             continue;
           }
           this.observe(event);
-          valid.push(event);
+          if (this.options.onChanges) valid.push(event);
           if (skipUsers.has(event.user_id)) continue;
           let rooms = groups.get(event.user_id);
           if (!rooms) groups.set(event.user_id, (rooms = new Map()));
@@ -376,11 +376,9 @@ export class Bridge {
     // pipelined apply scripts (seconds of them during a large drain).
     const store = (this.sideStore ??= this.options.store.duplicate());
     const read = source.readHydration.bind(source);
-    const started = Date.now();
     let stopped = false;
     let running: Promise<void> = Promise.resolve();
     const tick = async () => {
-      if (Date.now() - started < (this.options.sideHydrationAfterMs ?? SIDE_HYDRATION_AFTER_MS)) return;
       await this.collectHydrationRequests(store);
       // The cycle's own hydration list included: its snapshot is older than this one.
       const users = [...this.pendingHydration].filter((u) => !served.has(u)).slice(0, this.hydrateBatchSize);
@@ -396,18 +394,25 @@ export class Bridge {
       }
     };
     let busy = false;
-    const timer = setInterval(() => {
-      if (busy) return;
+    const poll = () => {
+      if (busy || stopped) return;
       busy = true;
       running = tick()
         .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'hydration beside the cycle failed'))
         .finally(() => {
           busy = false;
         });
-    }, SIDE_HYDRATION_POLL_MS);
+    };
+    // Short cycles (nearly all of them) end before this fires: no polling timer for them.
+    let timer: NodeJS.Timeout | undefined;
+    const delay = setTimeout(() => {
+      timer = setInterval(poll, SIDE_HYDRATION_POLL_MS);
+      poll();
+    }, this.options.sideHydrationAfterMs ?? SIDE_HYDRATION_AFTER_MS);
     return {
       stop: async () => {
         stopped = true;
+        clearTimeout(delay);
         clearInterval(timer);
         await running;
       },

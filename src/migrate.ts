@@ -112,6 +112,4 @@ export async function pendingMigrations(databaseUrl: string): Promise<string[]> 
   }
 }
 
-/** The one line to show when the database lacks unread-sync's schema. */
-export const NOT_MIGRATED =
-  'the database is not migrated: run `unread-sync migrate up` (or set UNREAD_AUTO_MIGRATE=true)';
+

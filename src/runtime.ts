@@ -1,10 +1,10 @@
 import { Bridge } from './bridge.js';
 import type { Config } from './config.js';
 import { connect } from './db.js';
-import { postgresEndpoint, redactSecrets, redisEndpoint } from './env.js';
 import type { Logger } from './log.js';
 import { BridgeMetrics } from './metrics.js';
-import { migrate, NOT_MIGRATED, pendingMigrations } from './migrate.js';
+import { migrate, pendingMigrations } from './migrate.js';
+import { NOT_MIGRATED, postgresProblem, redisProblem } from './problems.js';
 import { startOpsServer, type Check } from './ops.js';
 import { sleep } from './sleep.js';
 import { PostgresSource } from './sources/postgres.js';
@@ -22,28 +22,6 @@ export interface RunningBridge {
   /** What /readyz checks; each failing check's message is a reason the bridge is not ready. */
   readiness: Record<string, Check>;
   stop(): Promise<void>;
-}
-
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET', 'CONNECT_TIMEOUT', '57P03']);
-
-/** One line for a failed Redis call: where, and that it is unreachable; never the URL's credentials. */
-export function redisProblem(err: unknown, url: string, cluster: string[] = []): string {
-  const message = (err as Error).message ?? String(err);
-  if (/max retries|ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|Connection is closed|timed out|ECONNRESET|EHOSTUNREACH/i.test(message)) {
-    return `Redis at ${redisEndpoint(url, cluster)} is unreachable (check REDIS_URL, and that Redis runs)`;
-  }
-  return redactSecrets(`Redis at ${redisEndpoint(url, cluster)}: ${message}`);
-}
-
-/** One line for a failed Postgres call: unreachable, not migrated, or the server's own message. */
-export function postgresProblem(err: unknown, url: string): string {
-  const e = err as { code?: string; message?: string; errors?: { code?: string }[] };
-  const codes = [e.code, ...(e.errors ?? []).map((x) => x.code)];
-  if (codes.some((c) => c && UNREACHABLE.has(c))) {
-    return `Postgres at ${postgresEndpoint(url)} is unreachable (check DATABASE_URL, and that Postgres runs)`;
-  }
-  if (e.code === '42P01' && /unread_sync/.test(e.message ?? '')) return NOT_MIGRATED;
-  return redactSecrets(`Postgres at ${postgresEndpoint(url)}: ${e.message ?? String(err)}`);
 }
 
 function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {

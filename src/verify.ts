@@ -77,7 +77,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
       const stamp = snapshotStamp(snapshot);
       const cached = await Promise.all(users.map((u) => store.readVersioned(u)));
       const later: string[] = [];
-      const suspects = users.filter((u, i) => {
+      const suspects = new Set(users.filter((u, i) => {
         const c = cached[i];
         if (!c || matchesTruth(c.counts, truth.get(u) ?? [])) return false;
         // Loaded from a newer snapshot than S: its room versions do not tell what S had; compare
@@ -87,12 +87,12 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
           return false;
         }
         return true;
-      });
-      const versions = suspects.length > 0 ? await queries.roomVersions(tx, suspects) : new Map<string, Map<string, string>>();
+      }));
+      const versions = suspects.size > 0 ? await queries.roomVersions(tx, [...suspects]) : new Map<string, Map<string, string>>();
       const bad: Drift[] = [];
       users.forEach((userId, i) => {
         const c = cached[i];
-        if (!c || !suspects.includes(userId)) return; // not cached = unknown, nothing to compare
+        if (!c || !suspects.has(userId)) return; // not cached = unknown, nothing to compare
         const t = truth.get(userId) ?? [];
         const tRooms = new Map(t.map((r) => [r.roomId, r.unread]));
         const tVersions = versions.get(userId) ?? new Map<string, string>();

@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { parseUserId } from '../ids.js';
 import type { DbFallback } from '../fallback.js';
 import { UnreadReader } from '../reader.js';
-import { parseTotalsMessage, UnreadStore, type BadgeTotals, type RedisClient, type RoomState } from '../store/store.js';
+import { parseTotalsMessage, roomCounts, UnreadStore, type BadgeTotals, type RedisClient, type RoomState } from '../store/store.js';
 import { AuthError, createTokenVerifier, tokenFromHandshake, type AuthOptions, type TokenVerifier } from './auth.js';
 
 /** How long a new socket's first read waits for its subscription (Redis may be down). */
@@ -131,12 +131,6 @@ const payload = (userId: string, t: BadgeTotals): TotalUnreadPayload => ({
 });
 
 const MAX_TIMEOUT = 2_147_483_647;
-
-const roomMap = (s: RoomState): Record<string, number> => {
-  const out: Record<string, number> = {};
-  for (const [room, r] of s.rooms) out[room] = r.unread;
-  return out;
-};
 
 /**
  * Every room whose count or version differs between two reads: a room that changed and came back
@@ -286,7 +280,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
       if (sent && !state.roomsFull) {
         nsp.local.to(room).emit(ROOMS_EVENT, roomsPayload(state, snap, false, sent.seq, roomsDelta(sent, snap)));
       } else {
-        nsp.local.to(room).emit(ROOMS_EVENT, roomsPayload(state, snap, true, 0, roomMap(snap)));
+        nsp.local.to(room).emit(ROOMS_EVENT, roomsPayload(state, snap, true, 0, roomCounts(snap)));
       }
       state.roomsSent = snap;
       state.roomsFull = false;
@@ -296,7 +290,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
     state.newcomers = [];
     for (const socket of waiting) {
       if (!socket.connected) continue;
-      socket.emit(ROOMS_EVENT, roomsPayload(state, current, true, 0, roomMap(current)));
+      socket.emit(ROOMS_EVENT, roomsPayload(state, current, true, 0, roomCounts(current)));
       void socket.join(room);
     }
   }

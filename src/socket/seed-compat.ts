@@ -1,6 +1,6 @@
 import type postgres from 'postgres';
 import type { Logger } from '../log.js';
-import { parseUserId } from '../ids.js';
+import { parseUserId, ROOM_ID_MAX_LENGTH, roomIdSchema } from '../ids.js';
 import type { BadgeTotals } from '../store/store.js';
 import type { UnreadBadges } from './badges.js';
 
@@ -45,16 +45,15 @@ export class InvalidInputError extends Error {
 }
 
 /**
- * Room ids are opaque (uuid, bigint or text columns): checked for shape only, sent as an untyped
- * parameter so Postgres reads it as the column's type; a value the column cannot hold is refused
- * by Postgres (22P02) and reported as an invalid id.
+ * Room ids are opaque (uuid, bigint, integer or text columns): checked for shape by the same rule
+ * as the change log's (roomIdSchema), sent as an untyped parameter so Postgres reads it as the
+ * column's type; a value the column cannot hold is refused by Postgres (22P02) as an invalid id.
  */
-function parseRoomIdText(value: unknown): string {
-  if (typeof value !== 'string' || value.length === 0 || value.length > 128 || /[\u0000-\u001f\u007f]/.test(value)) {
-    const shown = typeof value === 'string' ? JSON.stringify(value.slice(0, 80)) : typeof value;
-    throw new InvalidInputError(`room id must be a non-empty string of at most 128 printable characters, got ${shown}`);
-  }
-  return value;
+function parseRoomId(value: unknown): string {
+  const r = roomIdSchema.safeParse(value);
+  if (r.success) return r.data;
+  const shown = typeof value === 'string' ? JSON.stringify(value.slice(0, 80)) : typeof value;
+  throw new InvalidInputError(`room id must be a non-empty string of at most ${ROOM_ID_MAX_LENGTH} printable characters, got ${shown}`);
 }
 
 function parseCount(value: unknown): number {
@@ -142,19 +141,7 @@ export class SeedCompatChatSocket {
    * user_id nor its company_id.
    */
   async markRoomRead(userId: string, roomId: string): Promise<WriteResult> {
-    return this.write('markRoomRead', async () => {
-      const user = parseUserId(userId);
-      const room = parseRoomIdText(roomId);
-      const [row] = await this.roomWrite(room, () => this.sql<{ id: string }[]>`
-        update public.chat_rooms set
-          user_unread_count = case when user_id = ${user} then 0 else user_unread_count end,
-          company_unread_count = case when user_id is distinct from ${user} and company_id = ${user}
-                                      then 0 else company_unread_count end
-         where id = ${room} and (user_id = ${user} or company_id = ${user})
-        returning id::text as id`);
-      if (!row) throw new RoomNotFoundError(room, user);
-      return { ok: true as const, roomId: row.id, userId: user, unread: 0 };
-    });
+    return this.write('markRoomRead', () => this.setSide(userId, roomId, 0));
   }
 
   /**
@@ -163,21 +150,23 @@ export class SeedCompatChatSocket {
    * markRoomRead. Note the badge counts the room only while it is active.
    */
   async markRoomUnread(userId: string, roomId: string, count = 1): Promise<WriteResult> {
-    return this.write('markRoomUnread', async () => {
-      const user = parseUserId(userId);
-      const room = parseRoomIdText(roomId);
-      const n = parseCount(count);
-      const [row] = await this.roomWrite(room, () => this.sql<{ id: string; unread: number }[]>`
-        update public.chat_rooms set
-          user_unread_count = case when user_id = ${user} then ${n} else user_unread_count end,
-          company_unread_count = case when user_id is distinct from ${user} and company_id = ${user}
-                                      then ${n} else company_unread_count end
-         where id = ${room} and (user_id = ${user} or company_id = ${user})
-        returning id::text as id,
-                  case when user_id = ${user} then user_unread_count else company_unread_count end as unread`);
-      if (!row) throw new RoomNotFoundError(room, user);
-      return { ok: true as const, roomId: row.id, userId: user, unread: row.unread };
-    });
+    return this.write('markRoomUnread', () => this.setSide(userId, roomId, parseCount(count)));
+  }
+
+  /** Sets the user's side of one room (user_id side first, as the triggers count it) in one UPDATE. */
+  private async setSide(userId: string, roomId: string, n: number): Promise<{ ok: true; roomId: string; userId: string; unread: number }> {
+    const user = parseUserId(userId);
+    const room = parseRoomId(roomId);
+    const [row] = await this.roomWrite(room, () => this.sql<{ id: string; unread: number }[]>`
+      update public.chat_rooms set
+        user_unread_count = case when user_id = ${user} then ${n} else user_unread_count end,
+        company_unread_count = case when user_id is distinct from ${user} and company_id = ${user}
+                                    then ${n} else company_unread_count end
+       where id = ${room} and (user_id = ${user} or company_id = ${user})
+      returning id::text as id,
+                case when user_id = ${user} then user_unread_count else company_unread_count end as unread`);
+    if (!row) throw new RoomNotFoundError(room, user);
+    return { ok: true as const, roomId: row.id, userId: user, unread: row.unread };
   }
 
   /**

@@ -5,10 +5,10 @@ import { connect, type Sql } from '../db.js';
 import { redactSecrets } from '../env.js';
 import type { Logger } from '../log.js';
 import { readinessReport, type Check } from '../ops.js';
-import { redisProblem } from '../runtime.js';
+import { redisProblem } from '../problems.js';
 import { createRedis, type RedisClient } from '../store/store.js';
 import { DbFallback } from '../fallback.js';
-import { attachUnreadBadges, type UnreadBadges } from './badges.js';
+import { attachUnreadBadges, COUNTS_EVENT, ROOMS_EVENT, TOTAL_EVENT, type UnreadBadges } from './badges.js';
 import type { SocketConfig } from './config.js';
 import { handleDemoRequest, sendJson } from './demo.js';
 import { socketMetrics } from './metrics.js';
@@ -103,7 +103,7 @@ export async function startSocketServer(
       // A first visit should say what this server is and where to go next, not "not found".
       sendJson(res, 200, {
         service: 'unread-sync socket server',
-        socketio: `connect with auth { token: <Supabase JWT> }; events: total-unread-count-updated, get-unread-counts`,
+        socketio: `connect with auth { token: <Supabase JWT> }; events: ${TOTAL_EVENT}, ${ROOMS_EVENT}, ${COUNTS_EVENT}`,
         endpoints: { readyz: '/readyz', healthz: '/healthz', metrics: '/metrics', demo: config.demo ? '/demo' : 'run `unread-sync demo` for the demo page' },
       });
       return;

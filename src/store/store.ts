@@ -37,7 +37,13 @@ export interface RoomState extends BadgeTotals {
   rooms: Map<string, { unread: number; version: string }>;
   /** Rooms at 0 that still remember the version that took them there. */
   zeroed: Map<string, string>;
+  /** The snapshot the state was last loaded from (null: unstamped). */
+  loadedAt: SnapshotStamp | null;
 }
+
+/** roomId -> unread of a room state, as plain own properties (a room named "__proto__" stays a key). */
+export const roomCounts = (s: Pick<RoomState, 'rooms'>): Record<string, number> =>
+  Object.fromEntries([...s.rooms].map(([room, r]) => [room, r.unread]));
 
 /** One change for one user: the room's new absolute unread count and its version. */
 export interface RoomChange {
@@ -86,7 +92,11 @@ export interface ApplyResult {
   totals: BadgeTotals;
 }
 
-const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
+/** A script's text with its `--- @include "name"` lines replaced by lua/includes/name.lua (as BullMQ does). */
+const lua = (name: string): string =>
+  readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8').replace(/^--- @include "([\w-]+)"$/gm, (_, include: string) =>
+    readFileSync(new URL(`./lua/includes/${include}.lua`, import.meta.url), 'utf8').trimEnd(),
+  );
 const APPLY_LUA = lua('applyChanges');
 /** Most pending hydration requests kept in Redis. */
 const HYDRATE_QUEUE_MAX = 100_000;
@@ -269,7 +279,7 @@ export class UnreadStore {
       const room = fieldRoom(field);
       if (room !== null) zeroed.set(room, version);
     }
-    return { total: Number(hash.t), unreadRooms: Number(hash.n), seq: Number(hash.s), rooms, zeroed };
+    return { total: Number(hash.t), unreadRooms: Number(hash.n), seq: Number(hash.s), rooms, zeroed, loadedAt: parseStamp(hash.y) };
   }
 
   /** The stamp of the last reset under this prefix (hydrations older than it are refused). */
@@ -337,31 +347,15 @@ export class UnreadStore {
     /** The snapshot of the last hydration (null: unstamped). */
     loadedAt: SnapshotStamp | null;
   } | null> {
-    const reply = await this.redirectSafe(() =>
-      this.redis.multi().hgetall(this.keys.user(userId)).hgetall(this.keys.tombstones(userId)).exec(),
-    );
-    const hash = (reply?.[0]?.[1] ?? {}) as Record<string, string>;
-    const tombs = (reply?.[1]?.[1] ?? {}) as Record<string, string>;
-    if (hash.t === undefined) return null;
+    const s = await this.readRoomState(userId);
+    if (!s) return null;
     const versions = new Map<string, { unread: number; version: bigint }>();
-    for (const [field, value] of Object.entries(tombs)) {
-      const room = fieldRoom(field);
-      if (room !== null) versions.set(room, { unread: 0, version: BigInt(value) });
-    }
-    const entries: Array<[string, number]> = [];
-    for (const [field, value] of Object.entries(hash)) {
-      const room = fieldRoom(field);
-      if (room === null) continue;
-      const sep = value.indexOf(':');
-      const unread = Number(value.slice(0, sep));
-      entries.push([room, unread]);
-      versions.set(room, { unread, version: BigInt(value.slice(sep + 1)) });
-    }
-    const rooms: Record<string, number> = Object.fromEntries(entries);
+    for (const [room, version] of s.zeroed) versions.set(room, { unread: 0, version: BigInt(version) });
+    for (const [room, r] of s.rooms) versions.set(room, { unread: r.unread, version: BigInt(r.version) });
     return {
-      counts: { userId, total: Number(hash.t), unreadRooms: Number(hash.n), rooms, seq: Number(hash.s) },
+      counts: { userId, total: s.total, unreadRooms: s.unreadRooms, rooms: roomCounts(s), seq: s.seq },
       versions,
-      loadedAt: parseStamp(hash.y),
+      loadedAt: s.loadedAt,
     };
   }
 

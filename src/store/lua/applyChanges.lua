@@ -19,12 +19,7 @@
   Returns  per user {applied, skipped, total, unreadRooms, seq}, flattened; applied = -1 when
            the user is unknown
 ]]
-local function older(ax, an, stamp)
-  if not stamp then return false end
-  local sep = string.find(stamp, ':', 1, true)
-  local bx, bn = tonumber(string.sub(stamp, 1, sep - 1)), tonumber(string.sub(stamp, sep + 1))
-  return ax < bx or (ax == bx and an > bn)
-end
+--- @include "older"
 
 local stamped = ARGV[2] ~= ''
 local sx, sn = tonumber(ARGV[2]), tonumber(ARGV[3])

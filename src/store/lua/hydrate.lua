@@ -25,12 +25,7 @@
   ARGV[5..] pairs: room, unread (unread > 0)
   Returns  {total, unreadRooms, seq}, or {-1, 0, 0} when refused as older
 ]]
-local function older(ax, an, stamp)
-  if not stamp then return false end
-  local sep = string.find(stamp, ':', 1, true)
-  local bx, bn = tonumber(string.sub(stamp, 1, sep - 1)), tonumber(string.sub(stamp, sep + 1))
-  return ax < bx or (ax == bx and an > bn)
-end
+--- @include "older"
 
 local stamped = ARGV[2] ~= ''
 local sx, sn = tonumber(ARGV[2]), tonumber(ARGV[3])
