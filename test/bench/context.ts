@@ -17,11 +17,16 @@ export interface BenchOptions {
   drainChanges: number;
   reuse: boolean;
   only: Set<string> | null;
+  /** Bench database (created and dropped by the bench) and Redis key prefix: two benches on one server need their own. */
+  db: string;
+  prefix: string;
+  /** README whose `<!-- bench:begin -->` ... `<!-- bench:end -->` block gets this run's tables. */
+  readme: string | null;
 }
 
 /** Shared state of one bench run. */
 export class BenchContext {
-  readonly prefix = 'bench:';
+  readonly prefix: string;
   readonly redis: Redis;
   readonly store: UnreadStore;
   bridge: RunningBridge | null = null;
@@ -35,6 +40,7 @@ export class BenchContext {
     readonly log: Logger,
     readonly users: string[],
   ) {
+    this.prefix = opts.prefix;
     this.redis = new Redis(redisUrl, { enableAutoPipelining: true });
     this.store = new UnreadStore(this.redis, this.prefix, { tombstoneTtlMs: 86_400_000, deadLetterMax: 1_000 });
   }

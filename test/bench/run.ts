@@ -1,6 +1,8 @@
 /**
- * unread-sync benchmark: `npm run bench -- [--quick] [--scale f|users] [--duration s] [--out f] [--svg f]`.
- * Builds its own data set in database unread_bench, uses Redis keys under "bench:" only.
+ * unread-sync benchmark: `npm run bench -- [--quick] [--scale f|users] [--duration s] [--out f] [--svg f]
+ * [--readme README.md] [--db name] [--prefix p:]`.
+ * Builds its own data set in database unread_bench (or --db / BENCH_DB), uses Redis keys under
+ * "bench:" (or --prefix / BENCH_PREFIX) only.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -24,6 +26,10 @@ import {
   type ReadRun,
   type RebuildResult,
 } from './scenarios.js';
+import { installPeers, TriggerSwitch, uninstallPeers } from './baselines/peers.js';
+import { issue13Targets, rewriteReadmeBlock, sideBySide, targetsTable, type Target } from './issue13-report.js';
+import { overheadLive, type OverheadLiveResult } from './overhead-live.js';
+import { pushLatency, type PushLatencyResult } from './push-latency.js';
 import { loadSocketProbe } from './socket-probe.js';
 import { latencySvg, type ChartPanel } from './svg.js';
 
@@ -42,6 +48,11 @@ function parseArgs(argv: string[]): BenchOptions {
   const rooms = users * 10;
   const durationS = Number(get('duration') ?? (quick ? 2 : 8));
   const only = get('only');
+  const db = get('db') ?? process.env.BENCH_DB ?? 'unread_bench';
+  const prefix = get('prefix') ?? process.env.BENCH_PREFIX ?? 'bench:';
+  // Both end up in SQL DDL and Redis key patterns: plain names only.
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(db)) throw new Error('--db / BENCH_DB must be a lower-case identifier');
+  if (!/^[A-Za-z0-9_.-]{1,40}:$/.test(prefix)) throw new Error('--prefix / BENCH_PREFIX must be letters, digits, _ . - and end with ":"');
   return {
     users,
     rooms,
@@ -52,6 +63,9 @@ function parseArgs(argv: string[]): BenchOptions {
     drainChanges: Number(get('drain') ?? (quick ? 50_000 : Math.round(rooms))),
     reuse: argv.includes('--reuse'),
     only: only ? new Set(only.split(',')) : null,
+    db,
+    prefix,
+    readme: get('readme') ?? null,
   };
 }
 
@@ -69,7 +83,11 @@ interface Results {
   overhead?: OverheadResult;
   drain?: DrainResult;
   drift?: DriftResult;
+  /** Issue 13: external harness (ours and the NOTIFY peer), overhead with each system running. */
+  push?: PushLatencyResult;
+  overheadLive?: OverheadLiveResult;
   targets?: Array<{ target: string; achieved: string; met: boolean | null }>;
+  targets13?: Target[];
   bridgeErrors?: number;
   loadAverage?: number[];
 }
@@ -80,7 +98,7 @@ async function main(): Promise<void> {
   const log = createLogger(process.env.BENCH_LOG_LEVEL ?? 'warn', 'bench');
   const { cpus } = await import('node:os');
   step(`dataset: ${opts.users} users, ${opts.rooms} rooms`);
-  const ds = await prepareDataset(ADMIN_URL, 'unread_bench', { users: opts.users, rooms: opts.rooms }, { reuse: opts.reuse, log: step });
+  const ds = await prepareDataset(ADMIN_URL, opts.db, { users: opts.users, rooms: opts.rooms }, { reuse: opts.reuse, log: step });
   const [stats] = await ds.sql<{ pairs: number; users: number }[]>`
     select count(*)::int as pairs, count(distinct user_id)::int as users from unread_sync.unread_truth`;
   step(`dataset ready in ${ds.loadSeconds.toFixed(1)} s (${stats?.pairs} unread (user, room) pairs, ${stats?.users} users with unread)`);
@@ -92,8 +110,11 @@ async function main(): Promise<void> {
     machine: { cpus: cpus().length, node: process.version },
     dataset: { users: ds.users, rooms: ds.rooms, loadSeconds: ds.loadSeconds, reused: ds.reused, unreadPairs: stats?.pairs ?? 0, usersWithUnread: stats?.users ?? 0 },
   };
+  const triggers = new TriggerSwitch(ds.sql);
+  const peers = want('push') || want('idle') || want('overhead-live');
   try {
     await ctx.clearRedis();
+    if (peers) await installPeers(ds.sql);
     ctx.startBridge();
     await ctx.waitForBridge(60_000);
 
@@ -146,6 +167,22 @@ async function main(): Promise<void> {
       await ctx.waitForBridge();
     }
 
+    if (want('push') || want('idle')) {
+      step('2c/2d. external harness: commit -> visible in Redis, ours and the LISTEN/NOTIFY peer');
+      results.push = await pushLatency(ctx, triggers, {
+        rates: want('push') ? [100, 1_000, 2_000] : [],
+        idle: want('idle') ? { samples: opts.quick ? 4 : 30, intervalMs: 2_000 } : null,
+      });
+    }
+
+    if (want('overhead-live')) {
+      step('3b. UPDATE throughput with each system running (pgbench, 8 clients)');
+      results.overheadLive = await overheadLive(ctx, triggers, opts.quick ? 1 : 2);
+      for (const c of results.overheadLive.cases) {
+        step(`   ${c.name}: ours ${c.ratio.ours.toFixed(2)}, notify peer ${c.ratio.notify.toFixed(2)}, postgres peer ${c.ratio.postgres.toFixed(2)} of no-trigger`);
+      }
+    }
+
     if (want('drain')) {
       step(`4. bridge drain of ${opts.drainChanges} changes`);
       results.drain = await drain(ctx, opts.drainChanges);
@@ -159,16 +196,25 @@ async function main(): Promise<void> {
     }
   } finally {
     await ctx.stopBridge();
+    if (peers) {
+      await triggers.use('ours');
+      await uninstallPeers(ds.sql);
+    }
     await ctx.clearRedis();
     ctx.redis.disconnect();
     await ds.sql.end({ timeout: 5 });
   }
 
   results.targets = targets(results);
+  results.targets13 = issue13Targets(results);
   results.bridgeErrors = ctx.bridgeErrors;
   results.loadAverage = (await import('node:os')).loadavg();
-  const report = renderReport(results);
+  const report = renderReport(results, '##');
   process.stdout.write(`\n${report}\n`);
+  if (opts.readme) {
+    rewriteReadmeBlock(opts.readme, renderReport(results, null));
+    step(`rewrote the bench block of ${opts.readme}`);
+  }
   mkdirSync(dirname(opts.out), { recursive: true });
   writeFileSync(opts.out, JSON.stringify(results, null, 2));
   mkdirSync(dirname(opts.svg), { recursive: true });
@@ -185,6 +231,18 @@ function chartPanels(res: Results): ChartPanel[] {
       series: res.writeToBadge.runs.map((r) => ({ name: `${r.targetRate}/s target`, latency: r.commitToRedis })),
     });
   }
+  if (res.push) {
+    const p = res.push;
+    panels.push({
+      title: '2c. Commit -> visible in Redis (external harness): ours vs LISTEN/NOTIFY peer',
+      series: [
+        ...p.ours.runs.map((r) => ({ name: `ours ${r.targetRate}/s`, latency: r.commitToRedis })),
+        ...p.notify.runs.map((r) => ({ name: `notify peer ${r.targetRate}/s`, latency: r.commitToRedis })),
+        ...(p.ours.idle ? [{ name: 'ours, 1 write / 2 s', latency: p.ours.idle.commitToRedis }] : []),
+        ...(p.notify.idle ? [{ name: 'notify peer, 1 write / 2 s', latency: p.notify.idle.commitToRedis }] : []),
+      ],
+    });
+  }
   if (res.overhead) {
     panels.push({
       title: '3. UPDATE latency, 8 connections',
@@ -196,7 +254,8 @@ function chartPanels(res: Results): ChartPanel[] {
 
 const lat = (l: LatencySummary) => [fmt(l.p50, 3), fmt(l.p95, 3), fmt(l.p99, 3)];
 
-function renderReport(res: Results): string {
+/** `heading` '##' for the terminal; null for the README block (bold labels: it sits inside a section). */
+function renderReport(res: Results, heading: string | null): string {
   const rows: string[][] = [];
   if (res.read) {
     for (const c of [1, 32]) {
@@ -261,7 +320,14 @@ function renderReport(res: Results): string {
     (res.targets ?? []).map((x) => [x.target, x.achieved, x.met === null ? 'not measured' : x.met ? 'yes' : 'NO']),
   );
   const env = `bridge cycle failures during the run: ${res.bridgeErrors ?? 0}${res.bridgeErrors ? ' (connections killed from outside, e.g. a concurrent fault-injection test: affected numbers are not clean)' : ''}; load average at end ${(res.loadAverage ?? []).map((x) => x.toFixed(2)).join(' ')} on ${res.machine.cpus} CPUs`;
-  return `## Results\n\n${main}\n\n${env}\n\n## Targets\n\n${t}\n`;
+  const title = (s: string) => (heading ? `${heading} ${s}` : `**${s}.**`);
+  const conditions = `${res.dataset.users.toLocaleString('en-US')} users, ${res.dataset.rooms.toLocaleString('en-US')} rooms, ${res.options.durationMs / 1000} s per run${res.options.quick ? ' (--quick)' : ''}, started ${res.startedAt}, Node ${res.machine.node}`;
+  return [
+    `${title('Results')}\n\n${conditions}\n\n${main}\n\n${env}`,
+    `${title('Side by side with the peers (issue 13)')}\n\n${sideBySide(res)}`,
+    `${title('Targets (issue 13)')}\n\n${targetsTable(res.targets13 ?? [])}`,
+    `${title('Targets (earlier issues)')}\n\n${t}`,
+  ].join('\n\n') + '\n';
 }
 
 function targets(res: Results): Array<{ target: string; achieved: string; met: boolean | null }> {
@@ -295,7 +361,7 @@ function targets(res: Results): Array<{ target: string; achieved: string; met: b
   if (res.overhead) {
     const nn = res.overhead.noNotifyRatio;
     out.push({
-      target: 'trigger overhead >= 0.75 of no-trigger throughput',
+      target: 'trigger overhead >= 0.75 of no-trigger throughput (bridge stopped; issue 13 goal 2 has it running)',
       achieved: `${res.overhead.ratio.toFixed(2)}${nn === null ? '' : ` (diagnostic without pg_notify: ${nn.toFixed(2)})`}`,
       met: res.overhead.ratio >= 0.75,
     });
