@@ -55,6 +55,8 @@ export interface HarnessResult {
 }
 
 interface Pending {
+  /** The run it belongs to: a late answer for an earlier run's commit must not count in this one. */
+  gen: number;
   expected: number;
   tSend: number;
   tAck: number;
@@ -79,13 +81,17 @@ async function main(): Promise<void> {
   let commitLat = new Samples();
   let visible = 0;
   let outstanding = 0;
+  let gen = 0;
+  let lastInvalidation = 0;
   const done = (p: Pending) => {
+    if (p.gen !== gen) return;
     commitToRedis.add(Math.max(0, p.tVis - p.tAck));
     visible++;
   };
 
   inval.on('messageBuffer', (_channel: Buffer, keys: unknown) => {
     const ti = now();
+    lastInvalidation = ti;
     if (!Array.isArray(keys)) return; // null: the whole tracking table was flushed
     for (const k of keys as Buffer[]) {
       const target = byKey.get(k.toString());
@@ -97,7 +103,7 @@ async function main(): Promise<void> {
         for (const p of q) {
           if (p.tVis === 0 && p.expected <= v) {
             p.tVis = ti;
-            outstanding--;
+            if (p.gen === gen) outstanding--;
             if (p.tAck > 0) done(p);
           }
         }
@@ -111,7 +117,17 @@ async function main(): Promise<void> {
 
   const issued = new Map<string, number>();
   const base = new Map<string, number>();
+  // Before each run the watched keys must be quiet: a system still applying an earlier run's
+  // backlog would make this run's expected values come true early. Returns the wait in ms.
+  const settle = async () => {
+    const t0 = now();
+    while (now() - lastInvalidation < 300 && now() - t0 < 60_000) await sleep(20);
+    return now() - t0;
+  };
   const reset = async () => {
+    const waited = await settle();
+    if (waited > 1_000) process.stderr.write(`     (waited ${(waited / 1000).toFixed(1)} s for the system to finish the previous run)\n`);
+    gen++;
     queues.clear();
     issued.clear();
     commitToRedis = new Samples();
@@ -125,7 +141,7 @@ async function main(): Promise<void> {
   const send = (t: HarnessTarget) => {
     const n = (issued.get(t.key) ?? 0) + 1;
     issued.set(t.key, n);
-    const p: Pending = { expected: (base.get(t.key) ?? 0) + n, tSend: now(), tAck: 0, tVis: 0 };
+    const p: Pending = { gen, expected: (base.get(t.key) ?? 0) + n, tSend: now(), tAck: 0, tVis: 0 };
     let q = queues.get(t.key);
     if (!q) queues.set(t.key, (q = []));
     q.push(p);
@@ -133,6 +149,7 @@ async function main(): Promise<void> {
     sent++;
     return writer`update chat_rooms set user_unread_count = user_unread_count + 1 where id = ${t.room}`.then(
       () => {
+        if (p.gen !== gen) return;
         p.tAck = now();
         commitLat.add(p.tAck - p.tSend);
         commits++;

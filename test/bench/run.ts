@@ -5,7 +5,7 @@
  * "bench:" (or --prefix / BENCH_PREFIX) only.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, relative, sep } from 'node:path';
 import { createLogger } from '../../src/log.js';
 import { prepareDataset, allUserIds } from './dataset.js';
 import { BenchContext, type BenchOptions } from './context.js';
@@ -171,7 +171,7 @@ async function main(): Promise<void> {
       step('2c/2d. external harness: commit -> visible in Redis, ours and the LISTEN/NOTIFY peer');
       results.push = await pushLatency(ctx, triggers, {
         rates: want('push') ? [100, 1_000, 2_000] : [],
-        idle: want('idle') ? { samples: opts.quick ? 4 : 30, intervalMs: 2_000 } : null,
+        idle: want('idle') ? { samples: opts.quick ? 3 : 30, intervalMs: 2_000 } : null,
       });
     }
 
@@ -212,7 +212,8 @@ async function main(): Promise<void> {
   const report = renderReport(results, '##');
   process.stdout.write(`\n${report}\n`);
   if (opts.readme) {
-    rewriteReadmeBlock(opts.readme, renderReport(results, null));
+    const chart = relative(dirname(opts.readme), opts.svg).split(sep).join('/');
+    rewriteReadmeBlock(opts.readme, `${renderReport(results, null)}\n![latency distributions](${chart})\n`);
     step(`rewrote the bench block of ${opts.readme}`);
   }
   mkdirSync(dirname(opts.out), { recursive: true });
