@@ -22,7 +22,7 @@ export interface Target {
 
 const pp = (l: LatencySummary | null | undefined) => (l && l.count > 0 ? `${fmt(l.p50)} / ${fmt(l.p99)} ms` : 'n/a');
 const runCell = (r: HarnessRun | null | undefined) =>
-  r ? `${pp(r.commitToRedis)}${r.lost ? ` (**${r.lost} of ${r.sent} never visible**)` : ''}${r.targetRate && r.achievedRate < r.targetRate * 0.95 ? ` (only ${fmt(r.achievedRate)} commits/s)` : ''}` : 'n/a';
+  r ? `${pp(r.commitToRedis)}${r.lost ? ` (**${r.lost} of ${r.commits} commits never visible**)` : ''}${r.unacked ? ` (${r.unacked} of ${r.sent} not committed in time)` : ''}${r.targetRate && r.achievedRate < r.targetRate * 0.95 ? ` (only ${fmt(r.achievedRate)} commits/s)` : ''}` : 'n/a';
 
 /** Issue 13's comparison: the same figures for ours and both peers, from this run. */
 export function sideBySide(res: Issue13Inputs): string {
@@ -68,7 +68,7 @@ export function issue13Targets(res: Issue13Inputs): Target[] {
       ? [100, 1_000, 2_000].every((rate) => rates.some((r) => r.targetRate === rate)) &&
         worst(rates, (l) => l.p50) <= 0.5 &&
         worst(rates, (l) => l.p99) <= 5 &&
-        rates.every((r) => r.lost === 0 && r.achievedRate >= r.targetRate * 0.95)
+        rates.every((r) => r.lost === 0 && r.unacked === 0 && r.achievedRate >= r.targetRate * 0.95)
       : null,
   });
   const idle = ours?.idle;
