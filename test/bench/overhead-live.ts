@@ -46,9 +46,8 @@ function pgbenchPath(): string {
   return process.env.PGBENCH ?? '/usr/lib/postgresql/15/bin/pgbench';
 }
 
-export async function overheadLive(ctx: BenchContext, triggers: TriggerSwitch, rounds: number): Promise<OverheadLiveResult> {
+export async function overheadLive(ctx: BenchContext, triggers: TriggerSwitch, rounds: number, seconds: number): Promise<OverheadLiveResult> {
   const clients = 8;
-  const seconds = Math.max(1, Math.round(ctx.opts.durationMs / 1000));
   // Pick tables, so pgbench can choose a room id by a random integer.
   await ctx.sql.unsafe(`
     drop table if exists bench_pick_uniform, bench_pick_hot;

@@ -21,6 +21,8 @@ export interface PushLatencyResult {
 
 export interface PushPlan {
   rates: number[];
+  /** Per rate. */
+  durationMs: number;
   idle: { samples: number; intervalMs: number } | null;
 }
 
@@ -71,7 +73,7 @@ export async function pushLatency(ctx: BenchContext, triggers: TriggerSwitch, pl
     trackPrefix: commonPrefix(targets.map((t) => t.key)),
     targets,
     rates: plan.rates,
-    durationMs: ctx.opts.durationMs,
+    durationMs: plan.durationMs,
     idle: plan.idle,
   });
 
