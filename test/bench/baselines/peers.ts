@@ -47,7 +47,12 @@ export class TriggerSwitch {
     for (const t of this.saved) {
       await this.sql.unsafe(`alter table public.chat_rooms ${system === 'ours' ? ENABLE[t.enabled] : 'disable'} trigger ${ident(t.name)}`);
     }
+    const present = new Set(
+      (await this.sql<{ name: string }[]>`
+        select tgname as name from pg_trigger where tgrelid = 'public.chat_rooms'::regclass and tgname like 'peer\_%'`).map((t) => t.name),
+    );
     for (const [peer, trigger] of Object.entries(PEER_TRIGGERS)) {
+      if (!present.has(trigger)) continue;
       await this.sql.unsafe(`alter table public.chat_rooms ${peer === system ? 'enable' : 'disable'} trigger ${trigger}`);
     }
   }
