@@ -80,6 +80,7 @@ export class Bridge {
   private progressAt = Date.now();
   private state: BridgeStatus = { active: false, lastCycleAt: null, lastError: null, captureProblem: null };
   private identityDueAt = 0;
+  private noPartitionSync = false;
   /** Users the verifier found different, compared again next cycle after an identity check. */
   private recheck: string[] = [];
   private recheckRound = false;
@@ -118,6 +119,7 @@ export class Bridge {
     if (source.identity && Date.now() >= this.identityDueAt) {
       this.identityDueAt = Date.now() + (this.options.identityCheckMs ?? 5_000);
       await this.checkDatabase();
+      await this.checkPartitions();
       await this.checkCapture();
     }
     await this.collectHydrationRequests();
@@ -451,6 +453,28 @@ export class Bridge {
       await store.setMeta({ identity, xmax: id.xmax, logid: id.logId });
     } else {
       this.marks = { xmax: BigInt(meta.xmax ?? '0'), logId: BigInt(meta.logid ?? '0') };
+    }
+  }
+
+  /**
+   * Partitions added or removed by DDL when no superuser installed the event trigger: the source
+   * installs their capture and logs a reset (read by this or the next cycle) when rows came or went.
+   */
+  private async checkPartitions(): Promise<void> {
+    const { source, log } = this.options;
+    if (!source.syncPartitions || this.noPartitionSync) return;
+    const done = await source.syncPartitions().catch((err: unknown) => {
+      // A database migrated before sync_partitions() existed: say so once, keep running.
+      if ((err as { code?: string }).code !== '42883') throw err;
+      this.noPartitionSync = true;
+      log.warn('unread_sync.sync_partitions() is missing: run `unread-sync migrate up` so partitions added later are captured');
+      return { installed: 0, reset: false };
+    });
+    if (done.installed > 0 || done.reset) {
+      this.metrics.partitionSyncs.inc();
+      log.warn(done, done.reset
+        ? 'chat_rooms partitions changed (a filled table attached or a partition removed): reset logged, every cached user reloads'
+        : 'capture installed on new chat_rooms partitions');
     }
   }
 

@@ -191,6 +191,17 @@ export const queries = {
        order by 1, 2`;
   },
 
+  /**
+   * unread_sync.sync_partitions(): capture on partitions created since the last call, and a reset
+   * logged when a filled table was attached or a partition left (what the superuser-only DDL event
+   * trigger does). Returns the triggers installed and whether a reset was logged.
+   */
+  async syncPartitions(sql: Sql): Promise<{ installed: number; reset: boolean }> {
+    const [row] = await sql<{ n: number }[]>`select unread_sync.sync_partitions() as n`;
+    const n = row?.n ?? 0;
+    return { installed: n % 1000, reset: n >= 1000 };
+  },
+
   /** Cheap poll: has anything been committed to the log since `previous`? (index probes only) */
   async hasChangesSince(sql: Sql, previous: string): Promise<boolean> {
     const [row] = await sql<{ any: boolean }[]>`
@@ -327,14 +338,14 @@ export const supabaseQueries = {
   /** One page of the catch-up (see unread_sync.read_changes in the realtime migration). */
   readChanges(
     sql: Sql,
-    args: { previous: string; upto: string | null; after: { xid: string; id: string } | null; hydrate: string[]; maxRows: number },
+    args: { previous: string; upto: string | null; after: { xid: string; id: string } | null; hydrate: string[]; maxRows: number; bridge: string },
   ) {
     return sql<CatchupRow[]>`
       select part, snapshot, gap, more, id, xid, kind, user_id, room_id, unread, negative, created_at
         from unread_sync.read_changes(
           ${args.previous}::pg_snapshot, ${args.upto}::pg_snapshot,
           ${args.after?.xid ?? null}::xid8, ${args.after?.id ?? null}::bigint,
-          ${args.hydrate}::uuid[], ${args.maxRows}::int)`;
+          ${args.hydrate}::uuid[], ${args.maxRows}::int, ${args.bridge}::text)`;
   },
 
   /** Takes or renews the bridge lease; true when `holder` holds it now. */

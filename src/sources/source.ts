@@ -40,6 +40,11 @@ export interface ChangeSource {
    * snapshot (the bridge resets the cache at the same time); returns that snapshot. Optional.
    */
   restartFromNow?(): Promise<string>;
+  /**
+   * Brings partitions of chat_rooms under capture without superuser rights (installs the TRUNCATE
+   * trigger on new ones, logs a reset when a filled table was attached or one left); optional.
+   */
+  syncPartitions?(): Promise<{ installed: number; reset: boolean }>;
   /** Capture triggers that do not fire on ordinary writes ("table.trigger (D)"); optional. */
   captureProblems?(): Promise<string[]>;
   /**

@@ -391,6 +391,7 @@ export class SupabaseSource implements ChangeSource {
         after,
         hydrate: upto === null ? hydrate : [],
         maxRows: this.options.batchSize,
+        bridge: this.options.bridgeName,
       });
       pages++;
       const head = rows.find((r) => r.part === 'head');
