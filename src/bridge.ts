@@ -491,9 +491,12 @@ export class Bridge {
     const problem = problems.length > 0 ? `capture triggers not firing: ${problems.join(', ')}` : null;
     if (problem && this.state.captureProblem === null) {
       this.metrics.captureEpisodes.inc();
-      log.error({ triggers: problems }, `${problem}; some changes to chat_rooms are not captured (ALTER TABLE chat_rooms ENABLE ALWAYS TRIGGER <name>, then run \`unread-sync rebuild\`)`);
-    } else if (!problem && this.state.captureProblem !== null) {
-      log.warn('capture triggers fire again; writes made meanwhile were not captured: run `unread-sync rebuild`');
+      log.error({ triggers: problems }, `${problem}; some changes to chat_rooms are not captured (ALTER TABLE chat_rooms ENABLE ALWAYS TRIGGER <name>; the bridge then resets the cache by itself)`);
+    }
+    // The episode is recorded in the database; its end logs a reset through the log (ordered
+    // after every write the log missed), so users reload and the verifier is not the mechanism.
+    if (source.recordCapture && (await source.recordCapture(problem === null))) {
+      log.warn('capture triggers fire again; writes made while they did not are not in the log: reset logged, every cached user reloads');
     }
     this.state.captureProblem = problem;
   }
@@ -532,6 +535,9 @@ export class Bridge {
       }
     });
     if (repairs.size === 0) return;
+    // Capture is off: the drift is real and expected, and the reset logged when capture fires
+    // again covers every user; a repair now would be overwritten by the next missed write anyway.
+    if (this.state.captureProblem !== null) return;
     // A rewound or moved database first shows up as drift: check its identity at the start of the
     // next cycle and compare these users again then, so a rewind is handled by its reset and the
     // verifier repairs only what nothing else explains.

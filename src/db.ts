@@ -202,6 +202,23 @@ export const queries = {
     return { installed: n % 1000, reset: n >= 1000 };
   },
 
+  /**
+   * Capture episodes, kept in the database so a bridge restarted meanwhile still knows: while the
+   * triggers do not fire, meta 'capture_off' is set; once they all fire again, one statement
+   * clears it and logs a reset (every cached user reloads the writes the log never saw). True when
+   * this call logged that reset (only one of several bridges does).
+   */
+  async recordCapture(sql: Sql, firing: boolean): Promise<boolean> {
+    if (!firing) {
+      await sql`insert into unread_sync.meta (key, value) values ('capture_off', now()::text) on conflict (key) do nothing`;
+      return false;
+    }
+    const rows = await sql<{ id: string }[]>`
+      with ended as (delete from unread_sync.meta where key = 'capture_off' returning 1)
+      insert into unread_sync.changes (kind) select 'reset' from ended returning id::text as id`;
+    return rows.length > 0;
+  },
+
   /** Cheap poll: has anything been committed to the log since `previous`? (index probes only) */
   async hasChangesSince(sql: Sql, previous: string): Promise<boolean> {
     const [row] = await sql<{ any: boolean }[]>`

@@ -48,6 +48,11 @@ export interface ChangeSource {
   /** Capture triggers that do not fire on ordinary writes ("table.trigger (D)"); optional. */
   captureProblems?(): Promise<string[]>;
   /**
+   * Records whether capture fires; when it fires again after an episode, logs a reset through
+   * the log and returns true. Optional (with captureProblems).
+   */
+  recordCapture?(firing: boolean): Promise<boolean>;
+  /**
    * Reads users' rooms in a fresh snapshot on another connection, while a cycle may be running
    * (hydration must not wait behind a long drain); returns the snapshot for stamping. Optional.
    */
