@@ -348,7 +348,8 @@ describe('fault suite: issue 10, capture and verify', () => {
           }
           stop = true;
           const written = await load;
-          const sample = redisCli(r.url, 'HKEYS', `${r.prefix}u2:{${users[0]}}`).split('\n').filter((f) => f.startsWith('r:')).slice(0, 2).join(' ');
+          const fields = users.flatMap((u) => redisCli(r.url, 'HKEYS', `${r.prefix}u2:{${u}}`).split('\n').filter((f) => f.startsWith('r:')));
+          const sample = fields.slice(0, 2).join(', ');
           await finish(db, r, b, users, { scenario: `issue 10 case 10: ${kind} room ids end to end`, written: written + faults, faults, note: `${faults} inserts/renames/deletes; Redis fields e.g. ${sample}` });
         },
         async (db) => {
