@@ -131,6 +131,9 @@ export class Bridge {
     let events = 0;
     let maxId = 0n;
     const servedBeside = new Set<string>();
+    // Hydrations beside the cycle wait for its start: a reset there (gap, first start) deletes
+    // keys by SCAN for as long as the keyspace takes, and would delete what they wrote meanwhile.
+    let begun = false;
     let applying: Promise<void> = Promise.resolve();
 
     const handler: CycleHandler = {
@@ -142,6 +145,7 @@ export class Bridge {
         stamp = ctx.snapshot ? snapshotStamp(ctx.snapshot) : null;
         current();
         if (ctx.gap) await this.reset('gap or first start', stamp);
+        begun = true;
       },
       chunk: async (raw) => {
         const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
@@ -225,7 +229,7 @@ export class Bridge {
       },
     };
 
-    const side = this.hydrateAlongside(servedBeside, generation);
+    const side = this.hydrateAlongside(servedBeside, generation, () => begun);
     try {
       await source.cycle([...hydrate, ...verifying], handler);
     } finally {
@@ -371,7 +375,7 @@ export class Bridge {
    * is newer than the running cycle's, so Redis refuses that cycle's (older) writes for these
    * users, and later cycles only bring changes after it.
    */
-  private hydrateAlongside(served: Set<string>, generation: number): { stop(): Promise<void> } {
+  private hydrateAlongside(served: Set<string>, generation: number, begun: () => boolean): { stop(): Promise<void> } {
     const { source, log } = this.options;
     if (!source.readHydration) return { stop: async () => {} };
     // Its own Redis connection: on the bridge's connection it would queue behind the cycle's
@@ -397,7 +401,7 @@ export class Bridge {
     };
     let busy = false;
     const poll = () => {
-      if (busy || stopped) return;
+      if (busy || stopped || !begun()) return;
       busy = true;
       running = tick()
         .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'hydration beside the cycle failed'))
