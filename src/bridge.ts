@@ -116,7 +116,7 @@ export class Bridge {
     const current = () => {
       if (generation !== this.generation) throw new Error('cycle abandoned by the watchdog');
     };
-    if (source.identity && Date.now() >= this.identityDueAt) {
+    if ((source.identity || source.syncPartitions) && Date.now() >= this.identityDueAt) {
       this.identityDueAt = Date.now() + (this.options.identityCheckMs ?? 5_000);
       await this.checkDatabase();
       await this.checkPartitions();
