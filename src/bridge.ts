@@ -80,6 +80,7 @@ export class Bridge {
   private progressAt = Date.now();
   private state: BridgeStatus = { active: false, lastCycleAt: null, lastError: null, captureProblem: null };
   private identityDueAt = 0;
+  private noPartitionSync = false;
   /** Users the verifier found different, compared again next cycle after an identity check. */
   private recheck: string[] = [];
   private recheckRound = false;
@@ -115,9 +116,10 @@ export class Bridge {
     const current = () => {
       if (generation !== this.generation) throw new Error('cycle abandoned by the watchdog');
     };
-    if (source.identity && Date.now() >= this.identityDueAt) {
+    if ((source.identity || source.syncPartitions) && Date.now() >= this.identityDueAt) {
       this.identityDueAt = Date.now() + (this.options.identityCheckMs ?? 5_000);
       await this.checkDatabase();
+      await this.checkPartitions();
       await this.checkCapture();
     }
     await this.collectHydrationRequests();
@@ -129,6 +131,9 @@ export class Bridge {
     let events = 0;
     let maxId = 0n;
     const servedBeside = new Set<string>();
+    // Hydrations beside the cycle wait for its start: a reset there (gap, first start) deletes
+    // keys by SCAN for as long as the keyspace takes, and would delete what they wrote meanwhile.
+    let begun = false;
     let applying: Promise<void> = Promise.resolve();
 
     const handler: CycleHandler = {
@@ -140,6 +145,7 @@ export class Bridge {
         stamp = ctx.snapshot ? snapshotStamp(ctx.snapshot) : null;
         current();
         if (ctx.gap) await this.reset('gap or first start', stamp);
+        begun = true;
       },
       chunk: async (raw) => {
         const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
@@ -223,7 +229,7 @@ export class Bridge {
       },
     };
 
-    const side = this.hydrateAlongside(servedBeside, generation);
+    const side = this.hydrateAlongside(servedBeside, generation, () => begun);
     try {
       await source.cycle([...hydrate, ...verifying], handler);
     } finally {
@@ -369,7 +375,7 @@ export class Bridge {
    * is newer than the running cycle's, so Redis refuses that cycle's (older) writes for these
    * users, and later cycles only bring changes after it.
    */
-  private hydrateAlongside(served: Set<string>, generation: number): { stop(): Promise<void> } {
+  private hydrateAlongside(served: Set<string>, generation: number, begun: () => boolean): { stop(): Promise<void> } {
     const { source, log } = this.options;
     if (!source.readHydration) return { stop: async () => {} };
     // Its own Redis connection: on the bridge's connection it would queue behind the cycle's
@@ -395,7 +401,7 @@ export class Bridge {
     };
     let busy = false;
     const poll = () => {
-      if (busy || stopped) return;
+      if (busy || stopped || !begun()) return;
       busy = true;
       running = tick()
         .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'hydration beside the cycle failed'))
@@ -455,6 +461,28 @@ export class Bridge {
   }
 
   /**
+   * Partitions added or removed by DDL when no superuser installed the event trigger: the source
+   * installs their capture and logs a reset (read by this or the next cycle) when rows came or went.
+   */
+  private async checkPartitions(): Promise<void> {
+    const { source, log } = this.options;
+    if (!source.syncPartitions || this.noPartitionSync) return;
+    const done = await source.syncPartitions().catch((err: unknown) => {
+      // A database migrated before sync_partitions() existed: say so once, keep running.
+      if ((err as { code?: string }).code !== '42883') throw err;
+      this.noPartitionSync = true;
+      log.warn('unread_sync.sync_partitions() is missing: run `unread-sync migrate up` so partitions added later are captured');
+      return { installed: 0, reset: false };
+    });
+    if (done.installed > 0 || done.reset) {
+      this.metrics.partitionSyncs.inc();
+      log.warn(done, done.reset
+        ? 'chat_rooms partitions changed (a filled table attached or a partition removed): reset logged, every cached user reloads'
+        : 'capture installed on new chat_rooms partitions');
+    }
+  }
+
+  /**
    * Disabled capture triggers (ALTER TABLE ... DISABLE TRIGGER) mean writes to chat_rooms are no
    * longer logged: badges go stale without any error. Reported on /readyz and in a metric, and
    * logged at error level once per episode.
@@ -467,9 +495,12 @@ export class Bridge {
     const problem = problems.length > 0 ? `capture triggers not firing: ${problems.join(', ')}` : null;
     if (problem && this.state.captureProblem === null) {
       this.metrics.captureEpisodes.inc();
-      log.error({ triggers: problems }, `${problem}; some changes to chat_rooms are not captured (ALTER TABLE chat_rooms ENABLE ALWAYS TRIGGER <name>, then run \`unread-sync rebuild\`)`);
-    } else if (!problem && this.state.captureProblem !== null) {
-      log.warn('capture triggers fire again; writes made meanwhile were not captured: run `unread-sync rebuild`');
+      log.error({ triggers: problems }, `${problem}; some changes to chat_rooms are not captured (ALTER TABLE chat_rooms ENABLE ALWAYS TRIGGER <name>; the bridge then resets the cache by itself)`);
+    }
+    // The episode is recorded in the database; its end logs a reset through the log (ordered
+    // after every write the log missed), so users reload and the verifier is not the mechanism.
+    if (source.recordCapture && (await source.recordCapture(problem === null))) {
+      log.warn('capture triggers fire again; writes made while they did not are not in the log: reset logged, every cached user reloads');
     }
     this.state.captureProblem = problem;
   }
@@ -508,6 +539,9 @@ export class Bridge {
       }
     });
     if (repairs.size === 0) return;
+    // Capture is off: the drift is real and expected, and the reset logged when capture fires
+    // again covers every user; a repair now would be overwritten by the next missed write anyway.
+    if (this.state.captureProblem !== null) return;
     // A rewound or moved database first shows up as drift: check its identity at the start of the
     // next cycle and compare these users again then, so a rewind is handled by its reset and the
     // verifier repairs only what nothing else explains.

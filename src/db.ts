@@ -191,6 +191,34 @@ export const queries = {
        order by 1, 2`;
   },
 
+  /**
+   * unread_sync.sync_partitions(): capture on partitions created since the last call, and a reset
+   * logged when a filled table was attached or a partition left (what the superuser-only DDL event
+   * trigger does). Returns the triggers installed and whether a reset was logged.
+   */
+  async syncPartitions(sql: Sql): Promise<{ installed: number; reset: boolean }> {
+    const [row] = await sql<{ n: number }[]>`select unread_sync.sync_partitions() as n`;
+    const n = row?.n ?? 0;
+    return { installed: n % 1000, reset: n >= 1000 };
+  },
+
+  /**
+   * Capture episodes, kept in the database so a bridge restarted meanwhile still knows: while the
+   * triggers do not fire, meta 'capture_off' is set; once they all fire again, one statement
+   * clears it and logs a reset (every cached user reloads the writes the log never saw). True when
+   * this call logged that reset (only one of several bridges does).
+   */
+  async recordCapture(sql: Sql, firing: boolean): Promise<boolean> {
+    if (!firing) {
+      await sql`insert into unread_sync.meta (key, value) values ('capture_off', now()::text) on conflict (key) do nothing`;
+      return false;
+    }
+    const rows = await sql<{ id: string }[]>`
+      with ended as (delete from unread_sync.meta where key = 'capture_off' returning 1)
+      insert into unread_sync.changes (kind) select 'reset' from ended returning id::text as id`;
+    return rows.length > 0;
+  },
+
   /** Cheap poll: has anything been committed to the log since `previous`? (index probes only) */
   async hasChangesSince(sql: Sql, previous: string): Promise<boolean> {
     const [row] = await sql<{ any: boolean }[]>`
@@ -327,14 +355,14 @@ export const supabaseQueries = {
   /** One page of the catch-up (see unread_sync.read_changes in the realtime migration). */
   readChanges(
     sql: Sql,
-    args: { previous: string; upto: string | null; after: { xid: string; id: string } | null; hydrate: string[]; maxRows: number },
+    args: { previous: string; upto: string | null; after: { xid: string; id: string } | null; hydrate: string[]; maxRows: number; bridge: string },
   ) {
     return sql<CatchupRow[]>`
       select part, snapshot, gap, more, id, xid, kind, user_id, room_id, unread, negative, created_at
         from unread_sync.read_changes(
           ${args.previous}::pg_snapshot, ${args.upto}::pg_snapshot,
           ${args.after?.xid ?? null}::xid8, ${args.after?.id ?? null}::bigint,
-          ${args.hydrate}::uuid[], ${args.maxRows}::int)`;
+          ${args.hydrate}::uuid[], ${args.maxRows}::int, ${args.bridge}::text)`;
   },
 
   /** Takes or renews the bridge lease; true when `holder` holds it now. */

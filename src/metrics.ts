@@ -22,6 +22,7 @@ export class BridgeMetrics {
   readonly rewinds = new Counter({ name: 'unread_sync_database_rewinds_total', help: 'Times the database was found rewound or moved (restore, PITR, failover loss, another cluster): cache reset', registers: [this.registry] });
   readonly captureDisabled = new Gauge({ name: 'unread_sync_capture_triggers_disabled', help: 'Capture triggers on chat_rooms that do not fire on ordinary writes (should be 0)', registers: [this.registry] });
   readonly captureEpisodes = new Counter({ name: 'unread_sync_capture_disabled_total', help: 'Times capture triggers were found disabled (each episode counted once)', registers: [this.registry] });
+  readonly partitionSyncs = new Counter({ name: 'unread_sync_partition_syncs_total', help: 'Times unread_sync.sync_partitions() changed something: capture installed on a new partition, or a reset logged for a filled partition attached or a partition removed', registers: [this.registry] });
   readonly reconnects = new Counter({ name: 'unread_sync_source_restarts_total', help: 'Times the source had to be started again (lock lost, connection replaced)', registers: [this.registry] });
 
   constructor(defaults = false) {

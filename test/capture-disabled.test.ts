@@ -83,4 +83,36 @@ describe('capture triggers disabled (issue 10, point 3, bridge side)', () => {
       await running.stop();
     }
   });
+
+  it('writes made while capture was off: once it fires again the bridge logs a reset by itself (no rebuild, no verifier repair)', async () => {
+    const running = startBridge(
+      testConfig(db, r, { UNREAD_DB_CHECK_INTERVAL_MS: '20', UNREAD_VERIFY_INTERVAL_MS: '20' }),
+      pino({ level: 'silent' }),
+      { redis: r.redis },
+    );
+    try {
+      const [u, room] = [uuid(), uuid()];
+      const resetsLogged = async () => (await db.sql<{ n: number }[]>`select count(*)::int as n from unread_sync.changes where kind = 'reset'`)[0]?.n;
+      const before = await resetsLogged();
+      await db.sql`insert into chat_rooms (id, user_id, company_id, user_unread_count) values (${room}, ${u}, ${uuid()}, 1)`;
+      await waitForBridge(db.sql);
+      running.bridge.requestHydration([u]);
+      for (let i = 0; i < 100 && (await r.store.read(u)) === null; i++) await sleep(20);
+      expect((await r.store.read(u))?.total).toBe(1);
+      await db.sql`alter table chat_rooms disable trigger all`;
+      for (let i = 0; i < 100 && running.bridge.status().captureProblem === null; i++) await sleep(20);
+      await db.sql`update chat_rooms set user_unread_count = 40 where id = ${room}`; // not logged
+      await sleep(200); // the verifier runs meanwhile: it must not be the mechanism
+      await enableCapture(db.sql);
+      for (let i = 0; i < 100 && running.bridge.status().captureProblem !== null; i++) await sleep(20);
+      await waitForBridge(db.sql);
+      expect(await resetsLogged()).toBe((before ?? 0) + 1);
+      running.bridge.requestHydration([u]);
+      for (let i = 0; i < 100 && (await r.store.read(u))?.total !== 40; i++) await sleep(20);
+      expect((await r.store.read(u))?.total).toBe(40);
+      expect((await running.bridge.metrics.driftRepairs.get()).values[0]?.value ?? 0).toBe(0);
+    } finally {
+      await running.stop();
+    }
+  });
 });

@@ -129,7 +129,7 @@ describe('applying supabase/migrations and seed.sql', () => {
     const [row] = await db.sql<{ trigger: boolean; logged: number; fn: boolean }[]>`
       select exists (select 1 from pg_trigger where tgname = 'broadcast_change') as trigger,
              (select count(*)::int from unread_sync.changes) as logged,
-             to_regprocedure('unread_sync.read_changes(pg_snapshot, pg_snapshot, xid8, bigint, uuid[], integer)') is not null as fn`;
+             to_regprocedure('unread_sync.read_changes(pg_snapshot, pg_snapshot, xid8, bigint, uuid[], integer, text)') is not null as fn`;
     expect(row).toEqual({ trigger: false, logged: 6, fn: true });
   });
 });

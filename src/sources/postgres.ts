@@ -198,6 +198,14 @@ export class PostgresSource implements ChangeSource {
     return queries.hydrationSnapshot(this.pool, userIds);
   }
 
+  syncPartitions(): Promise<{ installed: number; reset: boolean }> {
+    return queries.syncPartitions(this.pool);
+  }
+
+  recordCapture(firing: boolean): Promise<boolean> {
+    return queries.recordCapture(this.pool, firing);
+  }
+
   async captureProblems(): Promise<string[]> {
     const triggers = await queries.captureTriggers(this.pool);
     if (triggers.length === 0) return ['no capture trigger on public.chat_rooms'];

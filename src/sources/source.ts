@@ -40,8 +40,18 @@ export interface ChangeSource {
    * snapshot (the bridge resets the cache at the same time); returns that snapshot. Optional.
    */
   restartFromNow?(): Promise<string>;
+  /**
+   * Brings partitions of chat_rooms under capture without superuser rights (installs the TRUNCATE
+   * trigger on new ones, logs a reset when a filled table was attached or one left); optional.
+   */
+  syncPartitions?(): Promise<{ installed: number; reset: boolean }>;
   /** Capture triggers that do not fire on ordinary writes ("table.trigger (D)"); optional. */
   captureProblems?(): Promise<string[]>;
+  /**
+   * Records whether capture fires; when it fires again after an episode, logs a reset through
+   * the log and returns true. Optional (with captureProblems).
+   */
+  recordCapture?(firing: boolean): Promise<boolean>;
   /**
    * Reads users' rooms in a fresh snapshot on another connection, while a cycle may be running
    * (hydration must not wait behind a long drain); returns the snapshot for stamping. Optional.

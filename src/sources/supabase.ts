@@ -323,6 +323,11 @@ export class SupabaseSource implements ChangeSource {
     });
   }
 
+  /** One statement (pooler-safe): Supabase's `postgres` role is no superuser, so no event trigger. */
+  syncPartitions(): Promise<{ installed: number; reset: boolean }> {
+    return queries.syncPartitions(this.sql);
+  }
+
   async maintain(): Promise<void> {
     const deleted = await queries.prune(this.sql, this.options.logMinAgeSeconds, this.options.logMaxAgeSeconds);
     if (deleted > 0) this.options.log.info({ deleted }, 'pruned change log');
@@ -391,6 +396,7 @@ export class SupabaseSource implements ChangeSource {
         after,
         hydrate: upto === null ? hydrate : [],
         maxRows: this.options.batchSize,
+        bridge: this.options.bridgeName,
       });
       pages++;
       const head = rows.find((r) => r.part === 'head');

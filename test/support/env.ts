@@ -113,9 +113,15 @@ export interface Truth {
 export async function truth(sql: Sql): Promise<Truth> {
   const rows = await sql<{ user_id: string; room_id: string; unread: number }[]>`
     select user_id, room_id, unread from unread_sync.unread_truth`;
-  const out: Truth = {};
-  for (const r of rows) (out[r.user_id] ??= {})[r.room_id] = r.unread;
-  return out;
+  const byUser = new Map<string, Array<[string, number]>>();
+  for (const r of rows) {
+    let rooms = byUser.get(r.user_id);
+    if (!rooms) byUser.set(r.user_id, (rooms = []));
+    rooms.push([r.room_id, r.unread]);
+  }
+  // fromEntries defines own properties: a text room id like "__proto__" is a key like any other
+  // (an assignment would set the object's prototype instead and drop the room).
+  return Object.fromEntries([...byUser].map(([u, rooms]) => [u, Object.fromEntries(rooms)]));
 }
 
 /** Users whose cached badge differs from the truth (users not cached are unknown, not drift). */
