@@ -248,7 +248,21 @@ export class Bridge {
 
     let backoff = 0;
     let started = false;
-    let lastMaintain = Date.now();
+    // Log maintenance (prune) runs on its own timer beside the cycles, never awaited by them: a
+    // prune of a 1M-row burst awaited in this loop stalled commit -> Redis for 25 s.
+    let maintaining: Promise<void> | null = null;
+    const maintenance = source.maintain
+      ? setInterval(() => {
+          if (!started || maintaining || !source.maintain) return;
+          maintaining = source
+            .maintain()
+            .catch((err: unknown) => log.warn({ err }, 'log maintenance failed'))
+            .finally(() => {
+              maintaining = null;
+            });
+        }, maintainEvery)
+      : null;
+    maintenance?.unref();
     const name = this.options.bridgeName;
     let ownerLost: string | null = null;
     const renew = name
@@ -284,10 +298,6 @@ export class Bridge {
           this.state.lastCycleAt = new Date();
           this.state.lastError = null;
           backoff = 0;
-          if (source.maintain && Date.now() - lastMaintain >= maintainEvery) {
-            lastMaintain = Date.now();
-            await source.maintain().catch((err: unknown) => log.warn({ err }, 'log maintenance failed'));
-          }
           if (events === 0 && this.pendingHydration.size === 0) await this.waitForWork(poll, signal);
         } catch (err) {
           if (signal.aborted) break;
@@ -316,9 +326,11 @@ export class Bridge {
     } finally {
       this.dispose();
       if (renew) clearInterval(renew);
+      if (maintenance) clearInterval(maintenance);
       this.state.active = false;
       subscriber.disconnect();
       await source.stop().catch((err: unknown) => log.warn({ err }, 'source stop failed'));
+      await maintaining; // stop() ends it after its current batch
       // A clean stop hands the prefix back at once (a crash leaves it to expire after OWNER_TTL_MS).
       if (name) await store.releasePrefix(name).catch(() => {});
       log.info('bridge stopped');
