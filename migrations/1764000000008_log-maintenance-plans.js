@@ -12,7 +12,9 @@
 //   plans and JIT for their own queries: with autovacuum off and statistics taken while the log
 //   was empty, every cycle became a parallel sequential scan until a manual ANALYZE. Nothing in
 //   them depends on the table's statistics any more. Supabase's catch-up, read_changes, gets the
-//   same settings (whatever its signature), without touching its body.
+//   same settings (whatever its signature), without touching its body. prune() also turns off
+//   bitmap scans and sorts: its oldest-first read must be an ordered index scan that stops early
+//   (a bitmap scan plus a sort read all 250,000 old rows to return the first 10).
 // * read_cycle(): a whole small cycle in one statement (snapshot, lock-holder pid, gap, changes and
 //   hydration rows, all from the statement's snapshot: STABLE, so every query inside reads the
 //   calling statement's snapshot, which pg_current_snapshot() returns). It replaces BEGIN, open,
@@ -31,7 +33,7 @@ const prune = `CREATE OR REPLACE FUNCTION unread_sync.prune(
   max_rows integer DEFAULT 100000)
 RETURNS bigint
 LANGUAGE plpgsql
-${plans}
+${plans} SET enable_bitmapscan = off SET enable_sort = off
 AS $$
 DECLARE
   keep_after timestamptz := now() - min_age;

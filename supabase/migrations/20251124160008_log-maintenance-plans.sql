@@ -13,7 +13,7 @@ CREATE OR REPLACE FUNCTION unread_sync.prune(
   max_rows integer DEFAULT 100000)
 RETURNS bigint
 LANGUAGE plpgsql
-SET enable_seqscan = off SET jit = off SET max_parallel_workers_per_gather = 0
+SET enable_seqscan = off SET jit = off SET max_parallel_workers_per_gather = 0 SET enable_bitmapscan = off SET enable_sort = off
 AS $$
 DECLARE
   keep_after timestamptz := now() - min_age;
