@@ -130,6 +130,13 @@ export class Bridge {
     let maxId = 0n;
     const servedBeside = new Set<string>();
     let applying: Promise<void> = Promise.resolve();
+    // A reset forgets users loaded beside this cycle before it (under load the side hydration can
+    // start while the cycle's read is still running): this cycle's own list loads them again in
+    // end(), any others go back to the queue.
+    const forgetServed = () => {
+      for (const u of servedBeside) if (!skipUsers.has(u)) this.pendingHydration.add(u);
+      servedBeside.clear();
+    };
 
     const handler: CycleHandler = {
       begin: async (ctx) => {
@@ -139,7 +146,10 @@ export class Bridge {
         read = ctx.hydrated;
         stamp = ctx.snapshot ? snapshotStamp(ctx.snapshot) : null;
         current();
-        if (ctx.gap) await this.reset('gap or first start', stamp);
+        if (ctx.gap) {
+          await this.reset('gap or first start', stamp);
+          forgetServed();
+        }
       },
       chunk: async (raw) => {
         const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
@@ -181,6 +191,7 @@ export class Bridge {
             await applying;
             current();
             await this.reset('chat_rooms truncated', stamp);
+            forgetServed();
             continue;
           }
           this.observe(event);
@@ -397,13 +408,18 @@ export class Bridge {
       if (users.length === 0) return;
       const { snapshot, rooms } = await read(users);
       if (stopped || generation !== this.generation) return;
-      const written = await store.hydrate(new Map(users.map((u) => [u, rooms.get(u) ?? []])), snapshotStamp(snapshot));
+      // Marked before the write: a reset of the cycle landing around it un-marks them again.
+      for (const u of users) served.add(u);
+      let written: Map<string, unknown>;
+      try {
+        written = await store.hydrate(new Map(users.map((u) => [u, rooms.get(u) ?? []])), snapshotStamp(snapshot));
+      } catch (err) {
+        for (const u of users) served.delete(u);
+        throw err;
+      }
       this.metrics.hydrations.inc(written.size);
       this.metrics.staleRefused.inc(users.length - written.size);
-      for (const u of users) {
-        this.pendingHydration.delete(u);
-        served.add(u);
-      }
+      for (const u of users) if (served.has(u)) this.pendingHydration.delete(u);
     };
     let busy = false;
     const poll = () => {

@@ -20,15 +20,16 @@ DECLARE
   drop_before timestamptz := now() - max_age;
   cutoff timestamptz := greatest(now() - min_age, now() - max_age);
   below xid8;
-  seen_by_all xid8;
+  running xid8[];
   r record;
   doomed tid[] := '{}';
   lost_xids xid8[] := '{}';
   lost xid8;
   deleted bigint := 0;
 BEGIN
-  SELECT min(pg_snapshot_xmax(b.snapshot)), min(pg_snapshot_xmin(b.snapshot))
-    INTO below, seen_by_all FROM unread_sync.bridge_state b;
+  SELECT min(pg_snapshot_xmax(b.snapshot)) INTO below FROM unread_sync.bridge_state b;
+  SELECT coalesce(array_agg(DISTINCT x), '{}') INTO running
+    FROM unread_sync.bridge_state b, pg_snapshot_xip(b.snapshot) x WHERE x < below;
   FOR r IN
     SELECT c.ctid AS t, c.xid, c.created_at
       FROM unread_sync.changes c
@@ -36,8 +37,7 @@ BEGIN
      ORDER BY c.created_at
      LIMIT max_rows
   LOOP
-    IF r.created_at < keep_after AND (r.xid < seen_by_all OR (r.xid < below AND NOT EXISTS (
-         SELECT 1 FROM unread_sync.bridge_state b WHERE NOT pg_visible_in_snapshot(r.xid, b.snapshot)))) THEN
+    IF r.created_at < keep_after AND r.xid < below AND NOT r.xid = ANY (running) THEN
       doomed := doomed || r.t;
     ELSIF r.created_at < drop_before THEN
       doomed := doomed || r.t;
