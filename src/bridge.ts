@@ -130,9 +130,10 @@ export class Bridge {
     let maxId = 0n;
     const servedBeside = new Set<string>();
     let applying: Promise<void> = Promise.resolve();
-    // A reset forgets users loaded beside this cycle before it (under load the side hydration can
-    // start while the cycle's read is still running): this cycle's own list loads them again in
-    // end(), any others go back to the queue.
+    // Hydrations beside this cycle start once begin() has done any reset: one written before a
+    // reset would be forgotten by it after its reader had seen it. A reset later in the cycle (a
+    // TRUNCATE) un-serves them: this cycle's own list loads them again in end(), others are queued.
+    let side: { stop(): Promise<void> } = { stop: async () => {} };
     const forgetServed = () => {
       for (const u of servedBeside) if (!skipUsers.has(u)) this.pendingHydration.add(u);
       servedBeside.clear();
@@ -146,10 +147,8 @@ export class Bridge {
         read = ctx.hydrated;
         stamp = ctx.snapshot ? snapshotStamp(ctx.snapshot) : null;
         current();
-        if (ctx.gap) {
-          await this.reset('gap or first start', stamp);
-          forgetServed();
-        }
+        if (ctx.gap) await this.reset('gap or first start', stamp);
+        side = this.hydrateAlongside(servedBeside, generation);
       },
       chunk: async (raw) => {
         const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
@@ -234,7 +233,6 @@ export class Bridge {
       },
     };
 
-    const side = this.hydrateAlongside(servedBeside, generation);
     try {
       await source.cycle([...hydrate, ...verifying], handler);
     } finally {

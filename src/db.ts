@@ -60,7 +60,7 @@ export interface ChangeRow {
  */
 export interface LockHolder {
   pid: number;
-  /** backend_start as epoch seconds (exact numeric text). */
+  /** backend_start as epoch seconds (exact numeric text); '' where the role cannot see it (then the pid alone fences). */
   start: string;
 }
 
@@ -86,7 +86,7 @@ export const queries = {
       select pg_try_advisory_lock(hashtextextended(${LOCK_NAMESPACE + name}, 0)) as locked,
              pg_backend_pid() as pid,
              (select extract(epoch from backend_start)::text from pg_stat_activity where pid = pg_backend_pid()) as start`;
-    return row ?? { locked: false, pid: -1, start: '' };
+    return row ? { ...row, start: row.start ?? '' } : { locked: false, pid: -1, start: '' };
   },
 
   /**
@@ -126,7 +126,8 @@ export const queries = {
             and l.database = (select oid from pg_database where datname = current_database())
             and l.classid::bigint = (hashtextextended(${key}, 0) >> 32) & 4294967295
             and l.objid::bigint = hashtextextended(${key}, 0) & 4294967295
-            and l.pid = ${holder.pid} and extract(epoch from a.backend_start) = ${holder.start}::numeric)
+            and l.pid = ${holder.pid}
+            and (${holder.start || null}::numeric is null or extract(epoch from a.backend_start) = ${holder.start || null}::numeric))
       on conflict (name) do update set snapshot = excluded.snapshot, updated_at = now()
       returning name`;
     return rows.length === 1;

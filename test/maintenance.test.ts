@@ -12,7 +12,7 @@ import { startBridge } from '../src/runtime.js';
 import { queries } from '../src/db.js';
 import { createTestDb, createTestRedis, testConfig, testLogger, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
 
-async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 30_000): Promise<T> {
+async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
@@ -78,15 +78,15 @@ describe('log maintenance beside the apply loop (issue 13, goal 3)', () => {
     try {
       await until('the prune to wait on the locked row', pruneWaiting);
       // A hydration and a change, both applied while that prune runs.
-      const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 15_000 });
+      const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 60_000 });
       expect(await reader.getTotal(u)).toBe(1);
       await db.sql`update chat_rooms set user_unread_count = 5 where id = ${room}`;
       await until('the change in Redis', async () => (await r.store.read(u))?.total === 5);
       // ...and checkpointed (written beside the cycles, not behind the prune).
-      await waitForBridge(db.sql, 'default', 15_000);
+      await waitForBridge(db.sql, 'default', 60_000);
       // The prune was running the whole time: still waiting, nothing deleted yet.
-      expect(await pruneWaiting()).toBe(true);
-      expect(await oldRows()).toBe(30_000);
+      expect(await pruneWaiting(), 'the prune is still waiting').toBe(true);
+      expect(await oldRows(), 'nothing pruned yet').toBe(30_000);
 
       release();
       await holding;

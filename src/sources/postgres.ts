@@ -110,7 +110,7 @@ export class PostgresSource implements ChangeSource {
       try {
         const [row] = await waiting;
         if (!row) throw new Error('bridge lock query returned no row');
-        this.holder = { pid: row.pid, start: row.start };
+        this.holder = { pid: row.pid, start: row.start ?? '' };
       } catch (err) {
         if (signal.aborted) throw new Error('aborted while standing by');
         throw err;
