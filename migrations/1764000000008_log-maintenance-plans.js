@@ -256,7 +256,7 @@ DECLARE
 BEGIN
   FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
             WHERE p.pronamespace = 'unread_sync'::regnamespace AND p.proname = 'read_changes' LOOP
-    EXECUTE format('ALTER FUNCTION %s RESET ALL', f);
+    EXECUTE format('ALTER FUNCTION %s RESET enable_seqscan RESET jit RESET max_parallel_workers_per_gather', f);
   END LOOP;
 END
 $$`);
