@@ -130,10 +130,9 @@ export class Bridge {
     let maxId = 0n;
     const servedBeside = new Set<string>();
     let applying: Promise<void> = Promise.resolve();
-    // Hydrations beside this cycle start once begin() has done any reset: one written before a
-    // reset would be forgotten by it after its reader had seen it. A reset later in the cycle (a
-    // TRUNCATE) un-serves them: this cycle's own list loads them again in end(), others are queued.
-    let side: { stop(): Promise<void> } = { stop: async () => {} };
+    // A reset forgets users loaded beside this cycle before it (the side hydration starts while a
+    // slow cycle is still reading or resetting, so that readers need not wait for a reset of a
+    // large keyspace): this cycle's own list loads them again in end(), others are queued again.
     const forgetServed = () => {
       for (const u of servedBeside) if (!skipUsers.has(u)) this.pendingHydration.add(u);
       servedBeside.clear();
@@ -147,8 +146,10 @@ export class Bridge {
         read = ctx.hydrated;
         stamp = ctx.snapshot ? snapshotStamp(ctx.snapshot) : null;
         current();
-        if (ctx.gap) await this.reset('gap or first start', stamp);
-        side = this.hydrateAlongside(servedBeside, generation);
+        if (ctx.gap) {
+          await this.reset('gap or first start', stamp);
+          forgetServed();
+        }
       },
       chunk: async (raw) => {
         const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
@@ -233,6 +234,7 @@ export class Bridge {
       },
     };
 
+    const side = this.hydrateAlongside(servedBeside, generation);
     try {
       await source.cycle([...hydrate, ...verifying], handler);
     } finally {
