@@ -135,6 +135,13 @@ export class Bridge {
     // keys by SCAN for as long as the keyspace takes, and would delete what they wrote meanwhile.
     let begun = false;
     let applying: Promise<void> = Promise.resolve();
+    // A reset forgets users loaded beside this cycle before it (the side hydration starts while a
+    // slow cycle is still reading or resetting, so that readers need not wait for a reset of a
+    // large keyspace): this cycle's own list loads them again in end(), others are queued again.
+    const forgetServed = () => {
+      for (const u of servedBeside) if (!skipUsers.has(u)) this.pendingHydration.add(u);
+      servedBeside.clear();
+    };
 
     const handler: CycleHandler = {
       begin: async (ctx) => {
@@ -144,7 +151,10 @@ export class Bridge {
         read = ctx.hydrated;
         stamp = ctx.snapshot ? snapshotStamp(ctx.snapshot) : null;
         current();
-        if (ctx.gap) await this.reset('gap or first start', stamp);
+        if (ctx.gap) {
+          await this.reset('gap or first start', stamp);
+          forgetServed();
+        }
         begun = true;
       },
       chunk: async (raw) => {
@@ -187,6 +197,7 @@ export class Bridge {
             await applying;
             current();
             await this.reset('chat_rooms truncated', stamp);
+            forgetServed();
             continue;
           }
           this.observe(event);
@@ -254,7 +265,21 @@ export class Bridge {
 
     let backoff = 0;
     let started = false;
-    let lastMaintain = Date.now();
+    // Log maintenance (prune) runs on its own timer beside the cycles, never awaited by them: a
+    // prune of a 1M-row burst awaited in this loop stalled commit -> Redis for 25 s.
+    let maintaining: Promise<void> | null = null;
+    const maintenance = source.maintain
+      ? setInterval(() => {
+          if (!started || maintaining || !source.maintain) return;
+          maintaining = source
+            .maintain()
+            .catch((err: unknown) => log.warn({ err }, 'log maintenance failed'))
+            .finally(() => {
+              maintaining = null;
+            });
+        }, maintainEvery)
+      : null;
+    maintenance?.unref();
     const name = this.options.bridgeName;
     let ownerLost: string | null = null;
     const renew = name
@@ -290,10 +315,6 @@ export class Bridge {
           this.state.lastCycleAt = new Date();
           this.state.lastError = null;
           backoff = 0;
-          if (source.maintain && Date.now() - lastMaintain >= maintainEvery) {
-            lastMaintain = Date.now();
-            await source.maintain().catch((err: unknown) => log.warn({ err }, 'log maintenance failed'));
-          }
           if (events === 0 && this.pendingHydration.size === 0) await this.waitForWork(poll, signal);
         } catch (err) {
           if (signal.aborted) break;
@@ -322,9 +343,11 @@ export class Bridge {
     } finally {
       this.dispose();
       if (renew) clearInterval(renew);
+      if (maintenance) clearInterval(maintenance);
       this.state.active = false;
       subscriber.disconnect();
       await source.stop().catch((err: unknown) => log.warn({ err }, 'source stop failed'));
+      await maintaining; // stop() ends it after its current batch
       // A clean stop hands the prefix back at once (a crash leaves it to expire after OWNER_TTL_MS).
       if (name) await store.releasePrefix(name).catch(() => {});
       log.info('bridge stopped');
@@ -391,13 +414,18 @@ export class Bridge {
       if (users.length === 0) return;
       const { snapshot, rooms } = await read(users);
       if (stopped || generation !== this.generation) return;
-      const written = await store.hydrate(new Map(users.map((u) => [u, rooms.get(u) ?? []])), snapshotStamp(snapshot));
+      // Marked before the write: a reset of the cycle landing around it un-marks them again.
+      for (const u of users) served.add(u);
+      let written: Map<string, unknown>;
+      try {
+        written = await store.hydrate(new Map(users.map((u) => [u, rooms.get(u) ?? []])), snapshotStamp(snapshot));
+      } catch (err) {
+        for (const u of users) served.delete(u);
+        throw err;
+      }
       this.metrics.hydrations.inc(written.size);
       this.metrics.staleRefused.inc(users.length - written.size);
-      for (const u of users) {
-        this.pendingHydration.delete(u);
-        served.add(u);
-      }
+      for (const u of users) if (served.has(u)) this.pendingHydration.delete(u);
     };
     let busy = false;
     const poll = () => {

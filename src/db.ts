@@ -54,12 +54,39 @@ export interface ChangeRow {
   created_at: Date;
 }
 
+/**
+ * The session holding a bridge's advisory lock: its pid and start time (a pid alone can be reused
+ * by a later session). Writes made on other connections are fenced by it.
+ */
+export interface LockHolder {
+  pid: number;
+  /** backend_start as epoch seconds (exact numeric text); '' where the role cannot see it (then the pid alone fences). */
+  start: string;
+}
+
+/** One row of unread_sync.read_cycle(): the 'head', a 'change' or a hydration 'room'. */
+export interface CycleRow {
+  part: 'head' | 'change' | 'room';
+  snapshot: string | null;
+  pid: number | null;
+  gap: boolean | null;
+  id: string | null;
+  xid: string | null;
+  kind: string | null;
+  user_id: string | null;
+  room_id: string | null;
+  unread: number | null;
+  negative: boolean | null;
+  created_at: Date | null;
+}
+
 export const queries = {
-  async tryBridgeLock(sql: Sql, name: string): Promise<{ locked: boolean; pid: number }> {
-    const [row] = await sql<{ locked: boolean; pid: number }[]>`
+  async tryBridgeLock(sql: Sql, name: string): Promise<{ locked: boolean } & LockHolder> {
+    const [row] = await sql<({ locked: boolean } & LockHolder)[]>`
       select pg_try_advisory_lock(hashtextextended(${LOCK_NAMESPACE + name}, 0)) as locked,
-             pg_backend_pid() as pid`;
-    return row ?? { locked: false, pid: -1 };
+             pg_backend_pid() as pid,
+             (select extract(epoch from backend_start)::text from pg_stat_activity where pid = pg_backend_pid()) as start`;
+    return row ? { ...row, start: row.start ?? '' } : { locked: false, pid: -1, start: '' };
   },
 
   /**
@@ -68,8 +95,10 @@ export const queries = {
    * statement: it names the session that holds the lock.
    */
   bridgeLock(sql: Sql, name: string) {
-    return sql<{ pid: number }[]>`
-      select pg_backend_pid() as pid from (select pg_advisory_lock(hashtextextended(${LOCK_NAMESPACE + name}, 0))) l`;
+    return sql<LockHolder[]>`
+      select pg_backend_pid() as pid,
+             (select extract(epoch from backend_start)::text from pg_stat_activity where pid = pg_backend_pid()) as start
+        from (select pg_advisory_lock(hashtextextended(${LOCK_NAMESPACE + name}, 0))) l`;
   },
 
   async readCheckpoint(sql: Sql, name: string): Promise<string | null> {
@@ -78,25 +107,47 @@ export const queries = {
     return row?.snapshot ?? null;
   },
 
-  /** Saved without waiting for the WAL flush: a lost checkpoint only means a replay. */
-  async saveCheckpoint(sql: Sql, name: string, snapshot: string): Promise<void> {
-    await sql.begin(async (tx) => {
-      await tx`set local synchronous_commit = off`;
-      await tx`
-        insert into unread_sync.bridge_state (name, snapshot) values (${name}, ${snapshot}::pg_snapshot)
-        on conflict (name) do update set snapshot = excluded.snapshot, updated_at = now()`;
-    });
+  /**
+   * Saves the checkpoint from any connection, but only while `holder` (the session the bridge took
+   * its lock on) still holds the bridge's advisory lock: a bridge that was ousted (its lock session
+   * ended, a standby took over) cannot move the position back with a late write. False when
+   * refused. One statement: saved without waiting for the WAL flush (a lost checkpoint only means
+   * a replay; set_config(..., true) holds until this statement's commit).
+   */
+  async saveCheckpoint(sql: Sql, name: string, snapshot: string, holder: LockHolder): Promise<boolean> {
+    const key = LOCK_NAMESPACE + name;
+    const rows = await sql<{ name: string }[]>`
+      insert into unread_sync.bridge_state (name, snapshot)
+      select ${name}, ${snapshot}::pg_snapshot
+        from (select set_config('synchronous_commit', 'off', true)) async
+       where exists (
+         select 1 from pg_locks l join pg_stat_activity a on a.pid = l.pid
+          where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+            and l.database = (select oid from pg_database where datname = current_database())
+            and l.classid::bigint = (hashtextextended(${key}, 0) >> 32) & 4294967295
+            and l.objid::bigint = hashtextextended(${key}, 0) & 4294967295
+            and l.pid = ${holder.pid}
+            and (${holder.start || null}::numeric is null or extract(epoch from a.backend_start) = ${holder.start || null}::numeric))
+      on conflict (name) do update set snapshot = excluded.snapshot, updated_at = now()
+      returning name`;
+    return rows.length === 1;
   },
 
   /**
    * First statement of a read cycle: fixes the transaction snapshot and tells whether rows the
-   * previous snapshot had not seen were pruned before being read (a gap).
+   * previous snapshot had not seen were pruned before being read (a gap). It also sets, for this
+   * transaction only, what the log's functions set for themselves (migration 1764000000008): no
+   * sequential scan, no parallel plan, no JIT, so the cursor read below uses the xid index
+   * whatever the statistics say (an ANALYZE of an empty log made every read a parallel seq scan).
    */
   async openCycle(tx: Sql | TxSql, previous: string, name: string): Promise<{ snapshot: string; gap: boolean; pid: number }> {
     // Two records of pruned, never-applied rows: the newest such xid overall, and the newest one
     // each checkpoint had not seen (which catches a gap older than an earlier one).
     const [row] = await tx<{ snapshot: string; gap: boolean; pid: number }[]>`
       select pg_current_snapshot()::text as snapshot,
+             set_config('enable_seqscan', 'off', true) as plan1,
+             set_config('max_parallel_workers_per_gather', '0', true) as plan2,
+             set_config('jit', 'off', true) as plan3,
              pg_backend_pid() as pid,
              coalesce((select not pg_visible_in_snapshot(value::xid8, ${previous}::pg_snapshot)
                          from unread_sync.meta where key = 'pruned_unapplied_xid'), false)
@@ -219,15 +270,25 @@ export const queries = {
     return rows.length > 0;
   },
 
-  /** Cheap poll: has anything been committed to the log since `previous`? (index probes only) */
+  /**
+   * Cheap poll: has anything been committed to the log since `previous`? Two index probes, in a
+   * function whose plan does not depend on statistics (migration 1764000000008).
+   */
   async hasChangesSince(sql: Sql, previous: string): Promise<boolean> {
-    const [row] = await sql<{ any: boolean }[]>`
-      select exists (
-        select 1 from unread_sync.changes where xid >= pg_snapshot_xmax(${previous}::pg_snapshot)
-        union all
-        select 1 from unread_sync.changes where xid = any(array(select pg_snapshot_xip(${previous}::pg_snapshot)))
-      ) as any`;
+    const [row] = await sql<{ any: boolean }[]>`select unread_sync.has_changes(${previous}::pg_snapshot) as any`;
     return row?.any ?? false;
+  },
+
+  /**
+   * A whole small cycle in one statement: the statement's snapshot (the new position), the pid of
+   * the session (the lock check), the gap flag, the changes visible now but not in `previous`
+   * (at most maxRows + 1: more means "read it with the cursor") and the rooms of `hydrate`, all
+   * read in that one snapshot. No hydration rows are returned when the changes do not fit.
+   */
+  readCycle(sql: Sql, previous: string, name: string, hydrate: string[], maxRows: number) {
+    return sql<CycleRow[]>`
+      select part, snapshot, pid, gap, id, xid, kind, user_id, room_id, unread, negative, created_at
+        from unread_sync.read_cycle(${previous}::pg_snapshot, ${name}, ${hydrate}::uuid[], ${maxRows}::int)`;
   },
 
   /** Rooms with unread > 0 of the given users, by the same rule as the triggers. */
@@ -278,25 +339,21 @@ export const queries = {
     return sql<{ user_id: string }[]>`select distinct user_id from unread_sync.unread_truth`;
   },
 
-  async prune(sql: Sql, minAgeSeconds: number, maxAgeSeconds: number): Promise<number> {
+  /**
+   * One prune batch: deletes at most `maxRows` of the oldest rows (by the created_at index),
+   * stopping at the first one it must keep, so its cost is what it deletes.
+   */
+  async prune(sql: Sql, minAgeSeconds: number, maxAgeSeconds: number, maxRows = 100_000): Promise<number> {
     const [row] = await sql<{ deleted: string }[]>`
       select unread_sync.prune(make_interval(secs => ${minAgeSeconds}),
-                               make_interval(secs => ${maxAgeSeconds}))::text as deleted`;
+                               make_interval(secs => ${maxAgeSeconds}), ${maxRows}::int)::text as deleted`;
     return Number(row?.deleted ?? 0);
   },
 
   /** Pending log rows the bridge has not read yet (an estimate from its checkpoint). */
   async backlog(sql: Sql, name: string): Promise<number> {
     // The same two index ranges as changesSince: a scrape must not scan the whole log.
-    const [row] = await sql<{ n: string }[]>`
-      select count(*)::text as n
-        from unread_sync.bridge_state b
-        cross join lateral (
-          select 1 from unread_sync.changes c where c.xid >= pg_snapshot_xmax(b.snapshot)
-          union all
-          select 1 from unread_sync.changes c where c.xid = any(array(select pg_snapshot_xip(b.snapshot)))
-        ) pending
-       where b.name = ${name}`;
+    const [row] = await sql<{ n: string }[]>`select unread_sync.backlog(${name})::text as n`;
     return Number(row?.n ?? 0);
   },
 

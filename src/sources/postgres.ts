@@ -1,11 +1,15 @@
-import { connect, queries, type DatabaseIdentity, type Sql } from '../db.js';
+import { connect, queries, type DatabaseIdentity, type LockHolder, type Sql } from '../db.js';
 import type { Logger } from '../log.js';
-import type { ChangeSource, CycleHandler } from './source.js';
+import type { ChangeSource, CycleHandler, HydratedRoom } from './source.js';
 
 export interface PostgresSourceOptions {
   databaseUrl: string;
   bridgeName: string;
   batchSize: number;
+  /**
+   * How often the applied position is saved, by a timer beside the cycles (a cycle never waits for
+   * it). 0: every cycle saves its position before it returns (tests, and no replay at all).
+   */
   checkpointIntervalMs: number;
   /** Poll interval right after changes; it doubles while idle, up to the bridge's poll interval. */
   pollMinMs: number;
@@ -22,8 +26,17 @@ export class LockLostError extends Error {
   }
 }
 
-/** Rows one prune() call deletes at most (its max_rows default). */
-const PRUNE_BATCH = 100_000;
+/** Rows one prune batch deletes at most: each batch is its own short transaction. */
+const PRUNE_BATCH = 10_000;
+
+/** How long one maintenance round may keep pruning (it runs beside the cycles). */
+const PRUNE_ROUND_MS = 30_000;
+
+/**
+ * A cycle with at most this many changes is read in one statement (unread_sync.read_cycle);
+ * larger ones with a cursor in a REPEATABLE READ transaction.
+ */
+const SMALL_CYCLE_ROWS = 2_000;
 
 /** How long polling stays at its fastest after the last change. */
 const HOT_MS = 1_000;
@@ -38,17 +51,29 @@ const HOT_MS = 1_000;
  */
 export class PostgresSource implements ChangeSource {
   readonly name = 'postgres';
+  /** Polls, checkpoints, hydrations beside long cycles, metrics. */
   private pool: Sql;
   /** One connection: holds the advisory lock and runs the cycles. */
   private lockConn: Sql;
+  /** Prune's own connection: a long prune never holds one the cycles, polls or checkpoints need. */
+  private maintConn: Sql;
   private connected = false;
   /** Bumped on reconnect: a cycle abandoned by the bridge's watchdog must not move the position. */
   private generation = 0;
   private position: string | null = null;
   private persisted: string | null = null;
-  private persistedAt = 0;
   private firstStart = false;
-  private lockPid = -1;
+  /** The session holding the bridge lock: checkpoint writes on other connections are fenced by it. */
+  private holder: LockHolder = { pid: -1, start: '' };
+  /** A checkpoint write was refused: another session holds the lock now. */
+  private fenced = false;
+  /** Checkpoint writes run one after another, so a slow older one never lands after a newer one. */
+  private writes: Promise<unknown> = Promise.resolve();
+  private checkpointTimer: NodeJS.Timeout | null = null;
+  private checkpointFailing = false;
+  /** The previous cycle did not fit one statement: read the next one with the cursor directly. */
+  private large = false;
+  private stopping = false;
   private woken = false;
   private idleDelay: number;
   private lastChangeAt = 0;
@@ -59,6 +84,7 @@ export class PostgresSource implements ChangeSource {
     this.idleDelay = options.pollMinMs;
     this.pool = connect(options.databaseUrl, { max: 2, applicationName: 'unread-sync bridge' });
     this.lockConn = connect(options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (lock)', keepAlive: true });
+    this.maintConn = connect(options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (maintenance)' });
   }
 
   /**
@@ -70,9 +96,10 @@ export class PostgresSource implements ChangeSource {
     const { log, bridgeName } = this.options;
     if (this.connected) await this.reconnect();
     this.connected = true;
-    const { locked, pid } = await queries.tryBridgeLock(this.lockConn, bridgeName);
+    this.stopping = false;
+    const { locked, pid, start } = await queries.tryBridgeLock(this.lockConn, bridgeName);
     if (locked) {
-      this.lockPid = pid;
+      this.holder = { pid, start };
     } else {
       log.info({ bridge: bridgeName }, 'another bridge is active; standing by');
       // Wait inside Postgres: the lock is granted the moment the active bridge's session ends
@@ -83,7 +110,7 @@ export class PostgresSource implements ChangeSource {
       try {
         const [row] = await waiting;
         if (!row) throw new Error('bridge lock query returned no row');
-        this.lockPid = row.pid;
+        this.holder = { pid: row.pid, start: row.start ?? '' };
       } catch (err) {
         if (signal.aborted) throw new Error('aborted while standing by');
         throw err;
@@ -92,15 +119,21 @@ export class PostgresSource implements ChangeSource {
       }
       log.info({ bridge: bridgeName }, 'bridge lock acquired: taking over');
     }
+    this.fenced = false;
+    this.large = false;
     this.position = await queries.readCheckpoint(this.pool, bridgeName);
     if (this.position === null) {
       // Nothing says what Redis holds: start from now and treat every cached user as unknown.
       this.position = await queries.currentSnapshot(this.pool);
       this.firstStart = true;
-      await this.persist(this.position);
+      await this.persist();
       log.info({ bridge: bridgeName }, 'first start: cache will be reset, users hydrate on demand');
     }
     this.persisted = this.position;
+    if (this.options.checkpointIntervalMs > 0 && !this.checkpointTimer) {
+      this.checkpointTimer = setInterval(() => this.checkpointBeside(), this.options.checkpointIntervalMs);
+      this.checkpointTimer.unref();
+    }
     if (!this.unlisten) {
       const sub = await this.pool.listen('unread_sync', () => this.notify(), () => this.notify());
       this.unlisten = sub.unlisten;
@@ -111,19 +144,78 @@ export class PostgresSource implements ChangeSource {
   async cycle(hydrate: string[], handler: CycleHandler): Promise<number> {
     const previous = this.position;
     if (previous === null) throw new Error('source not started');
-    const conn = this.lockConn;
+    if (this.fenced) throw new LockLostError();
     const generation = this.generation;
+    const small = Math.min(this.options.batchSize, SMALL_CYCLE_ROWS);
+    // Small cycles (nearly all of them) are one statement; a backlog goes through the cursor.
+    const read = (this.large ? null : await this.readSmall(previous, hydrate, handler, small)) ??
+      (await this.readLarge(previous, hydrate, handler));
+    this.large = read.delivered > small;
+    if (generation !== this.generation) throw new Error('cycle abandoned: the source reconnected meanwhile');
+    if (read.delivered > 0) {
+      this.idleDelay = this.options.pollMinMs;
+      this.lastChangeAt = Date.now();
+    }
+    this.position = read.snapshot;
+    this.firstStart = false;
+    // The checkpoint is written beside the cycles (checkpointBeside); with no interval, here.
+    if (this.options.checkpointIntervalMs <= 0) await this.persist();
+    else if (read.gap) this.checkpointBeside();
+    return read.delivered;
+  }
+
+  /**
+   * The whole cycle in one statement (unread_sync.read_cycle): snapshot, lock check, gap, changes
+   * and hydrations, all from the statement's snapshot. Null when the changes do not fit `limit`
+   * (nothing was handed to the handler then).
+   */
+  private async readSmall(
+    previous: string,
+    hydrate: string[],
+    handler: CycleHandler,
+    limit: number,
+  ): Promise<{ delivered: number; snapshot: string; gap: boolean } | null> {
+    const rows = await queries.readCycle(this.lockConn, previous, this.options.bridgeName, hydrate, limit);
+    const head = rows[0];
+    if (!head || head.part !== 'head' || head.snapshot === null) throw new Error('read_cycle returned no head row');
+    if (head.pid !== this.holder.pid) throw new LockLostError();
+    const changes: unknown[] = [];
+    const hydrated = new Map<string, HydratedRoom[]>(hydrate.map((id) => [id, []]));
+    for (const r of rows) {
+      if (r.part === 'change') {
+        const { id, xid, kind, user_id, room_id, unread, negative, created_at } = r;
+        changes.push({ id, xid, kind, user_id, room_id, unread, negative, created_at });
+      } else if (r.part === 'room' && r.user_id !== null && r.room_id !== null && r.unread !== null) {
+        hydrated.get(r.user_id)?.push({ roomId: r.room_id, unread: r.unread });
+      }
+    }
+    if (changes.length > limit) return null;
+    const gap = head.gap === true || this.firstStart;
+    if (head.gap) this.options.log.warn({ previous }, 'change log was pruned past this bridge: resetting cache');
+    await handler.begin({ gap, hydrated, snapshot: head.snapshot });
+    if (changes.length > 0) await handler.chunk(changes);
+    await handler.end();
+    return { delivered: changes.length, snapshot: head.snapshot, gap };
+  }
+
+  /** A cycle of any size: REPEATABLE READ, the rows read through a cursor, chunk by chunk. */
+  private async readLarge(
+    previous: string,
+    hydrate: string[],
+    handler: CycleHandler,
+  ): Promise<{ delivered: number; snapshot: string; gap: boolean }> {
+    const conn = this.lockConn;
     let delivered = 0;
     let snapshot: string;
     let gap: boolean;
     await conn`begin isolation level repeatable read, read only`;
     try {
       const opened = await queries.openCycle(conn, previous, this.options.bridgeName);
-      if (opened.pid !== this.lockPid) throw new LockLostError();
+      if (opened.pid !== this.holder.pid) throw new LockLostError();
       snapshot = opened.snapshot;
       gap = opened.gap || this.firstStart;
       if (opened.gap) this.options.log.warn({ previous }, 'change log was pruned past this bridge: resetting cache');
-      const hydrated = hydrate.length > 0 ? await queries.unreadRooms(conn, hydrate) : new Map();
+      const hydrated = hydrate.length > 0 ? await queries.unreadRooms(conn, hydrate) : new Map<string, HydratedRoom[]>();
       await handler.begin({ gap, hydrated, snapshot });
       for await (const rows of queries.changesSince(conn, previous).cursor(this.options.batchSize)) {
         delivered += rows.length;
@@ -135,17 +227,7 @@ export class PostgresSource implements ChangeSource {
       await conn`rollback`.catch(() => {});
       throw err;
     }
-    if (generation !== this.generation) throw new Error('cycle abandoned: the source reconnected meanwhile');
-    if (delivered > 0) {
-      this.idleDelay = this.options.pollMinMs;
-      this.lastChangeAt = Date.now();
-    }
-    this.position = snapshot;
-    this.firstStart = false;
-    if (gap || Date.now() - this.persistedAt >= this.options.checkpointIntervalMs) {
-      await this.persist(snapshot);
-    }
-    return delivered;
+    return { delivered, snapshot, gap };
   }
 
   /**
@@ -182,12 +264,17 @@ export class PostgresSource implements ChangeSource {
     });
   }
 
-  /** Prunes in batches until nothing is left to prune (or 10 s pass), so retention keeps up with any write rate. */
+  /**
+   * Prunes in short batches until nothing is left to prune (or 30 s pass), so retention keeps up
+   * with any write rate. Runs on its own connection, beside the cycles (the bridge never awaits
+   * it); each batch reads the oldest rows by the created_at index and stops at the first row it
+   * must keep, so a round costs what it deletes.
+   */
   async maintain(): Promise<void> {
-    const until = Date.now() + 10_000;
+    const until = Date.now() + PRUNE_ROUND_MS;
     let total = 0;
-    for (;;) {
-      const deleted = await queries.prune(this.pool, this.options.logMinAgeSeconds, this.options.logMaxAgeSeconds);
+    while (!this.stopping) {
+      const deleted = await queries.prune(this.maintConn, this.options.logMinAgeSeconds, this.options.logMaxAgeSeconds, PRUNE_BATCH);
       total += deleted;
       if (deleted < PRUNE_BATCH || Date.now() > until) break;
     }
@@ -221,9 +308,10 @@ export class PostgresSource implements ChangeSource {
 
   async restartFromNow(): Promise<string> {
     await queries.forgetForeignHistory(this.pool);
-    this.position = await queries.currentSnapshot(this.pool);
-    await this.persist(this.position);
-    return this.position;
+    const position = await queries.currentSnapshot(this.pool);
+    this.position = position;
+    await this.persist();
+    return position;
   }
 
   /** Pending rows past the durable checkpoint. */
@@ -236,29 +324,74 @@ export class PostgresSource implements ChangeSource {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    this.checkpointTimer = null;
     try {
-      if (this.position !== null && this.position !== this.persisted) await this.persist(this.position);
+      if (this.position !== null && !(await this.saveCheckpoint())) {
+        this.options.log.warn({ bridge: this.options.bridgeName }, 'final checkpoint refused: another bridge holds the lock');
+      }
     } finally {
       await this.unlisten?.().catch(() => {});
       this.unlisten = null;
-      await Promise.all([this.pool.end({ timeout: 5 }), this.lockConn.end({ timeout: 5 })]);
+      await Promise.all([this.pool.end({ timeout: 5 }), this.lockConn.end({ timeout: 5 }), this.maintConn.end({ timeout: 5 })]);
     }
+  }
+
+  /**
+   * Saves the newest applied position unless it is saved already; false when refused because this
+   * bridge's lock session no longer holds the lock (it was ousted: the position is left to the
+   * bridge that holds it, and the next cycle fails with LockLostError). Writes are serialised.
+   */
+  saveCheckpoint(): Promise<boolean> {
+    const run = this.writes.then(() => this.writeCheckpoint());
+    this.writes = run.catch(() => {});
+    return run;
+  }
+
+  private async writeCheckpoint(): Promise<boolean> {
+    const { position, holder, generation } = this;
+    if (position === null || position === this.persisted || holder.pid < 0) return true;
+    const saved = await queries.saveCheckpoint(this.pool, this.options.bridgeName, position, holder);
+    if (generation !== this.generation) return saved; // restarted meanwhile: start() re-read the position
+    if (saved) {
+      this.persisted = position;
+    } else if (!this.fenced) {
+      this.fenced = true;
+      this.options.log.warn({ bridge: this.options.bridgeName }, 'checkpoint refused: this bridge no longer holds its lock');
+    }
+    return saved;
+  }
+
+  /** The checkpoint timer's tick (and a gap's immediate save): never awaited by a cycle. */
+  private checkpointBeside(): void {
+    this.saveCheckpoint().then(
+      () => {
+        this.checkpointFailing = false;
+      },
+      (err: unknown) => {
+        // Once per episode: a database outage fails the cycles too, which restart the source.
+        if (!this.checkpointFailing) this.options.log.warn({ err: (err as Error).message }, 'checkpoint write failed; retrying');
+        this.checkpointFailing = true;
+      },
+    );
+  }
+
+  /** Saves the position now (first start, rewind, no checkpoint interval); throws when refused. */
+  private async persist(): Promise<void> {
+    if (!(await this.saveCheckpoint())) throw new LockLostError();
   }
 
   private async reconnect(): Promise<void> {
     this.generation++;
+    this.holder = { pid: -1, start: '' };
     await this.unlisten?.().catch(() => {});
     this.unlisten = null;
-    const old = [this.pool, this.lockConn];
+    const old = [this.pool, this.lockConn, this.maintConn];
     this.pool = connect(this.options.databaseUrl, { max: 2, applicationName: 'unread-sync bridge' });
     this.lockConn = connect(this.options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (lock)', keepAlive: true });
+    this.maintConn = connect(this.options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (maintenance)' });
     await Promise.all(old.map((c) => c.end({ timeout: 0 }).catch(() => {})));
-  }
-
-  private async persist(snapshot: string): Promise<void> {
-    await queries.saveCheckpoint(this.pool, this.options.bridgeName, snapshot);
-    this.persisted = snapshot;
-    this.persistedAt = Date.now();
   }
 
   private notify(): void {

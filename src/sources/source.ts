@@ -57,7 +57,7 @@ export interface ChangeSource {
    * (hydration must not wait behind a long drain); returns the snapshot for stamping. Optional.
    */
   readHydration?(userIds: string[]): Promise<{ snapshot: string; rooms: Map<string, HydratedRoom[]> }>;
-  /** Periodic housekeeping (log retention); optional. */
+  /** Periodic housekeeping (log retention); runs beside the cycles, never awaited by them; optional. */
   maintain?(): Promise<void>;
   /** Changes committed but not yet acknowledged, for the backlog metric; optional. */
   backlog?(): Promise<number>;
