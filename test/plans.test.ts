@@ -148,7 +148,7 @@ describe('plans that do not depend on statistics (issue 13, goal 4)', () => {
   it('Supabase catch-up: unread_sync.read_changes uses the xid index', async () => {
     const plans = await plansOf(async () => {
       for (let i = 0; i < RUNS; i++) {
-        const rows = await supabaseQueries.readChanges(ex, { previous, upto: null, after: null, hydrate: [], maxRows: 5_000 });
+        const rows = await supabaseQueries.readChanges(ex, { previous, upto: null, after: null, hydrate: [], maxRows: 5_000, bridge: 'plans' });
         expect(rows.filter((r) => r.part === 'change')).toHaveLength(10);
       }
     });
