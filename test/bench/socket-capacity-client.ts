@@ -15,6 +15,8 @@ export type WorkerRequest =
       users: string[];
       concurrency: number;
       timeoutMs: number;
+      /** CLOCK_MONOTONIC ms after which no new connection is started (the machine is too slow to go on). */
+      deadline: number;
     }
   | { type: 'record'; on: boolean }
   | { type: 'collect' }
@@ -22,7 +24,7 @@ export type WorkerRequest =
 
 export type WorkerReply =
   | { type: 'ready' }
-  | { type: 'connected'; ok: number[]; failed: number; errors: Record<string, number>; ms: number; rss: number }
+  | { type: 'connected'; ok: number[]; failed: number; notTried: number; errors: Record<string, number>; ms: number; rss: number }
   | { type: 'samples'; idx: number[]; total: number[]; at: number[]; disconnects: number; rss: number }
   | { type: 'closed' };
 
@@ -79,7 +81,7 @@ process.on('message', (m: WorkerRequest) => {
     let failed = 0;
     let next = 0;
     const lane = async () => {
-      while (next < m.users.length) {
+      while (next < m.users.length && clock() < m.deadline) {
         const i = next++;
         try {
           await connectOne(m.url, m.secret, m.users[i] as string, m.offset + i, m.timeoutMs);
@@ -92,7 +94,7 @@ process.on('message', (m: WorkerRequest) => {
       }
     };
     void Promise.all(Array.from({ length: Math.min(m.concurrency, m.users.length) }, lane)).then(() =>
-      send({ type: 'connected', ok, failed, errors, ms: clock() - started, rss: process.memoryUsage().rss }),
+      send({ type: 'connected', ok, failed, notTried: m.users.length - Math.min(next, m.users.length), errors, ms: clock() - started, rss: process.memoryUsage().rss }),
     );
   } else if (m.type === 'record') {
     recording = m.on;

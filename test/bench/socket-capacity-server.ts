@@ -49,7 +49,11 @@ process.on('message', (m: { type: string; gc?: boolean }) => {
     emits: server.badges.emitCount(),
   });
 });
-const stop = () => void server.close().finally(() => process.exit(0));
+const stop = () => {
+  // Closing thousands of sockets can take a while; never outlive the bench by more than a moment.
+  setTimeout(() => process.exit(0), 5_000).unref();
+  void server.close().finally(() => process.exit(0));
+};
 process.once('SIGTERM', stop);
 process.once('disconnect', stop); // the bench died: do not linger holding sockets
 send({ type: 'listening', url: server.url, pid: process.pid });

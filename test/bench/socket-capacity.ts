@@ -1,8 +1,9 @@
 /**
  * Socket capacity: what one socket-server process holds, measured, not assumed.
  *
- *   npm run bench:sockets -- [--quick] [--steps 1000,10000,max,50000] [--rate 1000] [--load 20]
- *                            [--idle 25] [--per-worker 10000] [--per-server 17000] [--out f.json]
+ *   npm run bench:sockets -- [--quick] [--steps 1000,10000,max,50000] [--rates 1000] [--load 20]
+ *                            [--idle 25] [--per-worker 10000] [--per-server 17000] [--connect-seconds 300]
+ *                            [--out f.json]
  *
  * The real socket server (startSocketServer, as `unread-sync serve` runs it, production defaults)
  * runs in a child process; clients are socket.io-client sockets (websocket transport only, one per
@@ -40,13 +41,15 @@ import type { WorkerReply, WorkerRequest } from './socket-capacity-client.js';
 export interface CapacityOptions {
   /** Socket counts to reach, ascending; 'max' = the first server's open-files limit. */
   steps: Array<number | 'max'>;
-  /** Badge changes per second during each load window. */
-  rate: number;
+  /** Badge changes per second of the load windows, one window per rate at every step. */
+  rates: number[];
   loadSeconds: number;
   idleSeconds: number;
   perWorker: number;
   /** Sockets per server process once one process is not enough. */
   perServer: number;
+  /** Longest a step may spend connecting (s); what is connected by then is measured. */
+  connectSeconds: number;
   redisUrl: string;
   log?: (line: string) => void;
 }
@@ -61,6 +64,8 @@ export interface CapacityStep {
   serverUsers: number[];
   /** Connection attempts that failed while reaching this step, by error. */
   failed: number;
+  /** Connections not attempted because the step ran out of connectSeconds. */
+  notTried: number;
   errors: Record<string, number>;
   connectPerSecond: number;
   /** Sum over the server processes. */
@@ -72,30 +77,39 @@ export interface CapacityStep {
   fdLimit: number;
   /** % of one core, summed over the server processes. */
   idleCpuPct: number;
-  /** Over the load window plus the 2 s after it (until delivery ends). */
-  loadCpuPct: number;
-  /** Server CPU above idle per change (ms), summed over the servers: what a change costs, whatever the machine's load. */
-  cpuMsPerChange: number;
-  /** Machine load average (1 min) before the idle window and after the load window. */
-  loadavg: [number, number];
-  /** store.apply called -> SPUBLISH received by a plain subscriber (up to 200 sampled users): Redis's share of the latency. */
-  redisPublish: { count: number; p50: number; p99: number };
-  changesPerSecond: number;
-  emits: { count: number; p50: number; p90: number; p99: number; max: number; undelivered: number };
+  /** Machine load average (1 min) before the idle window. */
+  loadavg: number;
+  loads: LoadResult[];
   clientDisconnects: number;
   clientRssMB: number;
 }
 
+export interface LoadResult {
+  rate: number;
+  changesPerSecond: number;
+  /** Over the load window plus the 2 s after it (until delivery ends). */
+  cpuPct: number;
+  /** Server CPU above idle per change (ms), summed over the servers: what a change costs, whatever the machine's load. */
+  cpuMsPerChange: number;
+  /** Machine load average (1 min) after the window. */
+  loadavg: number;
+  /** store.apply called -> total-unread-count-updated received by the client. */
+  emits: { count: number; p50: number; p90: number; p99: number; max: number; undelivered: number };
+  /** store.apply called -> SPUBLISH received by a plain subscriber (up to 200 sampled users): Redis's share of the latency. */
+  redisPublish: { count: number; p50: number; p99: number };
+}
+
 export interface CapacityResult {
   at: string;
-  rate: number;
+  rates: number[];
   loadSeconds: number;
   idleSeconds: number;
   cores: number;
   loadavgAtStart: number[];
   fdLimit: { soft: number; hard: number };
   steps: CapacityStep[];
-  stoppedBy: string | null;
+  /** What kept a step from more sockets (open-files limit, connect time). */
+  stoppedBy: string[];
 }
 
 const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
@@ -166,14 +180,14 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
   const limit = openFilesLimit('self');
   const result: CapacityResult = {
     at: new Date().toISOString(),
-    rate: o.rate,
+    rates: o.rates,
     loadSeconds: o.loadSeconds,
     idleSeconds: o.idleSeconds,
     cores: (await import('node:os')).cpus().length,
     loadavgAtStart: loadavg().map((v) => Number(v.toFixed(2))),
     fdLimit: limit,
     steps: [],
-    stoppedBy: null,
+    stoppedBy: [],
   };
 
   const maxTarget = (limit.soft || 20_000) + 100;
@@ -239,7 +253,7 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
   const connected: number[] = [];
 
   /** Opens `count` more sockets to `server`, filling workers up to perWorker each. */
-  async function connect(server: ServerProc, count: number) {
+  async function connect(server: ServerProc, count: number, deadline: number) {
     const jobs: Array<Promise<Extract<WorkerReply, { type: 'connected' }>>> = [];
     let left = Math.min(count, users.length - nextUser);
     while (left > 0) {
@@ -248,7 +262,7 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
       w.used += n;
       jobs.push(
         w.request(
-          { type: 'connect', url: server.url, secret, offset: nextUser, users: users.slice(nextUser, nextUser + n), concurrency: 64, timeoutMs: 15_000 },
+          { type: 'connect', url: server.url, secret, offset: nextUser, users: users.slice(nextUser, nextUser + n), concurrency: 64, timeoutMs: 15_000, deadline },
           'connected',
         ),
       );
@@ -258,18 +272,27 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
     const replies = await Promise.all(jobs);
     const errors: Record<string, number> = {};
     let failed = 0;
+    let notTried = 0;
     for (const r of replies) {
+      notTried += r.notTried;
       for (const i of r.ok) connected.push(i);
       server.sockets += r.ok.length;
       failed += r.failed;
       for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
     }
-    return { failed, errors };
+    return { failed, notTried, errors };
   }
 
   const cpuPct = (a: ServerStats, b: ServerStats) => (100 * (b.cpuUserUs + b.cpuSystemUs - a.cpuUserUs - a.cpuSystemUs)) / 1000 / (b.at - a.at);
 
-  async function measure(label: string, failed: number, errors: Record<string, number>, connectMs: number, added: number): Promise<CapacityStep> {
+  async function measure(
+    label: string,
+    failed: number,
+    notTried: number,
+    errors: Record<string, number>,
+    connectMs: number,
+    added: number,
+  ): Promise<CapacityStep> {
     await sleep(3_000); // let connection set-up (room reads, joins) finish
     const mem = await Promise.all(servers.map((s) => s.stats(true)));
     const sockets = servers.reduce((a, s) => a + s.sockets, 0);
@@ -284,10 +307,45 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
     await sleep(o.idleSeconds * 1000);
     const idleB = await Promise.all(servers.map((s) => s.stats(false)));
     const idleCpu = idleA.reduce((a, x, i) => a + cpuPct(x, idleB[i] as ServerStats), 0);
+    const loads: LoadResult[] = [];
+    let samples: Array<Extract<WorkerReply, { type: 'samples' }>> = [];
+    for (const rate of o.rates) {
+      const r = await load(label, rate, idleCpu);
+      loads.push(r.result);
+      samples = r.samples;
+    }
+    const step: CapacityStep = {
+      step: label,
+      servers: servers.length,
+      sockets,
+      socketsPerServer: servers.map((s) => s.sockets),
+      serverSockets: mem.map((m) => m.sockets),
+      serverUsers: mem.map((m) => m.users),
+      failed,
+      notTried,
+      errors,
+      connectPerSecond: Math.round((added * 1000) / connectMs),
+      rssMB: Number((rss / 2 ** 20).toFixed(1)),
+      rssKBPerSocket: Number((rssDelta / 1024 / sockets).toFixed(1)),
+      heapKBPerSocket: Number((heapDelta / 1024 / sockets).toFixed(1)),
+      fds,
+      fdLimit: openFilesLimit((servers[0] as ServerProc).pid).soft,
+      idleCpuPct: Number(idleCpu.toFixed(1)),
+      loadavg: Number(load1.toFixed(2)),
+      loads,
+      clientDisconnects: samples.reduce((a, s) => a + s.disconnects, 0),
+      clientRssMB: Number((samples.reduce((a, s) => a + s.rss, 0) / 2 ** 20).toFixed(0)),
+    };
+    log(JSON.stringify(step));
+    return step;
+  }
 
-    // Load: `rate` changes/s, round-robin over every connected user, a few per apply call (as the
-    // bridge batches a cycle); the send time is taken before the call.
-    log(`${label}: ${o.rate} changes/s for ${o.loadSeconds} s...`);
+  /**
+   * `rate` changes/s for loadSeconds, round-robin over every connected user, a few per apply call
+   * (as the bridge batches a cycle); the send time is taken before the call.
+   */
+  async function load(label: string, rate: number, idleCpu: number) {
+    log(`${label}: ${rate} changes/s for ${o.loadSeconds} s...`);
     await Promise.all(workers.map((w) => w.child.send({ type: 'record', on: true } satisfies WorkerRequest)));
     // A plain subscriber on a sample of users' channels: the part of the latency that is Redis's.
     const probe = new Redis(o.redisUrl);
@@ -312,12 +370,12 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
     const sentAt: number[] = [];
     const loadA = await Promise.all(servers.map((s) => s.stats(false)));
     const start = clock();
-    const total = Math.round(o.rate * o.loadSeconds);
+    const total = Math.round(rate * o.loadSeconds);
     let sent = 0;
     let rr = Math.floor(Math.random() * connected.length);
     const calls: Array<Promise<unknown>> = [];
     while (sent < total) {
-      const due = Math.min(total, Math.floor(((clock() - start) * o.rate) / 1000)) - sent;
+      const due = Math.min(total, Math.floor(((clock() - start) * rate) / 1000)) - sent;
       if (due <= 0) {
         await sleep(1);
         continue;
@@ -372,27 +430,12 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
     };
     const { sorted, undelivered } = join(firstAt);
     const viaRedis = join(probeAt, sample).sorted;
-    const step: CapacityStep = {
-      step: label,
-      servers: servers.length,
-      sockets,
-      socketsPerServer: servers.map((s) => s.sockets),
-      serverSockets: mem.map((m) => m.sockets),
-      serverUsers: mem.map((m) => m.users),
-      failed,
-      errors,
-      connectPerSecond: Math.round((added * 1000) / connectMs),
-      rssMB: Number((rss / 2 ** 20).toFixed(1)),
-      rssKBPerSocket: Number((rssDelta / 1024 / sockets).toFixed(1)),
-      heapKBPerSocket: Number((heapDelta / 1024 / sockets).toFixed(1)),
-      fds,
-      fdLimit: openFilesLimit((servers[0] as ServerProc).pid).soft,
-      idleCpuPct: Number(idleCpu.toFixed(1)),
-      loadCpuPct: Number(loadCpu.toFixed(1)),
-      cpuMsPerChange: Number(cpuMsPerChange.toFixed(3)),
-      loadavg: [Number(load1.toFixed(2)), Number(load2.toFixed(2))],
-      redisPublish: { count: viaRedis.length, p50: Number(pct(viaRedis, 50).toFixed(2)), p99: Number(pct(viaRedis, 99).toFixed(2)) },
+    const result: LoadResult = {
+      rate,
       changesPerSecond: Math.round(achieved),
+      cpuPct: Number(loadCpu.toFixed(1)),
+      cpuMsPerChange: Number(cpuMsPerChange.toFixed(3)),
+      loadavg: Number(load2.toFixed(2)),
       emits: {
         count: sorted.length,
         p50: Number(pct(sorted, 50).toFixed(2)),
@@ -401,11 +444,10 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
         max: Number(pct(sorted, 100).toFixed(2)),
         undelivered,
       },
-      clientDisconnects: samples.reduce((a, s) => a + s.disconnects, 0),
-      clientRssMB: Number((samples.reduce((a, s) => a + s.rss, 0) / 2 ** 20).toFixed(0)),
+      redisPublish: { count: viaRedis.length, p50: Number(pct(viaRedis, 50).toFixed(2)), p99: Number(pct(viaRedis, 99).toFixed(2)) },
     };
-    log(JSON.stringify(step));
-    return step;
+    log(`${label} @ ${rate}/s: ${JSON.stringify(result)}`);
+    return { result, samples };
   }
 
   const cleanup = async () => {
@@ -434,6 +476,10 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
     redis.disconnect();
   };
 
+  // Interrupted: still release every socket, process and key.
+  const interrupted = () => void cleanup().finally(() => process.exit(130));
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
   try {
     log(`hydrating ${userCount} users into Redis (prefix ${prefix})...`);
     for (let i = 0; i < users.length; i += 1_000) {
@@ -444,16 +490,19 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
       const label = s === 'max' ? 'max (one process)' : String(s);
       const started = clock();
       let failed = 0;
+      let notTried = 0;
       const errors: Record<string, number> = {};
       const before = connected.length;
-      const add = (r: { failed: number; errors: Record<string, number> }) => {
+      const deadline = started + o.connectSeconds * 1000;
+      const add = (r: { failed: number; notTried: number; errors: Record<string, number> }) => {
         failed += r.failed;
+        notTried += r.notTried;
         for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
       };
       if (s === 'max') {
         log(`max: filling server 1 to its open-files limit (${openFilesLimit(first.pid).soft}) and ${maxTarget - openFilesLimit(first.pid).soft} past it...`);
-        add(await connect(first, maxTarget - first.sockets));
-        result.stoppedBy = `server open-files limit ${openFilesLimit(first.pid).soft} (hard ${openFilesLimit(first.pid).hard}); first server holds ${first.sockets} sockets with ${fdCount(first.pid)} descriptors open`;
+        add(await connect(first, maxTarget - first.sockets, deadline));
+        result.stoppedBy.push(`server open-files limit ${openFilesLimit(first.pid).soft} (hard ${openFilesLimit(first.pid).hard}); first server holds ${first.sockets} sockets with ${fdCount(first.pid)} descriptors open`);
       } else {
         let want = s - connected.length;
         // Each server takes up to perServer sockets (below its open-files limit); beyond that, more processes.
@@ -462,55 +511,69 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
           if (want <= 0) break;
           const n = Math.min(want, room(srv));
           if (n > 0) {
-            add(await connect(srv, n));
+            add(await connect(srv, n, deadline));
             want = s - connected.length;
           }
         }
-        while (want > 0) {
+        while (want > 0 && clock() < deadline) {
           const extra = Math.ceil(want / Math.ceil(want / o.perServer));
           const srv = await startServer();
-          add(await connect(srv, extra));
+          add(await connect(srv, extra, deadline));
           want = s - connected.length;
           if (srv.sockets === 0) break;
         }
       }
       log(`${label}: connected ${connected.length - before} in ${fmt((clock() - started) / 1000, 1)} s`);
-      result.steps.push(await measure(label, failed, errors, clock() - started, connected.length - before));
+      if (notTried > 0) {
+        result.stoppedBy.push(`${label}: connecting ran out of its ${o.connectSeconds} s (${notTried} sockets not tried, ${failed} failed); ${connected.length} connected`);
+      }
+      result.steps.push(await measure(label, failed, notTried, errors, clock() - started, connected.length - before));
     }
   } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
     await cleanup();
   }
   return result;
 }
 
 export function capacityTable(r: CapacityResult): string {
+  const rows: string[][] = [];
+  for (const s of r.steps) {
+    s.loads.forEach((l, k) => {
+      const first = k === 0;
+      rows.push([
+        first ? `${s.sockets.toLocaleString('en-US')}${s.servers > 1 ? ` (${s.servers} processes: ${s.socketsPerServer.map((n) => n.toLocaleString('en-US')).join(' + ')})` : ''}` : '',
+        first ? `${fmt(s.rssMB, 0)} MB` : '',
+        first ? `${fmt(s.rssKBPerSocket, 1)} KB` : '',
+        first ? `${fmt(s.heapKBPerSocket, 1)} KB` : '',
+        first ? `${fmt(s.idleCpuPct, 1)} %` : '',
+        `${l.rate.toLocaleString('en-US')}/s`,
+        `${fmt(l.cpuPct, 0)} %`,
+        `${fmt(l.cpuMsPerChange * 1000, 0)} µs`,
+        `${fmt(l.emits.p50, 2)} / ${fmt(l.emits.p99, 1)} / ${fmt(l.emits.max, 0)} ms`,
+        `${fmt(l.redisPublish.p50, 2)} / ${fmt(l.redisPublish.p99, 1)} ms`,
+        String(l.emits.undelivered),
+        `${fmt(first ? s.loadavg : l.loadavg, 1)}`,
+      ]);
+    });
+  }
   return markdownTable(
     [
-      'sockets (server processes)',
+      'sockets',
       'server RSS',
       'RSS / socket',
       'heap / socket',
       'idle CPU',
-      `CPU at ${r.rate} changes/s`,
+      'changes',
+      'server CPU',
       'CPU / change',
       'emit p50 / p99 / max',
-      'of which Redis p50 / p99',
+      'Redis publish p50 / p99',
       'undelivered',
       'load avg',
     ],
-    r.steps.map((s) => [
-      `${s.sockets.toLocaleString('en-US')}${s.servers > 1 ? ` (${s.servers}: ${s.socketsPerServer.map((n) => n.toLocaleString('en-US')).join(' + ')})` : ''}`,
-      `${fmt(s.rssMB, 0)} MB`,
-      `${fmt(s.rssKBPerSocket, 1)} KB`,
-      `${fmt(s.heapKBPerSocket, 1)} KB`,
-      `${fmt(s.idleCpuPct, 1)} %`,
-      `${fmt(s.loadCpuPct, 0)} %`,
-      `${fmt(s.cpuMsPerChange * 1000, 0)} µs`,
-      `${fmt(s.emits.p50, 2)} / ${fmt(s.emits.p99, 1)} / ${fmt(s.emits.max, 0)} ms`,
-      `${fmt(s.redisPublish.p50, 2)} / ${fmt(s.redisPublish.p99, 1)} ms`,
-      String(s.emits.undelivered),
-      `${fmt(s.loadavg[0], 1)}–${fmt(s.loadavg[1], 1)}`,
-    ]),
+    rows,
   );
 }
 
@@ -525,15 +588,16 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   if (steps.some((s) => s !== 'max' && !(Number.isSafeInteger(s) && s > 0))) throw new Error('--steps takes positive integers or max, comma-separated');
   const result = await runSocketCapacity({
     steps: steps as Array<number | 'max'>,
-    rate: Number(get('rate') ?? (quick ? 200 : 1_000)),
+    rates: (get('rates') ?? (quick ? '200' : '1000')).split(',').map(Number),
     loadSeconds: Number(get('load') ?? (quick ? 5 : 20)),
     idleSeconds: Number(get('idle') ?? (quick ? 5 : 25)),
     perWorker: Number(get('per-worker') ?? 10_000),
     perServer: Number(get('per-server') ?? 17_000),
+    connectSeconds: Number(get('connect-seconds') ?? 300),
     redisUrl: process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379',
   });
   console.log(`\n${capacityTable(result)}`);
-  if (result.stoppedBy) console.log(`\nstopped by: ${result.stoppedBy}`);
+  for (const why of result.stoppedBy) console.log(`\nstopped by: ${why}`);
   const out = get('out');
   if (out) writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
   process.exit(0);
