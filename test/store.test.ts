@@ -102,6 +102,27 @@ describe('Redis store (Lua scripts)', () => {
     );
   });
 
+  it('a reset deletes every per-user key of its prefix, old layouts included, and nothing else', async () => {
+    // Its own prefix: the other tests' users would be counted too.
+    const r = await createTestRedis();
+    const user = uuid();
+    await r.store.hydrate(new Map([[user, [{ roomId: 'a', unread: 2, version: '1' }]]]), null);
+    const other = `${r.prefix.slice(0, -1)}x:`; // another prefix that starts like ours
+    await r.redis.hset(`${r.prefix}u:{${user}}`, 'a', '1:1'); // layout 1
+    await r.redis.hset(`${r.prefix}d:{${user}}`, 'a', '1');
+    await r.redis.set(`${other}u2:{${user}}`, 'theirs');
+    await r.redis.set(`${r.prefix}hydrate-not-a-user`, 'kept');
+    await r.redis.set(`${r.prefix}u2:${user}`, 'kept: no hash tag, not a user key');
+    const removed = await r.store.forgetAll();
+    expect(removed).toBe(3);
+    expect(await r.redis.exists(`${r.prefix}u2:{${user}}`, `${r.prefix}u:{${user}}`, `${r.prefix}d:{${user}}`)).toBe(0);
+    expect(await r.redis.get(`${other}u2:{${user}}`)).toBe('theirs');
+    expect(await r.redis.get(`${r.prefix}hydrate-not-a-user`)).toBe('kept');
+    expect(await r.redis.exists(`${r.prefix}u2:${user}`)).toBe(1);
+    await r.redis.del(`${other}u2:{${user}}`);
+    await r.cleanup();
+  });
+
   it('dead letters are capped', async () => {
     for (let i = 0; i < 120; i++) await r.store.deadLetter({ reason: `bad ${i}`, event: { i }, source: 'test' });
     expect(await r.redis.llen(r.store.keys.deadLetters)).toBe(100);

@@ -38,7 +38,14 @@ export interface KeyLayout {
   owner: string;
   /** SCAN patterns matching every per-user key (the first: user hashes), old layouts included. */
   userPatterns: string[];
+  /** One SCAN pattern covering every key of the prefix, for a single pass over the keyspace. */
+  prefixPattern: string;
+  /** Whether a key found by `prefixPattern` is a per-user key of any layout (what a reset deletes). */
+  isUserKey(key: string): boolean;
 }
+
+/** Escapes glob metacharacters so a prefix matches itself only in SCAN's MATCH. */
+const globEscape = (s: string): string => s.replace(/[*?[\]\\]/g, '\\$&');
 
 export function keyLayout(prefix: string): KeyLayout {
   return {
@@ -51,5 +58,11 @@ export function keyLayout(prefix: string): KeyLayout {
     meta: `${prefix}meta`,
     owner: `${prefix}owner`,
     userPatterns: [`${prefix}u2:{*}`, `${prefix}d2:{*}`, `${prefix}u:{*}`, `${prefix}d:{*}`],
+    prefixPattern: `${globEscape(prefix)}*`,
+    isUserKey: (key) => {
+      if (!key.startsWith(prefix)) return false;
+      const rest = key.slice(prefix.length);
+      return /^(?:u2|d2|u|d):\{[^}]*\}$/.test(rest);
+    },
   };
 }

@@ -421,17 +421,18 @@ export class UnreadStore {
   async forgetAll(floor?: SnapshotStamp | null): Promise<number> {
     if (floor) await this.redis.hset(this.keys.meta, 'floor', `${floor.xmax}:${floor.inProgress}`);
     let removed = 0;
+    // One pass per master over the prefix (not one per key form), in large pages: on a Redis
+    // shared with other data, SCAN's cost is the whole keyspace, and hydrations wait for this.
     for (const node of this.masters()) {
-      for (const pattern of this.keys.userPatterns) {
-        let cursor = '0';
-        do {
-          const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-          cursor = next;
-          // One key per call: on a cluster the keys of one page live in different slots.
-          await Promise.all(keys.map((k) => node.unlink(k)));
-          removed += keys.length;
-        } while (cursor !== '0');
-      }
+      let cursor = '0';
+      do {
+        const [next, found] = await node.scan(cursor, 'MATCH', this.keys.prefixPattern, 'COUNT', 10_000);
+        cursor = next;
+        const keys = found.filter((k) => this.keys.isUserKey(k));
+        // One key per call: on a cluster the keys of one page live in different slots.
+        await Promise.all(keys.map((k) => node.unlink(k)));
+        removed += keys.length;
+      } while (cursor !== '0');
     }
     await this.redis.publish(this.keys.resetChannel, 'reset');
     return removed;
