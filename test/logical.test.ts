@@ -31,6 +31,14 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 90
   }
 }
 
+/**
+ * Users are cached only after the bridge's first cycle: a first start forgets the whole cache,
+ * including a user hydrated beside that cycle while it was slow to begin (seen under load).
+ */
+async function firstCycle(running: RunningBridge): Promise<void> {
+  await until('first cycle', async () => running.bridge.status().lastCycleAt !== null);
+}
+
 /** The bridge's temporary slots on `db` with their walsender pid. */
 async function slots(db: TestDb): Promise<Array<{ slot_name: string; active_pid: number | null; temporary: boolean }>> {
   return db.sql<Array<{ slot_name: string; active_pid: number | null; temporary: boolean }>>`
@@ -118,12 +126,14 @@ describe('logical source (UNREAD_SOURCE=auto on a wal_level=logical server)', ()
     await db?.drop();
   });
 
-  it('auto picks logical; a change arrives by the stream (a one-minute poll would not have fetched it)', async () => {
+  it('auto picks logical; rare changes arrive by the stream, before the backed-off probe', async () => {
+    let wakeups = 0;
     const lines: string[] = [];
     const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(s) });
     // Polling idles at up to 60 s here: the badge below moves because the stream woke the bridge.
     const running = startBridge(testConfig(db, r, { UNREAD_POLL_INTERVAL_MS: '60000' }), log);
     try {
+      await firstCycle(running);
       await until('stream open', async () => (await metric(running, 'unread_sync_source_mode', '{mode="logical"}')) === 1);
       expect(lines.some((l) => l.includes('change source: logical decoding'))).toBe(true);
       const [slot] = await slots(db);
@@ -134,12 +144,17 @@ describe('logical source (UNREAD_SOURCE=auto on a wal_level=logical server)', ()
       const { users, rooms } = await seedWorld(db.sql, 4, 8);
       const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 15_000 });
       await Promise.all(users.map((u) => reader.getTotal(u)));
-      await sleep(300); // idle: polling would back off
-      const woken = (await metric(running, 'unread_sync_logical_wakeups_total')) ?? 0;
-      const before = (await r.store.read(users[0]!))?.total ?? 0;
-      await db.sql`update chat_rooms set user_unread_count = user_unread_count + 5 where id = ${rooms[0]!}`;
-      await until('badge moved', async () => (await r.store.read(users[0]!))?.total === before + 5);
-      expect((await metric(running, 'unread_sync_logical_wakeups_total')) ?? 0).toBeGreaterThan(woken);
+      // Three rare writes: the probe has backed off to seconds by then, so the stream wakes the
+      // bridge first (the counter counts only waits a streamed commit ended).
+      for (let i = 1; i <= 3; i++) {
+        await sleep(3_000);
+        const woken = (await metric(running, 'unread_sync_logical_wakeups_total')) ?? 0;
+        const before = (await r.store.read(users[0]!))?.total ?? 0;
+        await db.sql`update chat_rooms set user_unread_count = user_unread_count + 5 where id = ${rooms[0]!}`;
+        await until('badge moved', async () => (await r.store.read(users[0]!))?.total === before + 5);
+        if (((await metric(running, 'unread_sync_logical_wakeups_total')) ?? 0) > woken) wakeups++;
+      }
+      expect(wakeups).toBeGreaterThan(0);
     } finally {
       await running.stop();
     }
@@ -154,6 +169,7 @@ describe('logical source (UNREAD_SOURCE=auto on a wal_level=logical server)', ()
     await reserved`select pg_current_xact_id()`; // an xid: slot creation waits for it
     const running = startBridge(testConfig(db, r, { UNREAD_POLL_INTERVAL_MS: '50' }), testLogger());
     try {
+      await firstCycle(running);
       const { users, rooms } = await seedWorld(db.sql, 2, 2);
       const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 15_000 });
       await reader.getTotal(users[0]!);
@@ -172,6 +188,7 @@ describe('logical source (UNREAD_SOURCE=auto on a wal_level=logical server)', ()
   it('walsender terminated under load: falls back to polling, opens a new slot, 0 lost', async () => {
     const running = startBridge(testConfig(db, r), testLogger());
     try {
+      await firstCycle(running);
       await until('stream open', async () => (await metric(running, 'unread_sync_source_mode', '{mode="logical"}')) === 1);
       const { users, rooms } = await seedWorld(db.sql, 20, 80);
       const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 15_000 });
@@ -208,6 +225,7 @@ describe('logical source (UNREAD_SOURCE=auto on a wal_level=logical server)', ()
     });
     const running = startBridge(config, testLogger(), { source });
     try {
+      await firstCycle(running);
       await until('stream open', async () => source.mode === 'logical');
       const { users, rooms } = await seedWorld(db.sql, 10, 40);
       const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 15_000 });
@@ -234,9 +252,12 @@ describe('logical source (UNREAD_SOURCE=auto on a wal_level=logical server)', ()
     const env = bridgeEnv(db.url, r.url, r.prefix, { UNREAD_BATCH_SIZE: '25' });
     let bridge = spawnCli(['bridge'], env);
     try {
+      // The stream opens after the bridge's first cycle (the one that forgets the cache) began;
+      // a moment later it has ended, and users cached from then on stay.
+      await until('stream open', async () => (await slots(db)).some((s) => s.active_pid !== null));
+      await sleep(1_000);
       const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 15_000 });
       await Promise.all(users.map((u) => reader.getTotal(u)));
-      await until('stream open', async () => (await slots(db)).some((s) => s.active_pid !== null));
       let done = false;
       const writing = steadyLoad(db.sql, rooms, 3, () => done);
       for (let kill = 0; kill < 2; kill++) {
@@ -295,6 +316,7 @@ describe('logical source without the REPLICATION attribute', () => {
     const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(s) });
     const running = startBridge({ ...testConfig(db, r), databaseUrl: url }, log);
     try {
+      await firstCycle(running);
       const { users, rooms } = await seedWorld(db.sql, 2, 2);
       const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 15_000 });
       await reader.getTotal(users[0]!);
