@@ -21,7 +21,6 @@ export interface BenchOptions {
 
 /** Shared state of one bench run. */
 export class BenchContext {
-  readonly prefix = 'bench:';
   readonly redis: Redis;
   readonly store: UnreadStore;
   bridge: RunningBridge | null = null;
@@ -34,6 +33,8 @@ export class BenchContext {
     readonly redisUrl: string,
     readonly log: Logger,
     readonly users: string[],
+    /** Redis key prefix; a scenario run beside the main bench takes its own. */
+    readonly prefix = 'bench:',
   ) {
     this.redis = new Redis(redisUrl, { enableAutoPipelining: true });
     this.store = new UnreadStore(this.redis, this.prefix, { tombstoneTtlMs: 86_400_000, deadLetterMax: 1_000 });

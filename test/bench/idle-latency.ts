@@ -88,6 +88,7 @@ async function main(): Promise<void> {
     REDIS_URL,
     log,
     users,
+    'bench-idle:', // not the main bench's prefix: both may run at once on a shared Redis
   );
   const results: Array<{ source: string; mode: string; idle: LatencySummary; rates: RateRun[] }> = [];
   try {
