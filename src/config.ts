@@ -43,7 +43,9 @@ const schema = z.object({
   UNREAD_AUTO_MIGRATE: bool(false),
   UNREAD_MIGRATE_LOCK_TIMEOUT_MS: int(50, 60_000, 1_000),
   UNREAD_MIGRATE_RETRIES: int(0, 100, 8),
-  UNREAD_SOURCE: z.enum(['postgres', 'supabase'], { error: 'must be "postgres" or "supabase"' }).default('postgres'),
+  UNREAD_SOURCE: z
+    .enum(['auto', 'logical', 'postgres', 'supabase'], { error: 'must be "auto", "logical", "postgres" or "supabase"' })
+    .default('auto'),
   SUPABASE_URL: z
     .string()
     .optional()
@@ -89,7 +91,12 @@ export interface Config {
   /** lock_timeout of migrations: how long DDL may queue app writes on chat_rooms before retrying. */
   migrateLockTimeoutMs: number;
   migrateRetries: number;
-  source: 'postgres' | 'supabase';
+  /**
+   * auto: logical decoding wakes the bridge when the server (wal_level=logical) and role
+   * (REPLICATION) allow it, polling otherwise; logical: the same, refusing to start without it;
+   * postgres: polling only; supabase: Realtime.
+   */
+  source: 'auto' | 'logical' | 'postgres' | 'supabase';
   supabaseUrl: string | null;
   supabaseServiceRoleKey: string | null;
   realtimeShards: number;

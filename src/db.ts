@@ -357,6 +357,26 @@ export const queries = {
     return Number(row?.n ?? 0);
   },
 
+  /**
+   * What the logical source needs: wal_level=logical, a role that may open a replication
+   * connection (REPLICATION or superuser), and the publication of migration 1764000000009.
+   */
+  async logicalAvailability(sql: Sql): Promise<{ walLevel: string; mayReplicate: boolean; publication: boolean }> {
+    const [row] = await sql<{ walLevel: string; mayReplicate: boolean; publication: boolean }[]>`
+      select current_setting('wal_level') as "walLevel",
+             coalesce((select rolreplication or rolsuper from pg_roles where rolname = current_user), false) as "mayReplicate",
+             exists (select 1 from pg_publication where pubname = 'unread_sync_changes') as publication`;
+    if (!row) throw new Error('logicalAvailability returned no row');
+    return row;
+  },
+
+  /** Whether a replication slot of that name exists (a temporary one goes when its session ends). */
+  async replicationSlotExists(sql: Sql, name: string): Promise<boolean> {
+    const [row] = await sql<{ exists: boolean }[]>`
+      select exists (select 1 from pg_replication_slots where slot_name = ${name}) as exists`;
+    return row?.exists ?? false;
+  },
+
   /** True when every transaction visible in `snapshot` is also visible in the bridge's checkpoint. */
   async bridgeHasReached(sql: Sql, name: string, snapshot: string): Promise<boolean> {
     const [row] = await sql<{ reached: boolean }[]>`

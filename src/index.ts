@@ -22,6 +22,7 @@ export { DbFallback, FallbackUnavailableError, type DbFallbackOptions } from './
 export { Bridge, PrefixOwnedError, type BridgeOptions, type BridgeStatus } from './bridge.js';
 export { BridgeMetrics } from './metrics.js';
 export { PostgresSource, type PostgresSourceOptions } from './sources/postgres.js';
+export { LogicalSource, LogicalUnavailableError, type LogicalSourceOptions } from './sources/logical.js';
 export type { ChangeSource, CycleHandler } from './sources/source.js';
 export { parseEvent, changeEventSchema, type ChangeEvent } from './events.js';
 export { startBridge, type RunningBridge } from './runtime.js';

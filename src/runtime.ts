@@ -7,6 +7,7 @@ import { migrate, pendingMigrations } from './migrate.js';
 import { NOT_MIGRATED, postgresProblem, redisProblem } from './problems.js';
 import { startOpsServer, type Check } from './ops.js';
 import { sleep } from './sleep.js';
+import { LogicalSource } from './sources/logical.js';
 import { PostgresSource } from './sources/postgres.js';
 import { SupabaseSource } from './sources/supabase.js';
 import type { ChangeSource } from './sources/source.js';
@@ -71,6 +72,22 @@ async function startWhenReady(
   return !signal.aborted;
 }
 
+/** The log source for UNREAD_SOURCE=auto|logical (woken by logical decoding when it can) or postgres (polling). */
+function postgresSource(config: Config, log: Logger): ChangeSource {
+  const options = {
+    databaseUrl: config.databaseUrl,
+    bridgeName: config.bridgeName,
+    batchSize: config.batchSize,
+    checkpointIntervalMs: config.checkpointIntervalMs,
+    pollMinMs: config.pollMinMs,
+    logMinAgeSeconds: config.logMinAgeSeconds,
+    logMaxAgeSeconds: config.logMaxAgeSeconds,
+    log,
+  };
+  if (config.source === 'auto' || config.source === 'logical') return new LogicalSource({ ...options, mode: config.source });
+  return new PostgresSource(options);
+}
+
 /** Wires config -> source -> bridge -> store and starts the loop. */
 export function startBridge(
   config: Config,
@@ -122,16 +139,7 @@ export function startBridge(
           log,
         })
       : null) ??
-    new PostgresSource({
-      databaseUrl: config.databaseUrl,
-      bridgeName: config.bridgeName,
-      batchSize: config.batchSize,
-      checkpointIntervalMs: config.checkpointIntervalMs,
-      pollMinMs: config.pollMinMs,
-      logMinAgeSeconds: config.logMinAgeSeconds,
-      logMaxAgeSeconds: config.logMaxAgeSeconds,
-      log,
-    });
+    postgresSource(config, log);
   // Supabase-direct mode: its own single-statement connection (pooler-safe), off the cycle's.
   const publishSql = config.userTopics ? connectPooled(config.databaseUrl, { max: 1, applicationName: 'unread-sync user topics' }) : null;
   const publisher = publishSql ? new UserTopicPublisher(publishSql, log) : null;

@@ -24,8 +24,17 @@ const workload = fc.record({
 });
 
 
-for (const mode of ['in-order delivery', 'duplicated and shuffled delivery'] as const) {
-  describe(`property: Redis equals the database after concurrent history (${mode})`, () => {
+/** The bridge's current source mode (unread_sync_source_mode), or null for the polling-only source. */
+async function sourceMode(running: RunningBridge): Promise<string | null> {
+  const text = await running.bridge.metrics.registry.metrics();
+  return /^unread_sync_source_mode\{mode="(\w+)"\} 1$/m.exec(text)?.[1] ?? null;
+}
+
+// Both log sources: polling (UNREAD_SOURCE=postgres) and woken by logical decoding (auto here).
+for (const [source, mode] of (['postgres', 'auto'] as const).flatMap((s) =>
+  (['in-order delivery', 'duplicated and shuffled delivery'] as const).map((m) => [s, m] as const),
+)) {
+  describe(`property: Redis equals the database after concurrent history (UNREAD_SOURCE=${source}, ${mode})`, () => {
     let db: TestDb;
     let r: TestRedis;
     let running: RunningBridge;
@@ -45,10 +54,18 @@ for (const mode of ['in-order delivery', 'duplicated and shuffled delivery'] as 
               return out;
             }
           : undefined;
-      running = startBridge(testConfig(db, r, { UNREAD_BATCH_SIZE: '7' }), testLogger(), {
+      running = startBridge(testConfig(db, r, { UNREAD_BATCH_SIZE: '7', UNREAD_SOURCE: source }), testLogger(), {
         redis: r.redis,
         ...(interceptor ? { interceptor } : {}),
       });
+      // Users are cached only after the bridge's first cycle (a first start forgets the cache).
+      const started = Date.now() + 90_000;
+      while (running.bridge.status().lastCycleAt === null && Date.now() < started) await sleep(20);
+      if (source === 'auto') {
+        // The histories below run on the stream, not on the polling it starts with.
+        const deadline = Date.now() + 90_000;
+        while ((await sourceMode(running)) !== 'logical' && Date.now() < deadline) await sleep(20);
+      }
     });
     afterAll(async () => {
       await running?.stop();
@@ -87,6 +104,7 @@ for (const mode of ['in-order delivery', 'duplicated and shuffled delivery'] as 
         { numRuns: Number(process.env.PROPERTY_RUNS ?? 12) },
       );
       expect(runs).toBeGreaterThan(0);
+      expect(await sourceMode(running)).toBe(source === 'auto' ? 'logical' : null);
     });
   });
 }

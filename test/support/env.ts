@@ -40,8 +40,22 @@ export async function createTestDb(options: { migrate?: boolean; prefix?: string
     async drop() {
       await sql.end({ timeout: 5 });
       const a = postgres(admin, { max: 1, onnotice: () => {} });
-      await a.unsafe(`drop database if exists ${name} with (force)`);
-      await a.end();
+      try {
+        // WITH (FORCE) does not end walsenders: a bridge killed while its temporary slot was
+        // being created leaves one waiting for running transactions (the slot goes with it).
+        for (let attempt = 0; ; attempt++) {
+          await a`select pg_terminate_backend(active_pid) from pg_replication_slots where database = ${name} and active_pid is not null`;
+          try {
+            await a.unsafe(`drop database if exists ${name} with (force)`);
+            break;
+          } catch (err) {
+            if (attempt >= 50 || !/replication slot/.test((err as Error).message)) throw err;
+            await new Promise((resolve) => setTimeout(resolve, 100));
+          }
+        }
+      } finally {
+        await a.end();
+      }
     },
   };
 }

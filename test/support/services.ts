@@ -67,7 +67,12 @@ export async function resolveServices(): Promise<Services> {
     const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
     const { RedisContainer } = await import('@testcontainers/redis');
     const [pg, redis] = await Promise.all([
-      new PostgreSqlContainer('postgres:15').withUsername('postgres').withPassword('postgres').start(),
+      // wal_level=logical: the default source streams commits (test/logical.test.ts).
+      new PostgreSqlContainer('postgres:15')
+        .withUsername('postgres')
+        .withPassword('postgres')
+        .withCommand(['postgres', '-c', 'wal_level=logical', '-c', 'max_replication_slots=64', '-c', 'max_wal_senders=64', '-c', 'max_connections=300'])
+        .start(),
       new RedisContainer('redis:7').start(),
     ]);
     return {
