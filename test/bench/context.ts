@@ -21,7 +21,7 @@ export interface BenchOptions {
 
 /** Shared state of one bench run. */
 export class BenchContext {
-  readonly prefix = 'bench:';
+  readonly prefix = process.env.BENCH_KEY_PREFIX ?? 'bench:';
   readonly redis: Redis;
   readonly store: UnreadStore;
   bridge: RunningBridge | null = null;

@@ -1,6 +1,7 @@
 /**
  * unread-sync benchmark: `npm run bench -- [--quick] [--scale f|users] [--duration s] [--out f] [--svg f]`.
- * Builds its own data set in database unread_bench, uses Redis keys under "bench:" only.
+ * Builds its own data set in database unread_bench, uses Redis keys under "bench:" only
+ * (BENCH_DB_NAME / BENCH_KEY_PREFIX rename both, so two runs on one machine do not collide).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -29,6 +30,9 @@ import { latencySvg, type ChartPanel } from './svg.js';
 
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+// Interpolated into CREATE/DROP DATABASE: a plain identifier only.
+const DB_NAME = process.env.BENCH_DB_NAME ?? 'unread_bench';
+if (!/^[a-z_][a-z0-9_]{0,62}$/.test(DB_NAME)) throw new Error('BENCH_DB_NAME must be a lower-case identifier');
 
 function parseArgs(argv: string[]): BenchOptions {
   const get = (name: string) => {
@@ -80,7 +84,7 @@ async function main(): Promise<void> {
   const log = createLogger(process.env.BENCH_LOG_LEVEL ?? 'warn', 'bench');
   const { cpus } = await import('node:os');
   step(`dataset: ${opts.users} users, ${opts.rooms} rooms`);
-  const ds = await prepareDataset(ADMIN_URL, 'unread_bench', { users: opts.users, rooms: opts.rooms }, { reuse: opts.reuse, log: step });
+  const ds = await prepareDataset(ADMIN_URL, DB_NAME, { users: opts.users, rooms: opts.rooms }, { reuse: opts.reuse, log: step });
   const [stats] = await ds.sql<{ pairs: number; users: number }[]>`
     select count(*)::int as pairs, count(distinct user_id)::int as users from unread_sync.unread_truth`;
   step(`dataset ready in ${ds.loadSeconds.toFixed(1)} s (${stats?.pairs} unread (user, room) pairs, ${stats?.users} users with unread)`);
