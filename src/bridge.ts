@@ -57,7 +57,13 @@ export class PrefixOwnedError extends Error {
 /** A cycle running longer than this has hydration requests answered beside it. */
 const SIDE_HYDRATION_AFTER_MS = 100;
 const SIDE_HYDRATION_POLL_MS = 25;
+/** During a long drain, the hydration queue is looked at this often between chunk parts (or on a wake-up). */
+const DRAIN_HYDRATION_POLL_MS = 10;
 const YIELD_EVERY_ROWS = 500;
+/** A drain sends its Redis writes once this many users have changes (checked every YIELD_EVERY_ROWS rows). */
+const FLUSH_USERS = 1_024;
+/** Apply parts in flight to Redis at once during a drain. */
+const APPLIES_IN_FLIGHT = 4;
 
 /** How long a bridge's claim on its key prefix lasts without renewal. */
 const OWNER_TTL_MS = 30_000;
@@ -71,6 +77,8 @@ export class Bridge {
   readonly metrics: BridgeMetrics;
   private readonly pendingHydration = new Set<string>();
   private hydrationWake: (() => void) | null = null;
+  /** A hydration request was published since the queue was last looked at (set by the subscriber). */
+  private hydrationAsked = false;
   private readonly hydrateBatchSize: number;
   private readonly verifyPosition = { node: 0, cursor: '0' };
   private verifyDueAt = 0;
@@ -121,7 +129,7 @@ export class Bridge {
       await this.checkCapture();
     }
     await this.collectHydrationRequests();
-    const hydrate = [...this.pendingHydration].slice(0, this.hydrateBatchSize);
+    const hydrate = [...this.pendingHydration].slice(0, this.hydratePerCycle());
     const verifying = (await this.verificationSample()).filter((u) => !this.pendingHydration.has(u));
     const skipUsers = new Set(hydrate);
     let read = new Map<string, HydratedRoom[]>();
@@ -129,7 +137,46 @@ export class Bridge {
     let events = 0;
     let maxId = 0n;
     const servedBeside = new Set<string>();
-    let applying: Promise<void> = Promise.resolve();
+    // Apply calls sent to Redis and not yet answered (bounded; see flush below).
+    let inFlight: Array<Promise<void>> = [];
+    const settle = async () => {
+      const all = inFlight;
+      inFlight = [];
+      await Promise.all(all);
+    };
+    let readRooms: ((users: string[]) => Promise<Map<string, HydratedRoom[]>>) | undefined;
+    let groups = new Map<string, Map<string, RoomChange>>();
+    let lookedAt = Date.now();
+    /**
+     * Between parts of a long drain: hydration requests are read in the cycle's own snapshot (on
+     * the source's workers) and written at once, stamped like the cycle's. Changes of those users
+     * already sent to Redis are awaited first, and the rest of this cycle's are skipped: the
+     * snapshot contains them.
+     */
+    const serveDuringDrain = async () => {
+      if (!readRooms || (!this.hydrationAsked && Date.now() - lookedAt < DRAIN_HYDRATION_POLL_MS)) return;
+      this.hydrationAsked = false;
+      lookedAt = Date.now();
+      // Its own Redis connection: on the bridge's, these would queue behind the pipelined applies.
+      const side = (this.sideStore ??= store.duplicate());
+      await this.collectHydrationRequests(side);
+      const users = [...this.pendingHydration].filter((u) => !skipUsers.has(u)).slice(0, this.hydratePerCycle());
+      if (users.length === 0) return;
+      const rooms = await readRooms(users);
+      await settle();
+      current();
+      for (const u of users) {
+        skipUsers.add(u);
+        groups.delete(u);
+      }
+      const written = await side.hydrate(new Map(users.map((u) => [u, rooms.get(u) ?? []])), stamp);
+      this.metrics.hydrations.inc(written.size);
+      this.metrics.staleRefused.inc(users.length - written.size);
+      for (const u of users) {
+        this.pendingHydration.delete(u);
+        servedBeside.add(u);
+      }
+    };
 
     const handler: CycleHandler = {
       begin: async (ctx) => {
@@ -137,24 +184,28 @@ export class Bridge {
         // (skipUsers); users being verified get them applied, so at the end of the cycle their
         // cache must equal the snapshot.
         read = ctx.hydrated;
+        readRooms = ctx.readRooms;
         stamp = ctx.snapshot ? snapshotStamp(ctx.snapshot) : null;
         current();
         if (ctx.gap) await this.reset('gap or first start', stamp);
       },
       chunk: async (raw) => {
+        await serveDuringDrain();
         const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
         // Per user, per room: only the newest version of a chunk goes to Redis. Values are
         // absolute, so an older change of the same room in the same chunk is superseded anyway.
-        let groups = new Map<string, Map<string, RoomChange>>();
+        groups = new Map();
         let superseded = 0;
         const valid: SetEvent[] = [];
-        // Double buffering: this chunk's Redis writes run while the source fetches and this
-        // handler parses the next chunk. One apply at a time keeps every user's changes in order.
+        // Pipelined: a chunk's Redis writes go out in parts while the source fetches and this
+        // handler parses the rest, several parts in flight. They keep their order on the
+        // connection, and versions would make any order give the same state anyway.
         const flush = async () => {
-          await applying;
+          while (inFlight.length >= APPLIES_IN_FLIGHT) await inFlight.shift();
           if (groups.size > 0) {
-            applying = this.applyGroups(new Map([...groups].map(([user, rooms]) => [user, [...rooms.values()]])), stamp);
-            applying.catch(() => {}); // surfaced by the next await of `applying`
+            const sent = this.applyGroups(new Map([...groups].map(([user, rooms]) => [user, [...rooms.values()]])), stamp);
+            sent.catch(() => {}); // surfaced when awaited (flush or settle)
+            inFlight.push(sent);
           }
           this.metrics.changesSkipped.inc(superseded);
           groups = new Map();
@@ -166,7 +217,9 @@ export class Bridge {
           // timers and I/O (hydrations beside the cycle, the watchdog) for up to a second.
           if (++sinceYield >= YIELD_EVERY_ROWS) {
             sinceYield = 0;
+            if (groups.size >= FLUSH_USERS) await flush();
             await new Promise<void>((resolve) => setImmediate(resolve));
+            await serveDuringDrain();
           }
           const parsed = parseEvent(row);
           if (!parsed.ok) {
@@ -178,7 +231,7 @@ export class Bridge {
           if (id > maxId) maxId = id;
           if (event.kind === 'reset') {
             await flush();
-            await applying;
+            await settle();
             current();
             await this.reset('chat_rooms truncated', stamp);
             continue;
@@ -202,7 +255,7 @@ export class Bridge {
         this.progressAt = Date.now();
       },
       end: async () => {
-        await applying;
+        await settle();
         // A hydration written late would overwrite newer state: an abandoned cycle stops here.
         current();
         // Users already loaded beside this cycle (in a newer snapshot) are done.
@@ -223,7 +276,9 @@ export class Bridge {
       },
     };
 
-    const side = this.hydrateAlongside(servedBeside, generation);
+    // A source that reads in the cycle's snapshot during the drain serves hydrations itself
+    // (serveDuringDrain); otherwise they are read beside the cycle in a newer snapshot.
+    const side = this.hydrateAlongside(servedBeside, generation, () => readRooms !== undefined);
     try {
       await source.cycle([...hydrate, ...verifying], handler);
     } finally {
@@ -243,7 +298,10 @@ export class Bridge {
     // Narrowed for the type checker: Redis and Cluster both have duplicate(), with unrelated signatures.
     const subscriber = (store.redis as { duplicate(): typeof store.redis }).duplicate();
     subscriber.on('error', () => {}); // reconnects on its own; cycles report Redis errors
-    subscriber.on('message', () => this.hydrationWake?.());
+    subscriber.on('message', () => {
+      this.hydrationAsked = true;
+      this.hydrationWake?.();
+    });
     await subscriber.subscribe(store.keys.hydrateQueue);
 
     let backoff = 0;
@@ -369,7 +427,7 @@ export class Bridge {
    * is newer than the running cycle's, so Redis refuses that cycle's (older) writes for these
    * users, and later cycles only bring changes after it.
    */
-  private hydrateAlongside(served: Set<string>, generation: number): { stop(): Promise<void> } {
+  private hydrateAlongside(served: Set<string>, generation: number, servedInCycle: () => boolean): { stop(): Promise<void> } {
     const { source, log } = this.options;
     if (!source.readHydration) return { stop: async () => {} };
     // Its own Redis connection: on the bridge's connection it would queue behind the cycle's
@@ -379,6 +437,7 @@ export class Bridge {
     let stopped = false;
     let running: Promise<void> = Promise.resolve();
     const tick = async () => {
+      if (servedInCycle()) return;
       await this.collectHydrationRequests(store);
       // The cycle's own hydration list included: its snapshot is older than this one.
       const users = [...this.pendingHydration].filter((u) => !served.has(u)).slice(0, this.hydrateBatchSize);
@@ -530,8 +589,13 @@ export class Bridge {
     this.metrics.driftRepairs.inc(written.size);
   }
 
+  /** Most users one cycle hydrates: more when the source reads them in parallel (a rebuild). */
+  private hydratePerCycle(): number {
+    return Math.max(this.hydrateBatchSize, this.options.source.maxHydratePerCycle ?? 0);
+  }
+
   private async collectHydrationRequests(store = this.options.store): Promise<void> {
-    const room = this.hydrateBatchSize * 2 - this.pendingHydration.size;
+    const room = this.hydratePerCycle() * 2 - this.pendingHydration.size;
     if (room <= 0) return;
     const ids = await store.takeHydrationRequests(room);
     for (const id of ids) {

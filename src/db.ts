@@ -114,6 +114,40 @@ export const queries = {
     });
   },
 
+  /**
+   * Exports this transaction's snapshot, so other connections can read in it (SET TRANSACTION
+   * SNAPSHOT): hydration workers read in the cycle's snapshot, in parallel with its change read.
+   */
+  async exportSnapshot(tx: Sql | TxSql): Promise<string> {
+    const [row] = await tx<{ id: string }[]>`select pg_export_snapshot() as id`;
+    if (!row) throw new Error('pg_export_snapshot returned no row');
+    return row.id;
+  },
+
+  /**
+   * Exports this transaction's snapshot only when more than `rows` changes wait since `previous`
+   * (a long drain, during which hydrations are served in its snapshot): exporting costs about as
+   * much as a small cycle's read, and a probe of at most `rows` index entries does not.
+   */
+  async exportSnapshotIfLarge(tx: Sql | TxSql, previous: string, rows: number): Promise<string | null> {
+    const [row] = await tx<{ id: string | null }[]>`
+      select case when (select count(*) from (
+                          select 1 from unread_sync.changes where xid >= pg_snapshot_xmax(${previous}::pg_snapshot)
+                          union all
+                          select 1 from unread_sync.changes where xid = any(array(select pg_snapshot_xip(${previous}::pg_snapshot)))
+                          limit ${rows + 1}) pending) > ${rows}
+                  then pg_export_snapshot() end as id`;
+    return row?.id ?? null;
+  },
+
+  /** First statement of a REPEATABLE READ transaction: read in an exported snapshot. */
+  async importSnapshot(tx: TxSql, id: string): Promise<void> {
+    // A utility statement takes no bind parameters: the id is checked to be what
+    // pg_export_snapshot() returns (hex words and a counter) before it is put into the text.
+    if (!/^[0-9A-F]{1,16}(-[0-9A-F]{1,16}){1,2}$/.test(id)) throw new Error(`not an exported snapshot id: ${JSON.stringify(id)}`);
+    await tx.unsafe(`set transaction snapshot '${id}'`);
+  },
+
   /** The current snapshot, outside any cycle (first start, verify). */
   async currentSnapshot(sql: Sql | TxSql): Promise<string> {
     const [row] = await sql<{ snapshot: string }[]>`select pg_current_snapshot()::text as snapshot`;

@@ -1,4 +1,4 @@
-import { connect, queries, type DatabaseIdentity, type Sql } from '../db.js';
+import { connect, queries, type DatabaseIdentity, type HydratedRoom, type Sql } from '../db.js';
 import type { Logger } from '../log.js';
 import type { ChangeSource, CycleHandler } from './source.js';
 
@@ -28,6 +28,15 @@ const PRUNE_BATCH = 100_000;
 /** How long polling stays at its fastest after the last change. */
 const HOT_MS = 1_000;
 
+/** Users per query of a hydration read by the worker connections. */
+const HYDRATE_SLICE = 1_000;
+/** A cycle hydrating at least this many users reads them on the workers, in parallel. */
+const PARALLEL_HYDRATE_MIN = 2 * HYDRATE_SLICE;
+/** Worker connections that import a cycle's snapshot to read hydrations in it. */
+const HYDRATE_WORKERS = 4;
+/** A cycle with more changes than this exports its snapshot: hydrations are served during its drain. */
+const LONG_CYCLE_ROWS = 5_000;
+
 /**
  * The embedded default source: reads unread_sync.changes by snapshot difference.
  *
@@ -38,7 +47,11 @@ const HOT_MS = 1_000;
  */
 export class PostgresSource implements ChangeSource {
   readonly name = 'postgres';
+  /** Large hydration lists are read in parallel by the workers, in the cycle's snapshot. */
+  readonly maxHydratePerCycle = 16 * HYDRATE_SLICE;
   private pool: Sql;
+  /** Opened on first use: connections that import a cycle's exported snapshot. */
+  private workers: Sql | null = null;
   /** One connection: holds the advisory lock and runs the cycles. */
   private lockConn: Sql;
   private connected = false;
@@ -118,13 +131,26 @@ export class PostgresSource implements ChangeSource {
     let gap: boolean;
     await conn`begin isolation level repeatable read, read only`;
     try {
-      const opened = await queries.openCycle(conn, previous, this.options.bridgeName);
+      // Pipelined with the open (no extra round trip): the snapshot is exported when workers will
+      // read in it, for a many-user hydration or hydrations served during a long drain.
+      const [opened, exported] = await Promise.all([
+        queries.openCycle(conn, previous, this.options.bridgeName),
+        hydrate.length >= PARALLEL_HYDRATE_MIN
+          ? queries.exportSnapshot(conn)
+          : queries.exportSnapshotIfLarge(conn, previous, LONG_CYCLE_ROWS),
+      ]);
       if (opened.pid !== this.lockPid) throw new LockLostError();
       snapshot = opened.snapshot;
       gap = opened.gap || this.firstStart;
       if (opened.gap) this.options.log.warn({ previous }, 'change log was pruned past this bridge: resetting cache');
-      const hydrated = hydrate.length > 0 ? await queries.unreadRooms(conn, hydrate) : new Map();
-      await handler.begin({ gap, hydrated, snapshot });
+      const readRooms = exported ? (users: string[]) => this.readInSnapshot(exported, users) : undefined;
+      const hydrated =
+        hydrate.length === 0
+          ? new Map()
+          : readRooms && hydrate.length >= PARALLEL_HYDRATE_MIN
+            ? await readRooms(hydrate)
+            : await queries.unreadRooms(conn, hydrate);
+      await handler.begin({ gap, hydrated, snapshot, ...(readRooms ? { readRooms } : {}) });
       for await (const rows of queries.changesSince(conn, previous).cursor(this.options.batchSize)) {
         delivered += rows.length;
         await handler.chunk(rows);
@@ -194,6 +220,34 @@ export class PostgresSource implements ChangeSource {
     if (total > 0) this.options.log.info({ deleted: total }, 'pruned change log');
   }
 
+  /**
+   * Users' rooms read in an exported snapshot by up to HYDRATE_WORKERS connections at once, each
+   * taking slices of HYDRATE_SLICE users (one transaction per worker, importing the snapshot).
+   * Valid while the exporting cycle's transaction is open.
+   */
+  private async readInSnapshot(snapshotId: string, userIds: string[]): Promise<Map<string, HydratedRoom[]>> {
+    const workers = (this.workers ??= connect(this.options.databaseUrl, {
+      max: HYDRATE_WORKERS,
+      applicationName: 'unread-sync bridge (hydration)',
+    }));
+    const slices: string[][] = [];
+    for (let i = 0; i < userIds.length; i += HYDRATE_SLICE) slices.push(userIds.slice(i, i + HYDRATE_SLICE));
+    const out = new Map<string, HydratedRoom[]>();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(HYDRATE_WORKERS, slices.length) }, () =>
+        workers.begin('isolation level repeatable read read only', async (tx) => {
+          await queries.importSnapshot(tx, snapshotId);
+          while (next < slices.length) {
+            const slice = slices[next++] as string[];
+            for (const [user, rooms] of await queries.unreadRooms(tx, slice)) out.set(user, rooms);
+          }
+        }),
+      ),
+    );
+    return out;
+  }
+
   readHydration(userIds: string[]) {
     return queries.hydrationSnapshot(this.pool, userIds);
   }
@@ -233,7 +287,9 @@ export class PostgresSource implements ChangeSource {
     } finally {
       await this.unlisten?.().catch(() => {});
       this.unlisten = null;
-      await Promise.all([this.pool.end({ timeout: 5 }), this.lockConn.end({ timeout: 5 })]);
+      const workers = this.workers;
+      this.workers = null;
+      await Promise.all([this.pool.end({ timeout: 5 }), this.lockConn.end({ timeout: 5 }), workers?.end({ timeout: 5 })]);
     }
   }
 
@@ -241,7 +297,8 @@ export class PostgresSource implements ChangeSource {
     this.generation++;
     await this.unlisten?.().catch(() => {});
     this.unlisten = null;
-    const old = [this.pool, this.lockConn];
+    const old = [this.pool, this.lockConn, ...(this.workers ? [this.workers] : [])];
+    this.workers = null;
     this.pool = connect(this.options.databaseUrl, { max: 2, applicationName: 'unread-sync bridge' });
     this.lockConn = connect(this.options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (lock)', keepAlive: true });
     await Promise.all(old.map((c) => c.end({ timeout: 0 }).catch(() => {})));
