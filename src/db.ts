@@ -246,8 +246,16 @@ export const queries = {
    * this and usersWithUnread agree with unread_truth (the function) on every edge of the rule.
    */
   async unreadRooms(tx: Sql | TxSql, userIds: string[]): Promise<Map<string, HydratedRoom[]>> {
+    const rows = await queries.unreadRoomsQuery(tx, userIds);
+    const out = new Map<string, HydratedRoom[]>(userIds.map((id) => [id, []]));
+    for (const r of rows) out.get(r.user_id)?.push({ roomId: r.room_id, unread: r.unread });
+    return out;
+  },
+
+  /** The query of unreadRooms (tests EXPLAIN it). */
+  unreadRoomsQuery(tx: Sql | TxSql, userIds: string[]) {
     // Room ids leave as text whatever their type in chat_rooms (uuid, bigint, integer, text).
-    const rows = await tx<{ user_id: string; room_id: string; unread: number }[]>`
+    return tx<{ user_id: string; room_id: string; unread: number }[]>`
       select r.user_id, r.id::text as room_id, r.user_unread_count as unread
         from public.chat_rooms r
        where r.user_id = any(${userIds}::uuid[]) and r.is_active and r.user_unread_count > 0
@@ -257,9 +265,6 @@ export const queries = {
        where r.company_id = any(${userIds}::uuid[]) and r.is_active and r.company_unread_count > 0
          -- a room whose user is also its company counts once, with the user side
          and r.company_id is distinct from r.user_id`;
-    const out = new Map<string, HydratedRoom[]>(userIds.map((id) => [id, []]));
-    for (const r of rows) out.get(r.user_id)?.push({ roomId: r.room_id, unread: r.unread });
-    return out;
   },
 
   /**
