@@ -62,6 +62,8 @@ const DRAIN_HYDRATION_POLL_MS = 10;
 const YIELD_EVERY_ROWS = 500;
 /** A drain sends its Redis writes once this many users have changes (checked every YIELD_EVERY_ROWS rows). */
 const FLUSH_USERS = 1_024;
+/** Users per store.hydrate call when a cycle writes its hydrations. */
+const HYDRATE_WRITE_PART = 1_024;
 /** Apply parts in flight to Redis at once during a drain. */
 const APPLIES_IN_FLIGHT = 4;
 
@@ -139,12 +141,17 @@ export class Bridge {
     const servedBeside = new Set<string>();
     // Apply calls sent to Redis and not yet answered (bounded; see flush below).
     let inFlight: Array<Promise<void>> = [];
+    // The last part sent with changes of each user: a hydration during the drain waits for its
+    // users' parts only, not for every part in flight (up to tens of thousands of changes).
+    let lastPart = new Map<string, Promise<void>>();
     const settle = async () => {
       const all = inFlight;
       inFlight = [];
+      lastPart = new Map();
       await Promise.all(all);
     };
     let readRooms: ((users: string[]) => Promise<Map<string, HydratedRoom[]>>) | undefined;
+    let begun = false;
     let groups = new Map<string, Map<string, RoomChange>>();
     let lookedAt = Date.now();
     /**
@@ -163,13 +170,14 @@ export class Bridge {
       const users = [...this.pendingHydration].filter((u) => !skipUsers.has(u)).slice(0, this.hydratePerCycle());
       if (users.length === 0) return;
       const rooms = await readRooms(users);
-      await settle();
+      await Promise.all(users.map((u) => lastPart.get(u)));
       current();
       for (const u of users) {
         skipUsers.add(u);
         groups.delete(u);
       }
       const written = await side.hydrate(new Map(users.map((u) => [u, rooms.get(u) ?? []])), stamp);
+      this.progressAt = Date.now();
       this.metrics.hydrations.inc(written.size);
       this.metrics.staleRefused.inc(users.length - written.size);
       for (const u of users) {
@@ -187,7 +195,12 @@ export class Bridge {
         readRooms = ctx.readRooms;
         stamp = ctx.snapshot ? snapshotStamp(ctx.snapshot) : null;
         current();
+        // Reading a big hydration list, and a reset (a SCAN of the whole keyspace), are work
+        // done: the watchdog judges progress, and a first start must not be abandoned forever.
+        this.progressAt = Date.now();
         if (ctx.gap) await this.reset('gap or first start', stamp);
+        this.progressAt = Date.now();
+        begun = true;
       },
       chunk: async (raw) => {
         await serveDuringDrain();
@@ -206,6 +219,7 @@ export class Bridge {
             const sent = this.applyGroups(new Map([...groups].map(([user, rooms]) => [user, [...rooms.values()]])), stamp);
             sent.catch(() => {}); // surfaced when awaited (flush or settle)
             inFlight.push(sent);
+            for (const user of groups.keys()) lastPart.set(user, sent);
           }
           this.metrics.changesSkipped.inc(superseded);
           groups = new Map();
@@ -264,9 +278,15 @@ export class Bridge {
           await this.options.beforeHydrate?.();
           // Stamped: if this bridge was paused and another one has written newer state since,
           // Redis refuses these (counted, not an error: the newer state stays).
-          const written = await store.hydrate(hydrated, stamp);
-          this.metrics.hydrations.inc(written.size);
-          this.metrics.staleRefused.inc(hydrated.size - written.size);
+          // In parts, each one progress for the watchdog (a rebuild's cycle writes thousands).
+          const list = [...hydrated];
+          for (let i = 0; i < list.length; i += HYDRATE_WRITE_PART) {
+            const part = new Map(list.slice(i, i + HYDRATE_WRITE_PART));
+            const written = await store.hydrate(part, stamp);
+            this.progressAt = Date.now();
+            this.metrics.hydrations.inc(written.size);
+            this.metrics.staleRefused.inc(part.size - written.size);
+          }
         }
         if (verifying.length > 0) await this.verifyAgainst(verifying, read, stamp);
         await this.raiseMarks(stamp, maxId);
@@ -278,7 +298,7 @@ export class Bridge {
 
     // A source that reads in the cycle's snapshot during the drain serves hydrations itself
     // (serveDuringDrain); otherwise they are read beside the cycle in a newer snapshot.
-    const side = this.hydrateAlongside(servedBeside, generation, () => readRooms !== undefined);
+    const side = this.hydrateAlongside(servedBeside, generation, () => begun && readRooms !== undefined);
     try {
       await source.cycle([...hydrate, ...verifying], handler);
     } finally {
@@ -427,7 +447,7 @@ export class Bridge {
    * is newer than the running cycle's, so Redis refuses that cycle's (older) writes for these
    * users, and later cycles only bring changes after it.
    */
-  private hydrateAlongside(served: Set<string>, generation: number, servedInCycle: () => boolean): { stop(): Promise<void> } {
+  private hydrateAlongside(served: Set<string>, generation: number, notNow: () => boolean): { stop(): Promise<void> } {
     const { source, log } = this.options;
     if (!source.readHydration) return { stop: async () => {} };
     // Its own Redis connection: on the bridge's connection it would queue behind the cycle's
@@ -437,7 +457,7 @@ export class Bridge {
     let stopped = false;
     let running: Promise<void> = Promise.resolve();
     const tick = async () => {
-      if (servedInCycle()) return;
+      if (notNow()) return;
       await this.collectHydrationRequests(store);
       // The cycle's own hydration list included: its snapshot is older than this one.
       const users = [...this.pendingHydration].filter((u) => !served.has(u)).slice(0, this.hydrateBatchSize);

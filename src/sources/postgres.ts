@@ -36,6 +36,8 @@ const PARALLEL_HYDRATE_MIN = 2 * HYDRATE_SLICE;
 const HYDRATE_WORKERS = 4;
 /** A cycle with more changes than this exports its snapshot: hydrations are served during its drain. */
 const LONG_CYCLE_ROWS = 5_000;
+/** After this long without a cycle, the next one probes whether it is long (see mayBeLong). */
+const IDLE_PROBE_MS = 20;
 
 /**
  * The embedded default source: reads unread_sync.changes by snapshot difference.
@@ -52,6 +54,9 @@ export class PostgresSource implements ChangeSource {
   private pool: Sql;
   /** Opened on first use: connections that import a cycle's exported snapshot. */
   private workers: Sql | null = null;
+  /** Events the last cycle delivered (-1: none since start), and when it ended. */
+  private lastDelivered = -1;
+  private lastCycleAt = 0;
   /** One connection: holds the advisory lock and runs the cycles. */
   private lockConn: Sql;
   private connected = false;
@@ -83,6 +88,7 @@ export class PostgresSource implements ChangeSource {
     const { log, bridgeName } = this.options;
     if (this.connected) await this.reconnect();
     this.connected = true;
+    this.lastDelivered = -1;
     const { locked, pid } = await queries.tryBridgeLock(this.lockConn, bridgeName);
     if (locked) {
       this.lockPid = pid;
@@ -137,7 +143,9 @@ export class PostgresSource implements ChangeSource {
         queries.openCycle(conn, previous, this.options.bridgeName),
         hydrate.length >= PARALLEL_HYDRATE_MIN
           ? queries.exportSnapshot(conn)
-          : queries.exportSnapshotIfLarge(conn, previous, LONG_CYCLE_ROWS),
+          : this.mayBeLong()
+            ? queries.exportSnapshotIfLarge(conn, previous, LONG_CYCLE_ROWS)
+            : Promise.resolve(null),
       ]);
       if (opened.pid !== this.lockPid) throw new LockLostError();
       snapshot = opened.snapshot;
@@ -162,6 +170,8 @@ export class PostgresSource implements ChangeSource {
       throw err;
     }
     if (generation !== this.generation) throw new Error('cycle abandoned: the source reconnected meanwhile');
+    this.lastDelivered = delivered;
+    this.lastCycleAt = Date.now();
     if (delivered > 0) {
       this.idleDelay = this.options.pollMinMs;
       this.lastChangeAt = Date.now();
@@ -218,6 +228,16 @@ export class PostgresSource implements ChangeSource {
       if (deleted < PRUNE_BATCH || Date.now() > until) break;
     }
     if (total > 0) this.options.log.info({ deleted: total }, 'pruned change log');
+  }
+
+  /**
+   * Whether the next cycle may be long enough to export its snapshot for: the bridge was idle for
+   * a while (a large transaction may have committed meanwhile), the previous cycle delivered a
+   * backlog, or this is the first cycle since start. Back-to-back small cycles under load (where a
+   * statement more per cycle would show in the latency) skip even the probe.
+   */
+  private mayBeLong(): boolean {
+    return Date.now() - this.lastCycleAt >= IDLE_PROBE_MS || this.lastDelivered >= LONG_CYCLE_ROWS || this.lastDelivered < 0;
   }
 
   /**
