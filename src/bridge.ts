@@ -151,7 +151,7 @@ export class Bridge {
       await Promise.all(all);
     };
     let readRooms: ((users: string[]) => Promise<Map<string, HydratedRoom[]>>) | undefined;
-    let begun = false;
+    let draining = false;
     let groups = new Map<string, Map<string, RoomChange>>();
     let lookedAt = Date.now();
     /**
@@ -200,9 +200,9 @@ export class Bridge {
         this.progressAt = Date.now();
         if (ctx.gap) await this.reset('gap or first start', stamp);
         this.progressAt = Date.now();
-        begun = true;
       },
       chunk: async (raw) => {
+        draining = true;
         await serveDuringDrain();
         const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
         // Per user, per room: only the newest version of a chunk goes to Redis. Values are
@@ -298,7 +298,9 @@ export class Bridge {
 
     // A source that reads in the cycle's snapshot during the drain serves hydrations itself
     // (serveDuringDrain); otherwise they are read beside the cycle in a newer snapshot.
-    const side = this.hydrateAlongside(servedBeside, generation, () => begun && readRooms !== undefined);
+    // Beside the cycle until its drain runs in an exported snapshot (then serveDuringDrain answers):
+    // the long first phases of a cycle (a big hydration read, a reset) are covered too.
+    const side = this.hydrateAlongside(servedBeside, generation, () => draining && readRooms !== undefined);
     try {
       await source.cycle([...hydrate, ...verifying], handler);
     } finally {
@@ -649,7 +651,10 @@ export class Bridge {
   }
 
   private async reset(reason: string, stamp: SnapshotStamp | null): Promise<void> {
-    const removed = await this.options.store.forgetAll(stamp);
+    // A SCAN of the whole keyspace can take seconds on a big shared Redis: each page is progress.
+    const removed = await this.options.store.forgetAll(stamp, () => {
+      this.progressAt = Date.now();
+    });
     this.metrics.resets.inc();
     this.options.log.warn({ reason, removed }, 'forgot every cached user');
   }

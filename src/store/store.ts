@@ -431,7 +431,7 @@ export class UnreadStore {
    * `floor`: the stamp of the snapshot the reset happened in; hydrations read before it are
    * refused from now on (set, not raised: after a database rewind the new stamps are lower).
    */
-  async forgetAll(floor?: SnapshotStamp | null): Promise<number> {
+  async forgetAll(floor?: SnapshotStamp | null, onPage?: () => void): Promise<number> {
     if (floor) await this.redis.hset(this.keys.meta, 'floor', `${floor.xmax}:${floor.inProgress}`);
     let removed = 0;
     for (const node of this.masters()) {
@@ -443,6 +443,7 @@ export class UnreadStore {
           // One key per call: on a cluster the keys of one page live in different slots.
           await Promise.all(keys.map((k) => node.unlink(k)));
           removed += keys.length;
+          onPage?.();
         } while (cursor !== '0');
       }
     }
