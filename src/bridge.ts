@@ -281,6 +281,7 @@ export class Bridge {
           // In parts, each one progress for the watchdog (a rebuild's cycle writes thousands).
           const list = [...hydrated];
           for (let i = 0; i < list.length; i += HYDRATE_WRITE_PART) {
+            current();
             const part = new Map(list.slice(i, i + HYDRATE_WRITE_PART));
             const written = await store.hydrate(part, stamp);
             this.progressAt = Date.now();
