@@ -152,6 +152,7 @@ export class Bridge {
     };
     let readRooms: ((users: string[]) => Promise<Map<string, HydratedRoom[]>>) | undefined;
     let draining = false;
+    let begun = false;
     let groups = new Map<string, Map<string, RoomChange>>();
     let lookedAt = Date.now();
     /**
@@ -200,6 +201,7 @@ export class Bridge {
         this.progressAt = Date.now();
         if (ctx.gap) await this.reset('gap or first start', stamp);
         this.progressAt = Date.now();
+        begun = true;
       },
       chunk: async (raw) => {
         draining = true;
@@ -299,9 +301,10 @@ export class Bridge {
 
     // A source that reads in the cycle's snapshot during the drain serves hydrations itself
     // (serveDuringDrain); otherwise they are read beside the cycle in a newer snapshot.
-    // Beside the cycle until its drain runs in an exported snapshot (then serveDuringDrain answers):
-    // the long first phases of a cycle (a big hydration read, a reset) are covered too.
-    const side = this.hydrateAlongside(servedBeside, generation, () => draining && readRooms !== undefined);
+    // Beside the cycle once it has begun (a first start's or a gap's reset there would delete what
+    // was written before it) and until its drain runs in an exported snapshot (then
+    // serveDuringDrain answers).
+    const side = this.hydrateAlongside(servedBeside, generation, () => !begun || (draining && readRooms !== undefined));
     try {
       await source.cycle([...hydrate, ...verifying], handler);
     } finally {
