@@ -151,7 +151,6 @@ export class Bridge {
       await Promise.all(all);
     };
     let readRooms: ((users: string[]) => Promise<Map<string, HydratedRoom[]>>) | undefined;
-    let draining = false;
     let begun = false;
     let groups = new Map<string, Map<string, RoomChange>>();
     let lookedAt = Date.now();
@@ -204,7 +203,6 @@ export class Bridge {
         begun = true;
       },
       chunk: async (raw) => {
-        draining = true;
         await serveDuringDrain();
         const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
         // Per user, per room: only the newest version of a chunk goes to Redis. Values are
@@ -302,9 +300,10 @@ export class Bridge {
     // A source that reads in the cycle's snapshot during the drain serves hydrations itself
     // (serveDuringDrain); otherwise they are read beside the cycle in a newer snapshot.
     // Beside the cycle once it has begun (a first start's or a gap's reset there would delete what
-    // was written before it) and until its drain runs in an exported snapshot (then
-    // serveDuringDrain answers).
-    const side = this.hydrateAlongside(servedBeside, generation, () => !begun || (draining && readRooms !== undefined));
+    // was written before it), unless the cycle reads in an exported snapshot: then its drain
+    // answers requests (serveDuringDrain) and its own many-user list is written by its end (the
+    // side path took users from that list too and loaded them twice).
+    const side = this.hydrateAlongside(servedBeside, generation, () => !begun || readRooms !== undefined);
     try {
       await source.cycle([...hydrate, ...verifying], handler);
     } finally {

@@ -130,9 +130,9 @@ export class UnreadReader {
       if (Date.now() - progressAt > this.timeoutMs) {
         throw new HydrationTimeoutError(`${outstanding[0]} (and ${outstanding.length - 1} more)`, this.timeoutMs);
       }
-      // Re-ask only when nothing moves: a request is lost only if Redis restarts, and a re-ask of
-      // users still queued would load them twice.
-      if (Date.now() - progressAt >= 5_000 && Date.now() - askedAt >= 5_000) {
+      // Re-ask only when nothing moved for long: a request is lost only if Redis restarts, and a
+      // re-ask of users still queued loads them twice (a cycle of 16,000 users can take seconds).
+      if (Date.now() - progressAt >= 30_000 && Date.now() - askedAt >= 30_000) {
         await this.store.requestHydration(outstanding);
         askedAt = Date.now();
       }
