@@ -151,6 +151,7 @@ export class Bridge {
       await Promise.all(all);
     };
     let readRooms: ((users: string[]) => Promise<Map<string, HydratedRoom[]>>) | undefined;
+    let draining = false;
     let begun = false;
     let groups = new Map<string, Map<string, RoomChange>>();
     let lookedAt = Date.now();
@@ -167,20 +168,23 @@ export class Bridge {
       // Its own Redis connection: on the bridge's, these would queue behind the pipelined applies.
       const side = (this.sideStore ??= store.duplicate());
       await this.collectHydrationRequests(side);
+      // The cycle's own list was read at its start, in this snapshot: written now, not at its end.
+      const own = hydrate.filter((u) => !servedBeside.has(u));
       const users = [...this.pendingHydration].filter((u) => !skipUsers.has(u)).slice(0, this.hydratePerCycle());
-      if (users.length === 0) return;
-      const rooms = await readRooms(users);
+      if (users.length === 0 && own.length === 0) return;
+      const rooms = users.length > 0 ? await readRooms(users) : new Map<string, HydratedRoom[]>();
       await Promise.all(users.map((u) => lastPart.get(u)));
       current();
       for (const u of users) {
         skipUsers.add(u);
         groups.delete(u);
       }
-      const written = await side.hydrate(new Map(users.map((u) => [u, rooms.get(u) ?? []])), stamp);
+      const batch = new Map([...own.map((u): [string, HydratedRoom[]] => [u, read.get(u) ?? []]), ...users.map((u): [string, HydratedRoom[]] => [u, rooms.get(u) ?? []])]);
+      const written = await side.hydrate(batch, stamp);
       this.progressAt = Date.now();
       this.metrics.hydrations.inc(written.size);
-      this.metrics.staleRefused.inc(users.length - written.size);
-      for (const u of users) {
+      this.metrics.staleRefused.inc(batch.size - written.size);
+      for (const u of batch.keys()) {
         this.pendingHydration.delete(u);
         servedBeside.add(u);
       }
@@ -203,6 +207,7 @@ export class Bridge {
         begun = true;
       },
       chunk: async (raw) => {
+        draining = true;
         await serveDuringDrain();
         const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
         // Per user, per room: only the newest version of a chunk goes to Redis. Values are
@@ -300,10 +305,9 @@ export class Bridge {
     // A source that reads in the cycle's snapshot during the drain serves hydrations itself
     // (serveDuringDrain); otherwise they are read beside the cycle in a newer snapshot.
     // Beside the cycle once it has begun (a first start's or a gap's reset there would delete what
-    // was written before it), unless the cycle reads in an exported snapshot: then its drain
-    // answers requests (serveDuringDrain) and its own many-user list is written by its end (the
-    // side path took users from that list too and loaded them twice).
-    const side = this.hydrateAlongside(servedBeside, generation, () => !begun || readRooms !== undefined);
+    // was written before it) and until its drain runs in an exported snapshot (then
+    // serveDuringDrain answers).
+    const side = this.hydrateAlongside(servedBeside, generation, () => !begun || (draining && readRooms !== undefined));
     try {
       await source.cycle([...hydrate, ...verifying], handler);
     } finally {
