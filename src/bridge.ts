@@ -57,7 +57,15 @@ export class PrefixOwnedError extends Error {
 /** A cycle running longer than this has hydration requests answered beside it. */
 const SIDE_HYDRATION_AFTER_MS = 100;
 const SIDE_HYDRATION_POLL_MS = 25;
+/** During a long drain, the hydration queue is looked at this often between chunk parts (or on a wake-up). */
+const DRAIN_HYDRATION_POLL_MS = 10;
 const YIELD_EVERY_ROWS = 500;
+/** A drain sends its Redis writes once this many users have changes (checked every YIELD_EVERY_ROWS rows). */
+const FLUSH_USERS = 1_024;
+/** Users per store.hydrate call when a cycle writes its hydrations. */
+const HYDRATE_WRITE_PART = 1_024;
+/** Apply parts in flight to Redis at once during a drain. */
+const APPLIES_IN_FLIGHT = 4;
 
 /** How long a bridge's claim on its key prefix lasts without renewal. */
 const OWNER_TTL_MS = 30_000;
@@ -71,6 +79,8 @@ export class Bridge {
   readonly metrics: BridgeMetrics;
   private readonly pendingHydration = new Set<string>();
   private hydrationWake: (() => void) | null = null;
+  /** A hydration request was published since the queue was last looked at (set by the subscriber). */
+  private hydrationAsked = false;
   private readonly hydrateBatchSize: number;
   private readonly verifyPosition = { node: 0, cursor: '0' };
   private verifyDueAt = 0;
@@ -123,7 +133,7 @@ export class Bridge {
       await this.checkCapture();
     }
     await this.collectHydrationRequests();
-    const hydrate = [...this.pendingHydration].slice(0, this.hydrateBatchSize);
+    const hydrate = [...this.pendingHydration].slice(0, this.hydratePerCycle());
     const verifying = (await this.verificationSample()).filter((u) => !this.pendingHydration.has(u));
     const skipUsers = new Set(hydrate);
     let read = new Map<string, HydratedRoom[]>();
@@ -131,13 +141,59 @@ export class Bridge {
     let events = 0;
     let maxId = 0n;
     const servedBeside = new Set<string>();
-    // Hydrations beside the cycle wait for its start: a reset there (gap, first start) deletes
-    // keys by SCAN for as long as the keyspace takes, and would delete what they wrote meanwhile.
+    // Apply calls sent to Redis and not yet answered (bounded; see flush below).
+    let inFlight: Array<Promise<void>> = [];
+    // The last part sent with changes of each user: a hydration during the drain waits for its
+    // users' parts only, not for every part in flight (up to tens of thousands of changes).
+    let lastPart = new Map<string, Promise<void>>();
+    const settle = async () => {
+      const all = inFlight;
+      inFlight = [];
+      lastPart = new Map();
+      await Promise.all(all);
+    };
+    let readRooms: ((users: string[]) => Promise<Map<string, HydratedRoom[]>>) | undefined;
+    let draining = false;
     let begun = false;
-    let applying: Promise<void> = Promise.resolve();
-    // A reset forgets users loaded beside this cycle before it (the side hydration starts while a
-    // slow cycle is still reading or resetting, so that readers need not wait for a reset of a
-    // large keyspace): this cycle's own list loads them again in end(), others are queued again.
+    let groups = new Map<string, Map<string, RoomChange>>();
+    let lookedAt = Date.now();
+    /**
+     * Between parts of a long drain: hydration requests are read in the cycle's own snapshot (on
+     * the source's workers) and written at once, stamped like the cycle's. Changes of those users
+     * already sent to Redis are awaited first, and the rest of this cycle's are skipped: the
+     * snapshot contains them.
+     */
+    const serveDuringDrain = async () => {
+      if (!readRooms || (!this.hydrationAsked && Date.now() - lookedAt < DRAIN_HYDRATION_POLL_MS)) return;
+      this.hydrationAsked = false;
+      lookedAt = Date.now();
+      // Its own Redis connection: on the bridge's, these would queue behind the pipelined applies.
+      const side = (this.sideStore ??= store.duplicate());
+      await this.collectHydrationRequests(side);
+      // The cycle's own list was read at its start, in this snapshot: written now, not at its end.
+      const own = hydrate.filter((u) => !servedBeside.has(u));
+      const users = [...this.pendingHydration].filter((u) => !skipUsers.has(u)).slice(0, this.hydratePerCycle());
+      if (users.length === 0 && own.length === 0) return;
+      const rooms = users.length > 0 ? await readRooms(users) : new Map<string, HydratedRoom[]>();
+      await Promise.all(users.map((u) => lastPart.get(u)));
+      current();
+      for (const u of users) {
+        skipUsers.add(u);
+        groups.delete(u);
+      }
+      const batch = new Map([...own.map((u): [string, HydratedRoom[]] => [u, read.get(u) ?? []]), ...users.map((u): [string, HydratedRoom[]] => [u, rooms.get(u) ?? []])]);
+      const written = await side.hydrate(batch, stamp);
+      this.progressAt = Date.now();
+      this.metrics.hydrations.inc(written.size);
+      this.metrics.staleRefused.inc(batch.size - written.size);
+      for (const u of batch.keys()) {
+        this.pendingHydration.delete(u);
+        servedBeside.add(u);
+      }
+    };
+
+    // A reset forgets users loaded beside this cycle before it (a reset's SCAN may have deleted
+    // what they wrote): this cycle's own list loads them again in end(), others are queued again.
     const forgetServed = () => {
       for (const u of servedBeside) if (!skipUsers.has(u)) this.pendingHydration.add(u);
       servedBeside.clear();
@@ -149,28 +205,38 @@ export class Bridge {
         // (skipUsers); users being verified get them applied, so at the end of the cycle their
         // cache must equal the snapshot.
         read = ctx.hydrated;
+        readRooms = ctx.readRooms;
         stamp = ctx.snapshot ? snapshotStamp(ctx.snapshot) : null;
         current();
+        // Reading a big hydration list, and a reset (a SCAN of the whole keyspace), are work
+        // done: the watchdog judges progress, and a first start must not be abandoned forever.
+        this.progressAt = Date.now();
         if (ctx.gap) {
           await this.reset('gap or first start', stamp);
           forgetServed();
         }
+        this.progressAt = Date.now();
         begun = true;
       },
       chunk: async (raw) => {
+        draining = true;
+        await serveDuringDrain();
         const rows = this.options.interceptor ? this.options.interceptor(raw) : raw;
         // Per user, per room: only the newest version of a chunk goes to Redis. Values are
         // absolute, so an older change of the same room in the same chunk is superseded anyway.
-        let groups = new Map<string, Map<string, RoomChange>>();
+        groups = new Map();
         let superseded = 0;
         const valid: SetEvent[] = [];
-        // Double buffering: this chunk's Redis writes run while the source fetches and this
-        // handler parses the next chunk. One apply at a time keeps every user's changes in order.
+        // Pipelined: a chunk's Redis writes go out in parts while the source fetches and this
+        // handler parses the rest, several parts in flight. They keep their order on the
+        // connection, and versions would make any order give the same state anyway.
         const flush = async () => {
-          await applying;
+          while (inFlight.length >= APPLIES_IN_FLIGHT) await inFlight.shift();
           if (groups.size > 0) {
-            applying = this.applyGroups(new Map([...groups].map(([user, rooms]) => [user, [...rooms.values()]])), stamp);
-            applying.catch(() => {}); // surfaced by the next await of `applying`
+            const sent = this.applyGroups(new Map([...groups].map(([user, rooms]) => [user, [...rooms.values()]])), stamp);
+            sent.catch(() => {}); // surfaced when awaited (flush or settle)
+            inFlight.push(sent);
+            for (const user of groups.keys()) lastPart.set(user, sent);
           }
           this.metrics.changesSkipped.inc(superseded);
           groups = new Map();
@@ -182,7 +248,9 @@ export class Bridge {
           // timers and I/O (hydrations beside the cycle, the watchdog) for up to a second.
           if (++sinceYield >= YIELD_EVERY_ROWS) {
             sinceYield = 0;
+            if (groups.size >= FLUSH_USERS) await flush();
             await new Promise<void>((resolve) => setImmediate(resolve));
+            await serveDuringDrain();
           }
           const parsed = parseEvent(row);
           if (!parsed.ok) {
@@ -194,7 +262,7 @@ export class Bridge {
           if (id > maxId) maxId = id;
           if (event.kind === 'reset') {
             await flush();
-            await applying;
+            await settle();
             current();
             await this.reset('chat_rooms truncated', stamp);
             forgetServed();
@@ -219,7 +287,7 @@ export class Bridge {
         this.progressAt = Date.now();
       },
       end: async () => {
-        await applying;
+        await settle();
         // A hydration written late would overwrite newer state: an abandoned cycle stops here.
         current();
         // Users already loaded beside this cycle (in a newer snapshot) are done.
@@ -228,9 +296,16 @@ export class Bridge {
           await this.options.beforeHydrate?.();
           // Stamped: if this bridge was paused and another one has written newer state since,
           // Redis refuses these (counted, not an error: the newer state stays).
-          const written = await store.hydrate(hydrated, stamp);
-          this.metrics.hydrations.inc(written.size);
-          this.metrics.staleRefused.inc(hydrated.size - written.size);
+          // In parts, each one progress for the watchdog (a rebuild's cycle writes thousands).
+          const list = [...hydrated];
+          for (let i = 0; i < list.length; i += HYDRATE_WRITE_PART) {
+            current();
+            const part = new Map(list.slice(i, i + HYDRATE_WRITE_PART));
+            const written = await store.hydrate(part, stamp);
+            this.progressAt = Date.now();
+            this.metrics.hydrations.inc(written.size);
+            this.metrics.staleRefused.inc(part.size - written.size);
+          }
         }
         if (verifying.length > 0) await this.verifyAgainst(verifying, read, stamp);
         await this.raiseMarks(stamp, maxId);
@@ -240,7 +315,12 @@ export class Bridge {
       },
     };
 
-    const side = this.hydrateAlongside(servedBeside, generation, () => begun);
+    // A source that reads in the cycle's snapshot during the drain serves hydrations itself
+    // (serveDuringDrain); otherwise they are read beside the cycle in a newer snapshot.
+    // Beside the cycle once it has begun (a first start's or a gap's reset there would delete what
+    // was written before it) and until its drain runs in an exported snapshot (then
+    // serveDuringDrain answers).
+    const side = this.hydrateAlongside(servedBeside, generation, () => !begun || (draining && readRooms !== undefined));
     try {
       await source.cycle([...hydrate, ...verifying], handler);
     } finally {
@@ -260,7 +340,10 @@ export class Bridge {
     // Narrowed for the type checker: Redis and Cluster both have duplicate(), with unrelated signatures.
     const subscriber = (store.redis as { duplicate(): typeof store.redis }).duplicate();
     subscriber.on('error', () => {}); // reconnects on its own; cycles report Redis errors
-    subscriber.on('message', () => this.hydrationWake?.());
+    subscriber.on('message', () => {
+      this.hydrationAsked = true;
+      this.hydrationWake?.();
+    });
     await subscriber.subscribe(store.keys.hydrateQueue);
 
     let backoff = 0;
@@ -398,7 +481,7 @@ export class Bridge {
    * is newer than the running cycle's, so Redis refuses that cycle's (older) writes for these
    * users, and later cycles only bring changes after it.
    */
-  private hydrateAlongside(served: Set<string>, generation: number, begun: () => boolean): { stop(): Promise<void> } {
+  private hydrateAlongside(served: Set<string>, generation: number, notNow: () => boolean): { stop(): Promise<void> } {
     const { source, log } = this.options;
     if (!source.readHydration) return { stop: async () => {} };
     // Its own Redis connection: on the bridge's connection it would queue behind the cycle's
@@ -408,6 +491,7 @@ export class Bridge {
     let stopped = false;
     let running: Promise<void> = Promise.resolve();
     const tick = async () => {
+      if (notNow()) return;
       await this.collectHydrationRequests(store);
       // The cycle's own hydration list included: its snapshot is older than this one.
       const users = [...this.pendingHydration].filter((u) => !served.has(u)).slice(0, this.hydrateBatchSize);
@@ -429,7 +513,7 @@ export class Bridge {
     };
     let busy = false;
     const poll = () => {
-      if (busy || stopped || !begun()) return;
+      if (busy || stopped) return;
       busy = true;
       running = tick()
         .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'hydration beside the cycle failed'))
@@ -592,8 +676,13 @@ export class Bridge {
     this.metrics.driftRepairs.inc(written.size);
   }
 
+  /** Most users one cycle hydrates: more when the source reads them in parallel (a rebuild). */
+  private hydratePerCycle(): number {
+    return Math.max(this.hydrateBatchSize, this.options.source.maxHydratePerCycle ?? 0);
+  }
+
   private async collectHydrationRequests(store = this.options.store): Promise<void> {
-    const room = this.hydrateBatchSize * 2 - this.pendingHydration.size;
+    const room = this.hydratePerCycle() * 2 - this.pendingHydration.size;
     if (room <= 0) return;
     const ids = await store.takeHydrationRequests(room);
     for (const id of ids) {
@@ -627,7 +716,10 @@ export class Bridge {
   }
 
   private async reset(reason: string, stamp: SnapshotStamp | null): Promise<void> {
-    const removed = await this.options.store.forgetAll(stamp);
+    // A SCAN of the whole keyspace can take seconds on a big shared Redis: each page is progress.
+    const removed = await this.options.store.forgetAll(stamp, () => {
+      this.progressAt = Date.now();
+    });
     this.metrics.resets.inc();
     this.options.log.warn({ reason, removed }, 'forgot every cached user');
   }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { roomIdSchema, uuidSchema } from './ids.js';
+import { isUuid, ROOM_ID_MAX_LENGTH, roomIdSchema, uuidSchema } from './ids.js';
 
 /**
  * An unread-change event as every source delivers it (the shape of unread_sync.changes rows,
@@ -40,7 +40,40 @@ export type SetEvent = Extract<ChangeEvent, { kind: 'set' }>;
 
 export type ParsedEvent = { ok: true; event: ChangeEvent } | { ok: false; reason: string };
 
+const VERSION = /^[1-9][0-9]{0,15}$/;
+const XID = /^[0-9]{1,20}$/;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/**
+ * The drain's hot path: a 'set' row in the exact shape the Postgres log delivers (string id, lower-
+ * case uuid, string room id), checked by hand against the same rules as the schema (zod took
+ * ~3.6 us per event, a third of the bridge's time in a drain). Anything else returns null and goes
+ * through the schema, which also words the reasons.
+ */
+function fastSetEvent(raw: unknown): SetEvent | null {
+  if (typeof raw !== 'object' || raw === null) return null;
+  const r = raw as Record<string, unknown>;
+  const { id, xid, user_id, room_id, unread, negative, created_at } = r;
+  if (r.kind !== 'set') return null;
+  if (typeof id !== 'string' || !VERSION.test(id) || !Number.isSafeInteger(Number(id))) return null;
+  if (xid !== undefined && (typeof xid !== 'string' || !XID.test(xid))) return null;
+  if (typeof user_id !== 'string' || !isUuid(user_id)) return null;
+  if (typeof room_id !== 'string' || room_id.length < 1 || room_id.length > ROOM_ID_MAX_LENGTH || CONTROL.test(room_id)) return null;
+  if (typeof unread !== 'number' || !Number.isInteger(unread) || unread < 0 || unread > 2_147_483_647) return null;
+  if (negative !== undefined && typeof negative !== 'boolean') return null;
+  if (created_at !== undefined && !(created_at instanceof Date) && typeof created_at !== 'string' && typeof created_at !== 'number') {
+    return null;
+  }
+  const event: SetEvent = { id, kind: 'set', user_id, room_id, unread, negative: negative ?? false };
+  if (xid !== undefined) event.xid = xid;
+  if (created_at !== undefined) event.created_at = created_at;
+  return event;
+}
+
 export function parseEvent(raw: unknown): ParsedEvent {
+  const fast = fastSetEvent(raw);
+  if (fast) return { ok: true, event: fast };
   const r = changeEventSchema.safeParse(raw);
   if (r.success) return { ok: true, event: r.data };
   return {

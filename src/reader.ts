@@ -99,6 +99,56 @@ export class UnreadReader {
     }
   }
 
+  /**
+   * Makes sure every user of every page is cached, keeping up to `window` users asked for and not
+   * yet seen cached: a rebuild streams its pages into the bridge's queue instead of waiting for
+   * each page (which left the bridge idle between pages). Progress is seen by EXISTS on the oldest
+   * outstanding users (the queue is first in, first out). Returns the number of users.
+   */
+  async ensureCachedAll(
+    pages: AsyncIterable<string[]>,
+    options: { window?: number; onProgress?: (users: number) => void } = {},
+  ): Promise<number> {
+    const window = options.window ?? 32_768;
+    let outstanding: string[] = [];
+    let done = 0;
+    let progressAt = Date.now();
+    let askedAt = Date.now();
+    let delay = 1;
+    const check = async () => {
+      const head = outstanding.slice(0, 1_024);
+      const exists = await this.store.cached(head);
+      const still = head.filter((_, i) => !exists[i]);
+      outstanding = head.length === outstanding.length ? still : still.concat(outstanding.slice(head.length));
+      if (still.length < head.length) {
+        done += head.length - still.length;
+        progressAt = Date.now();
+        delay = 1;
+        options.onProgress?.(done);
+        return;
+      }
+      if (Date.now() - progressAt > this.timeoutMs) {
+        throw new HydrationTimeoutError(`${outstanding[0]} (and ${outstanding.length - 1} more)`, this.timeoutMs);
+      }
+      // Re-ask only when nothing moved for long: a request is lost only if Redis restarts, and a
+      // re-ask of users still queued loads them twice (a cycle of 16,000 users can take seconds).
+      if (Date.now() - progressAt >= 30_000 && Date.now() - askedAt >= 30_000) {
+        await this.store.requestHydration(outstanding);
+        askedAt = Date.now();
+      }
+      await sleep(delay);
+      delay = Math.min(delay * 2, 20);
+    };
+    for await (const page of pages) {
+      await this.store.requestHydration(page);
+      askedAt = Date.now();
+      for (const u of page) outstanding.push(u);
+      while (outstanding.length > window) await check();
+    }
+    while (outstanding.length > 0) await check();
+    return done;
+  }
+
   private async missing(userIds: string[]): Promise<string[]> {
     const exists = await this.store.cached(userIds);
     return userIds.filter((_, i) => !exists[i]);

@@ -53,11 +53,13 @@ export async function rebuildAll(options: {
   const started = Date.now();
   await assertLiveBridge(options.sql, options.bridgeName ?? 'default', options.bridgeWaitMs ?? 5_000);
   const forgottenKeys = await options.store.forgetAll();
-  let users = 0;
-  for await (const rows of queries.usersWithUnread(options.sql).cursor(options.pageSize)) {
-    await options.reader.ensureCached(rows.map((r) => r.user_id));
-    users += rows.length;
-    options.onProgress?.(users);
-  }
+  const pages = async function* (sql: Sql, pageSize: number) {
+    for await (const rows of queries.usersWithUnread(sql).cursor(pageSize)) yield rows.map((r) => r.user_id);
+  };
+  // A window of users in flight: the bridge hydrates a big batch per cycle while the next pages
+  // are already queued.
+  const users = await options.reader.ensureCachedAll(pages(options.sql, options.pageSize), {
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
   return { forgottenKeys, users, seconds: (Date.now() - started) / 1000 };
 }

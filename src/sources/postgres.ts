@@ -41,6 +41,13 @@ const SMALL_CYCLE_ROWS = 2_000;
 /** How long polling stays at its fastest after the last change. */
 const HOT_MS = 1_000;
 
+/** Users per query of a hydration read by the worker connections. */
+const HYDRATE_SLICE = 1_000;
+/** A cycle hydrating at least this many users reads them on the workers, in parallel. */
+const PARALLEL_HYDRATE_MIN = 2 * HYDRATE_SLICE;
+/** Worker connections that import a cycle's snapshot to read hydrations in it. */
+const HYDRATE_WORKERS = 4;
+
 /**
  * The embedded default source: reads unread_sync.changes by snapshot difference.
  *
@@ -53,6 +60,8 @@ export class PostgresSource implements ChangeSource {
   readonly name = 'postgres';
   /** Polls, checkpoints, hydrations beside long cycles, metrics. */
   private pool: Sql;
+  /** Opened on first use: connections that import a cycle's exported snapshot. */
+  private workers: Sql | null = null;
   /** One connection: holds the advisory lock and runs the cycles. */
   private lockConn: Sql;
   /** Prune's own connection: a long prune never holds one the cycles, polls or checkpoints need. */
@@ -148,7 +157,8 @@ export class PostgresSource implements ChangeSource {
     const generation = this.generation;
     const small = Math.min(this.options.batchSize, SMALL_CYCLE_ROWS);
     // Small cycles (nearly all of them) are one statement; a backlog goes through the cursor.
-    const read = (this.large ? null : await this.readSmall(previous, hydrate, handler, small)) ??
+    // Many users to hydrate go through the cursor path too: its exported snapshot lets workers read them.
+    const read = (this.large || hydrate.length >= PARALLEL_HYDRATE_MIN ? null : await this.readSmall(previous, hydrate, handler, small)) ??
       (await this.readLarge(previous, hydrate, handler));
     this.large = read.delivered > small;
     if (generation !== this.generation) throw new Error('cycle abandoned: the source reconnected meanwhile');
@@ -210,13 +220,24 @@ export class PostgresSource implements ChangeSource {
     let gap: boolean;
     await conn`begin isolation level repeatable read, read only`;
     try {
-      const opened = await queries.openCycle(conn, previous, this.options.bridgeName);
+      // Exported, pipelined with the open (no extra round trip): workers read a many-user
+      // hydration, and hydrations served during a long drain, in this cycle's snapshot.
+      const [opened, exported] = await Promise.all([
+        queries.openCycle(conn, previous, this.options.bridgeName),
+        queries.exportSnapshot(conn),
+      ]);
       if (opened.pid !== this.holder.pid) throw new LockLostError();
       snapshot = opened.snapshot;
       gap = opened.gap || this.firstStart;
       if (opened.gap) this.options.log.warn({ previous }, 'change log was pruned past this bridge: resetting cache');
-      const hydrated = hydrate.length > 0 ? await queries.unreadRooms(conn, hydrate) : new Map<string, HydratedRoom[]>();
-      await handler.begin({ gap, hydrated, snapshot });
+      const readRooms = (users: string[]) => this.readInSnapshot(exported, users);
+      const hydrated =
+        hydrate.length === 0
+          ? new Map<string, HydratedRoom[]>()
+          : hydrate.length >= PARALLEL_HYDRATE_MIN
+            ? await readRooms(hydrate)
+            : await queries.unreadRooms(conn, hydrate);
+      await handler.begin({ gap, hydrated, snapshot, readRooms });
       for await (const rows of queries.changesSince(conn, previous).cursor(this.options.batchSize)) {
         delivered += rows.length;
         await handler.chunk(rows);
@@ -281,6 +302,34 @@ export class PostgresSource implements ChangeSource {
     if (total > 0) this.options.log.info({ deleted: total }, 'pruned change log');
   }
 
+  /**
+   * Users' rooms read in an exported snapshot by up to HYDRATE_WORKERS connections at once, each
+   * taking slices of HYDRATE_SLICE users (one transaction per worker, importing the snapshot).
+   * Valid while the exporting cycle's transaction is open.
+   */
+  private async readInSnapshot(snapshotId: string, userIds: string[]): Promise<Map<string, HydratedRoom[]>> {
+    const workers = (this.workers ??= connect(this.options.databaseUrl, {
+      max: HYDRATE_WORKERS,
+      applicationName: 'unread-sync bridge (hydration)',
+    }));
+    const slices: string[][] = [];
+    for (let i = 0; i < userIds.length; i += HYDRATE_SLICE) slices.push(userIds.slice(i, i + HYDRATE_SLICE));
+    const out = new Map<string, HydratedRoom[]>();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(HYDRATE_WORKERS, slices.length) }, () =>
+        workers.begin('isolation level repeatable read read only', async (tx) => {
+          await queries.importSnapshot(tx, snapshotId);
+          while (next < slices.length) {
+            const slice = slices[next++] as string[];
+            for (const [user, rooms] of await queries.unreadRooms(tx, slice)) out.set(user, rooms);
+          }
+        }),
+      ),
+    );
+    return out;
+  }
+
   readHydration(userIds: string[]) {
     return queries.hydrationSnapshot(this.pool, userIds);
   }
@@ -334,7 +383,14 @@ export class PostgresSource implements ChangeSource {
     } finally {
       await this.unlisten?.().catch(() => {});
       this.unlisten = null;
-      await Promise.all([this.pool.end({ timeout: 5 }), this.lockConn.end({ timeout: 5 }), this.maintConn.end({ timeout: 5 })]);
+      const workers = this.workers;
+      this.workers = null;
+      await Promise.all([
+        this.pool.end({ timeout: 5 }),
+        this.lockConn.end({ timeout: 5 }),
+        this.maintConn.end({ timeout: 5 }),
+        workers?.end({ timeout: 5 }),
+      ]);
     }
   }
 
@@ -387,7 +443,8 @@ export class PostgresSource implements ChangeSource {
     this.holder = { pid: -1, start: '' };
     await this.unlisten?.().catch(() => {});
     this.unlisten = null;
-    const old = [this.pool, this.lockConn, this.maintConn];
+    const old = [this.pool, this.lockConn, this.maintConn, ...(this.workers ? [this.workers] : [])];
+    this.workers = null;
     this.pool = connect(this.options.databaseUrl, { max: 2, applicationName: 'unread-sync bridge' });
     this.lockConn = connect(this.options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (lock)', keepAlive: true });
     this.maintConn = connect(this.options.databaseUrl, { max: 1, applicationName: 'unread-sync bridge (maintenance)' });

@@ -9,8 +9,16 @@ export interface CycleHandler {
    * Called first. `gap`: changes were lost before being read; forget every cached user.
    * `snapshot`: the pg_snapshot the cycle reads at (hydrations and changes are stamped with it);
    * absent when the source has none (then nothing is stamped).
+   * `readRooms`: reads users' rooms in this same snapshot on other connections, usable while the
+   * cycle runs (hydration requests served between chunks of a long drain); absent when the source
+   * cannot (then such requests wait for the cycle's end or are read in a newer snapshot).
    */
-  begin(context: { gap: boolean; hydrated: Map<string, HydratedRoom[]>; snapshot?: string }): Promise<void>;
+  begin(context: {
+    gap: boolean;
+    hydrated: Map<string, HydratedRoom[]>;
+    snapshot?: string;
+    readRooms?: (userIds: string[]) => Promise<Map<string, HydratedRoom[]>>;
+  }): Promise<void>;
   /** Raw, unvalidated events, chunk by chunk, in any order (versions decide what applies). */
   chunk(rows: unknown[]): Promise<void>;
   /** Called last, before the source records the cycle as applied. */
@@ -23,6 +31,8 @@ export interface CycleHandler {
  */
 export interface ChangeSource {
   readonly name: string;
+  /** Most users one cycle may hydrate (a source that reads them in parallel takes more); optional. */
+  readonly maxHydratePerCycle?: number;
   /** Connects and takes whatever exclusivity the source needs; resolves once it may read. */
   start(signal: AbortSignal): Promise<void>;
   /**

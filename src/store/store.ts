@@ -103,6 +103,8 @@ const HYDRATE_QUEUE_MAX = 100_000;
 /** Users per apply script call on a single Redis (a call runs well under a millisecond). */
 const USERS_PER_APPLY = 64;
 const HYDRATE_LUA = lua('hydrate');
+/** Users per hydrate script call on a single Redis. */
+const USERS_PER_HYDRATE = 64;
 
 /**
  * Errors after which a cluster command did not run (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) or may not
@@ -115,7 +117,7 @@ interface ScriptCommands {
   unreadApply(user: string, tombstones: string, ...argv: string[]): Promise<number[]>;
   unreadApplyMany(numberOfKeys: number, ...keysAndArgv: string[]): Promise<number[]>;
   unreadHydrate(user: string, tombstones: string, ...argv: string[]): Promise<number[]>;
-  unreadHydrateMeta(user: string, tombstones: string, meta: string, ...argv: string[]): Promise<number[]>;
+  unreadHydrateMany(numberOfKeys: number, ...keysAndArgv: string[]): Promise<number[]>;
 }
 
 /** Parses the "total unreadRooms seq" text published on a user's channel. */
@@ -153,8 +155,8 @@ export class UnreadStore {
       redis.defineCommand('unreadApply', { numberOfKeys: 2, lua: APPLY_LUA });
       redis.defineCommand('unreadApplyMany', { lua: APPLY_LUA });
       redis.defineCommand('unreadHydrate', { numberOfKeys: 2, lua: HYDRATE_LUA });
-      // Single Redis: the prefix's reset floor is checked inside the script too.
-      redis.defineCommand('unreadHydrateMeta', { numberOfKeys: 3, lua: HYDRATE_LUA });
+      // Single Redis: many users per call, the prefix's reset floor (meta, first key) checked inside.
+      redis.defineCommand('unreadHydrateMany', { lua: HYDRATE_LUA });
     }
     this.scripts = redis as unknown as ScriptCommands;
   }
@@ -228,24 +230,35 @@ export class UnreadStore {
       const floor = await this.floor();
       if (floor && stampOlder(stamp, floor)) return out;
     }
+    // One user per call on a cluster (one slot per script); on a single Redis a call carries
+    // many users (and the prefix's reset floor, checked once per call).
+    const perCall = cluster ? 1 : USERS_PER_HYDRATE;
+    const list = [...users];
+    const calls: Array<Array<[string, Array<{ roomId: string; unread: number }>]>> = [];
+    for (let i = 0; i < list.length; i += perCall) calls.push(list.slice(i, i + perCall));
     await Promise.all(
-      [...users].map(async ([userId, rooms]) => {
-        const argv = [this.keys.channel(userId), ...stampArgs(stamp), String(this.options.tombstoneTtlMs)];
-        for (const r of rooms) argv.push(roomField(r.roomId), String(r.unread));
-        const keys = cluster
-          ? [this.keys.user(userId), this.keys.tombstones(userId)]
-          : [this.keys.user(userId), this.keys.tombstones(userId), this.keys.meta];
-        const [total, unreadRooms, seq] = await this.retryAlone(
+      calls.map(async (group) => {
+        const keys: string[] = cluster ? [] : [this.keys.meta];
+        const argv = [...stampArgs(stamp), String(this.options.tombstoneTtlMs), cluster ? '0' : '1'];
+        for (const [userId, rooms] of group) {
+          keys.push(this.keys.user(userId), this.keys.tombstones(userId));
+          argv.push(this.keys.channel(userId), String(rooms.length));
+          for (const r of rooms) argv.push(roomField(r.roomId), String(r.unread));
+        }
+        const reply = await this.retryAlone(
           () =>
             cluster
               ? this.scripts.unreadHydrate(keys[0] as string, keys[1] as string, ...argv)
-              : this.scripts.unreadHydrateMeta(keys[0] as string, keys[1] as string, keys[2] as string, ...argv),
+              : this.scripts.unreadHydrateMany(keys.length, ...keys, ...argv),
           HYDRATE_LUA,
           keys,
           argv,
         );
-        if (total === -1) return;
-        out.set(userId, { total: total ?? 0, unreadRooms: unreadRooms ?? 0, seq: seq ?? 0 });
+        group.forEach(([userId], i) => {
+          const [total, unreadRooms, seq] = reply.slice(i * 3, i * 3 + 3);
+          if (total === -1) return;
+          out.set(userId, { total: total ?? 0, unreadRooms: unreadRooms ?? 0, seq: seq ?? 0 });
+        });
       }),
     );
     return out;
@@ -418,7 +431,7 @@ export class UnreadStore {
    * `floor`: the stamp of the snapshot the reset happened in; hydrations read before it are
    * refused from now on (set, not raised: after a database rewind the new stamps are lower).
    */
-  async forgetAll(floor?: SnapshotStamp | null): Promise<number> {
+  async forgetAll(floor?: SnapshotStamp | null, onPage?: () => void): Promise<number> {
     if (floor) await this.redis.hset(this.keys.meta, 'floor', `${floor.xmax}:${floor.inProgress}`);
     let removed = 0;
     // One pass per master over the prefix (not one per key form), in large pages: on a Redis
@@ -432,6 +445,7 @@ export class UnreadStore {
         // One key per call: on a cluster the keys of one page live in different slots.
         await Promise.all(keys.map((k) => node.unlink(k)));
         removed += keys.length;
+        onPage?.();
       } while (cursor !== '0');
     }
     await this.redis.publish(this.keys.resetChannel, 'reset');
