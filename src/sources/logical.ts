@@ -202,6 +202,19 @@ export class LogicalSource implements ChangeSource {
     return this.inner.readHydration(userIds);
   }
 
+  /** See PostgresSource.saveCheckpoint (fenced by the lock holder). */
+  saveCheckpoint(): Promise<boolean> {
+    return this.inner.saveCheckpoint();
+  }
+
+  syncPartitions(): Promise<{ installed: number; reset: boolean }> {
+    return this.inner.syncPartitions();
+  }
+
+  recordCapture(firing: boolean): Promise<boolean> {
+    return this.inner.recordCapture(firing);
+  }
+
   maintain(): Promise<void> {
     return this.inner.maintain();
   }
