@@ -27,6 +27,27 @@ async function pgReachable(url: string): Promise<string | null> {
   }
 }
 
+/**
+ * The default source (UNREAD_SOURCE=auto) streams when the server runs wal_level=logical, and the
+ * logical source's tests need it: say so up front with the fix, rather than fail those tests late.
+ */
+async function requireLogical(url: string): Promise<void> {
+  const sql = postgres(url, { max: 1, connect_timeout: 3, onnotice: () => {} });
+  try {
+    const [row] = await sql<{ wal_level: string }[]>`show wal_level`;
+    if (row?.wal_level === 'logical') return;
+    throw new Error(
+      `unread-sync tests need Postgres with wal_level=logical (this server runs ${row?.wal_level ?? 'unknown'}). As a superuser:\n` +
+        `    psql -c "alter system set wal_level = logical" -c "alter system set max_replication_slots = 64" \\\n` +
+        `         -c "alter system set max_wal_senders = 64" -c "alter system set max_connections = 300"\n` +
+        `    pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart\n` +
+        `  (.ci/run does this by itself when needed.)`,
+    );
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}
+
 async function redisReachable(url: string): Promise<string | null> {
   const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 3000 });
   redis.on('error', () => {});
@@ -61,7 +82,10 @@ export async function resolveServices(): Promise<Services> {
   const databaseUrl = envDb ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const redisUrl = envRedis ?? 'redis://127.0.0.1:6379';
   const [pgError, redisError] = await Promise.all([pgReachable(databaseUrl), redisReachable(redisUrl)]);
-  if (!pgError && !redisError) return { databaseUrl, redisUrl, stop: async () => {} };
+  if (!pgError && !redisError) {
+    await requireLogical(databaseUrl);
+    return { databaseUrl, redisUrl, stop: async () => {} };
+  }
 
   if (!envDb && !envRedis && dockerAvailable()) {
     const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
