@@ -64,11 +64,10 @@ export interface LockHolder {
   start: string;
 }
 
-/** One row of unread_sync.read_cycle(): the 'head', a 'change' or a hydration 'room'. */
-export interface CycleRow {
+/** Columns of the log-reading functions' rows: a 'change' fills the log's, a 'room' some of them. */
+interface LogRowColumns {
   part: 'head' | 'change' | 'room';
   snapshot: string | null;
-  pid: number | null;
   gap: boolean | null;
   id: string | null;
   xid: string | null;
@@ -78,6 +77,11 @@ export interface CycleRow {
   unread: number | null;
   negative: boolean | null;
   created_at: Date | null;
+}
+
+/** One row of unread_sync.read_cycle(): the 'head', a 'change' or a hydration 'room'. */
+export interface CycleRow extends LogRowColumns {
+  pid: number | null;
 }
 
 export const queries = {
@@ -441,19 +445,8 @@ export function connectPooled(url: string, options: { max?: number; applicationN
 }
 
 /** One row of unread_sync.read_changes(): a 'head', a 'change' or a hydration 'room'. */
-export interface CatchupRow {
-  part: 'head' | 'change' | 'room';
-  snapshot: string | null;
-  gap: boolean | null;
+export interface CatchupRow extends LogRowColumns {
   more: boolean | null;
-  id: string | null;
-  xid: string | null;
-  kind: string | null;
-  user_id: string | null;
-  room_id: string | null;
-  unread: number | null;
-  negative: boolean | null;
-  created_at: Date | null;
 }
 
 /** Supabase-direct mode: one realtime.send per message, all in one statement (pooler-safe). */
