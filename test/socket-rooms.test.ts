@@ -181,7 +181,10 @@ describe('unread-rooms-updated', () => {
     const burst = client.events.slice(before);
     console.log(`burst of 100 changes over 5 rooms -> ${burst.length} unread-rooms-updated events`);
     expect(burst.length).toBeLessThan(40);
-    expect(burst.every((e) => !e.full)).toBe(true);
+    // Deltas, except that a reconcile (every 200 ms in these tests) which reads a seq ahead of the
+    // publishes still in flight on the subscriber connection sends the map in full (it cannot tell
+    // a late publish from a lost one): at most one per tick during the burst.
+    expect(burst.filter((e) => e.full).length).toBeLessThanOrEqual(2);
     for (let i = 1; i < client.events.length; i++) {
       expect(client.events[i]?.seq).toBeGreaterThan(client.events[i - 1]?.seq as number);
     }
