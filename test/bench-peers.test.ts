@@ -164,9 +164,11 @@ describe('bench peers', () => {
     const dir = mkdtempSync(join(tmpdir(), 'readme-'));
     try {
       const file = join(dir, 'README.md');
-      writeFileSync(file, '# t\n\nbefore\n<!-- bench:begin -->\nold table\n<!-- bench:end -->\nafter\n');
+      // The prose may name the markers inline: only markers on lines of their own count.
+      const prose = 'rewrites the block between `<!-- bench:begin -->` and `<!-- bench:end -->`.\n';
+      writeFileSync(file, `# t\n\n${prose}before\n<!-- bench:begin -->\nold table\n<!-- bench:end -->\nafter\n`);
       rewriteReadmeBlock(file, '| new | table |\n');
-      expect(readFileSync(file, 'utf8')).toBe('# t\n\nbefore\n<!-- bench:begin -->\n| new | table |\n<!-- bench:end -->\nafter\n');
+      expect(readFileSync(file, 'utf8')).toBe(`# t\n\n${prose}before\n<!-- bench:begin -->\n| new | table |\n<!-- bench:end -->\nafter\n`);
       writeFileSync(file, 'no markers\n');
       expect(() => rewriteReadmeBlock(file, 'x')).toThrow(/bench:begin/);
     } finally {

@@ -122,8 +122,9 @@ export const README_END = '<!-- bench:end -->';
 /** Replaces what lies between the bench markers of `path` with `content`; refuses when they are missing. */
 export function rewriteReadmeBlock(path: string, content: string): void {
   const text = readFileSync(path, 'utf8');
-  const a = text.indexOf(README_BEGIN);
-  const b = text.indexOf(README_END);
-  if (a < 0 || b < a) throw new Error(`${path} has no ${README_BEGIN} ... ${README_END} block`);
+  // Markers on lines of their own: the README also names them in its prose.
+  const a = text.indexOf(`\n${README_BEGIN}\n`) + 1;
+  const b = text.indexOf(`\n${README_END}`, a) + 1;
+  if (a <= 0 || b <= a) throw new Error(`${path} has no ${README_BEGIN} ... ${README_END} block (each on a line of its own)`);
   writeFileSync(path, `${text.slice(0, a + README_BEGIN.length)}\n${content.trim()}\n${text.slice(b)}`);
 }
