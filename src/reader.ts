@@ -78,25 +78,11 @@ export class UnreadReader {
 
   /**
    * Makes sure every given user is cached (asks the bridge for the missing ones, in one request,
-   * and waits for all of them). Used by `rebuild`; ids must be validated UUIDs.
+   * and waits for all of them). Ids must be validated UUIDs.
    */
   async ensureCached(userIds: string[]): Promise<void> {
-    const deadline = Date.now() + this.timeoutMs;
-    let missing = await this.missing(userIds);
-    let askedAt = 0;
-    let delay = 2;
-    while (missing.length > 0) {
-      if (Date.now() > deadline) throw new HydrationTimeoutError(`${missing[0]} (and ${missing.length - 1} more)`, this.timeoutMs);
-      // Re-ask rarely: a request is only lost if Redis restarts, and a re-ask of users still
-      // queued would load them twice.
-      if (Date.now() - askedAt >= 5_000) {
-        await this.store.requestHydration(missing);
-        askedAt = Date.now();
-      }
-      await sleep(delay);
-      delay = Math.min(delay * 2, 50);
-      missing = await this.missing(missing);
-    }
+    const missing = await this.missing(userIds);
+    if (missing.length > 0) await this.ensureCachedAll([missing]);
   }
 
   /**
@@ -106,7 +92,7 @@ export class UnreadReader {
    * outstanding users (the queue is first in, first out). Returns the number of users.
    */
   async ensureCachedAll(
-    pages: AsyncIterable<string[]>,
+    pages: AsyncIterable<string[]> | Iterable<string[]>,
     options: { window?: number; onProgress?: (users: number) => void } = {},
   ): Promise<number> {
     const window = options.window ?? 32_768;
