@@ -135,6 +135,11 @@ describe('rebuild and drain throughput paths (issue 13 goal 5)', () => {
       expect(cached.filter((x) => x).length).toBeGreaterThanOrEqual(report.users);
       expect(await drifted(db.sql, r2.store, world.users)).toEqual([]);
       expect(await counter(running.bridge.metrics.driftRepairs)).toBe(0);
+      // ensureCached: only the missing users are asked for, and it returns once all are cached.
+      const some = world.users.slice(0, 50);
+      await r2.store.forget(some.slice(0, 25));
+      await reader.ensureCached(some);
+      expect((await r2.store.cached(some)).every(Boolean)).toBe(true);
     } finally {
       await running.stop();
       await r2.cleanup();
