@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    exclude: ['test/bench/**', 'test/faults/**', 'test/cluster/**', 'test/supabase-live/**', 'node_modules/**'],
+    exclude: ['bench/**', 'test/faults/**', 'test/cluster/**', 'test/supabase-live/**', 'node_modules/**'],
     globalSetup: ['test/support/global-setup.ts'],
     pool: 'forks',
     testTimeout: 120_000,

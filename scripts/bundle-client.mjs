@@ -6,7 +6,7 @@ export async function bundleClient(outdir = 'dist/browser') {
   await build({
     entryPoints: {
       'unread-sync-client': 'src/client/browser.ts',
-      'demo-app': 'src/socket/demo-app.ts',
+      'demo-app': 'src/demo/app.ts',
     },
     outdir,
     bundle: true,

@@ -5,16 +5,16 @@ import { Command, InvalidArgumentError } from 'commander';
 import { loadConfig, ConfigError, type Config } from './config.js';
 import { connect, type Sql } from './db.js';
 import { postgresEndpoint, redactSecrets, redisEndpoint } from './env.js';
-import { assertLiveBridge, rebuildAll } from './rebuild.js';
+import { assertLiveBridge, rebuildAll } from './commands/rebuild.js';
 import { parseUserId } from './ids.js';
 import { createLogger } from './log.js';
 import { installPostgresWriteGuard } from './process-guard.js';
 import { migrate, MigrationLockError } from './migrate.js';
-import { UnreadReader } from './reader.js';
+import { UnreadReader } from './read/reader.js';
 import { postgresProblem, redisProblem } from './problems.js';
-import { startBridge } from './runtime.js';
+import { startBridge } from './launch.js';
 import { createRedis, UnreadStore } from './store/store.js';
-import { verify } from './verify.js';
+import { verify } from './commands/verify.js';
 import { loadSocketConfig, startDemo, startSocketServer } from './socket/index.js';
 
 const userIdArg = (value: string) => {

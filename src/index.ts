@@ -17,18 +17,18 @@ export {
   snapshotStamp,
   type SnapshotStamp,
 } from './store/store.js';
-export { UnreadReader, HydrationTimeoutError } from './reader.js';
-export { DbFallback, FallbackUnavailableError, type DbFallbackOptions } from './fallback.js';
-export { Bridge, PrefixOwnedError, type BridgeOptions, type BridgeStatus } from './bridge.js';
-export { BridgeMetrics } from './metrics.js';
+export { UnreadReader, HydrationTimeoutError } from './read/reader.js';
+export { DbFallback, FallbackUnavailableError, type DbFallbackOptions } from './read/fallback.js';
+export { Bridge, PrefixOwnedError, type BridgeOptions, type BridgeStatus } from './bridge/bridge.js';
+export { BridgeMetrics } from './bridge/metrics.js';
 export { PostgresSource, type PostgresSourceOptions } from './sources/postgres.js';
 export { LogicalSource, LogicalUnavailableError, type LogicalSourceOptions } from './sources/logical.js';
 export type { ChangeSource, CycleHandler } from './sources/source.js';
 export { parseEvent, changeEventSchema, type ChangeEvent } from './events.js';
-export { startBridge, type RunningBridge } from './runtime.js';
-export { rebuildAll, type RebuildReport } from './rebuild.js';
-export { verify, BridgeBehindError, type VerifyReport, type Drift } from './verify.js';
+export { startBridge, type RunningBridge } from './launch.js';
+export { rebuildAll, type RebuildReport } from './commands/rebuild.js';
+export { verify, BridgeBehindError, type VerifyReport, type Drift } from './commands/verify.js';
 export * from './socket/index.js';
-export { UserTopicPublisher, userTopicOf, USER_TOPIC_EVENT, type UserTopicPayload } from './bridge-publish.js';
+export { UserTopicPublisher, userTopicOf, USER_TOPIC_EVENT, type UserTopicPayload } from './bridge/publish.js';
 export { connectUnreadBadgesSupabase, parseSnapshotText, type SupabaseBadgesOptions, type SupabaseLike } from './client/supabase.js';
 export type { UnreadState, UnreadListener, UnreadBadgesClient } from './client/types.js';

@@ -1,13 +1,13 @@
-// The bench's issue 13 peers (test/bench/baselines/peers.ts): each computes what it claims from
+// The bench's issue 13 peers (bench/baselines/peers.ts): each computes what it claims from
 // real writes, the trigger switch makes exactly one system live and puts ours back as installed,
 // and the README block rewrite touches only the marked block.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { installPeers, NotifyPeerListener, TriggerSwitch, uninstallPeers } from './bench/baselines/peers.js';
-import { rewriteReadmeBlock } from './bench/issue13-report.js';
-import { runHarness } from './bench/push-latency.js';
+import { installPeers, NotifyPeerListener, TriggerSwitch, uninstallPeers } from '../bench/baselines/peers.js';
+import { rewriteReadmeBlock } from '../bench/issue13-report.js';
+import { runHarness } from '../bench/push-latency.js';
 import { createTestDb, createTestRedis, uuid, type TestDb, type TestRedis } from './support/env.js';
 
 let db: TestDb;

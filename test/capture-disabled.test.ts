@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startBridge } from '../src/runtime.js';
+import { startBridge } from '../src/launch.js';
 import { sleep } from '../src/sleep.js';
 import { createTestDb, createTestRedis, enableCapture, testConfig, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
 

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import { createTestDb, createTestRedis, testConfig, testLogger, uuid, type TestDb, type TestRedis } from './support/env.js';
 import { ensureBuilt, runCli } from './support/built-cli.js';
 

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectUnreadBadges, type UnreadBadgesClient, type UnreadState } from '../src/client/index.js';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import type { RunningSocketServer } from '../src/socket/server.js';
 import { createTestDb, createTestRedis, testConfig, testLogger, truth, uuid, type TestDb, type TestRedis } from './support/env.js';
 import { socketConfig, startTestSocketServer, testSecret, token, until } from './support/socket.js';

@@ -5,9 +5,9 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTestDb, createTestRedis, testConfig, testLogger, truth, type TestDb, type TestRedis } from './support/env.js';
 import { socketConfig, startTestSocketServer, sum, testSecret } from './support/socket.js';
-import { startDemo, type RunningDemo } from '../src/socket/run.js';
-import { DEMO_ROOMS, DEMO_USERS, seedDemo } from '../src/socket/demo.js';
-import { clearDemoBundleCache } from '../src/socket/demo-page.js';
+import { startDemo, type RunningDemo } from '../src/launch.js';
+import { DEMO_ROOMS, DEMO_USERS, seedDemo } from '../src/demo/demo.js';
+import { clearDemoBundleCache } from '../src/demo/page.js';
 import type { RunningSocketServer } from '../src/socket/server.js';
 
 let db: TestDb;

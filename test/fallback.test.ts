@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import postgres from 'postgres';
 import { Redis } from 'ioredis';
-import { DbFallback, FallbackUnavailableError } from '../src/fallback.js';
-import { UnreadReader } from '../src/reader.js';
+import { DbFallback, FallbackUnavailableError } from '../src/read/fallback.js';
+import { UnreadReader } from '../src/read/reader.js';
 import { UnreadStore } from '../src/store/store.js';
 import type { Sql } from '../src/db.js';
 import { createTestDb, uuid, type TestDb } from './support/env.js';

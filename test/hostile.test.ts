@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { parseEvent } from '../src/events.js';
 import { parseUserId } from '../src/ids.js';
-import { UnreadReader } from '../src/reader.js';
+import { UnreadReader } from '../src/read/reader.js';
 import { createTestDb, createTestRedis, testConfig, truth, uuid, type TestDb, type TestRedis } from './support/env.js';
 import { steppedBridge } from './support/bridge.js';
 import { spawnCli, exited, bridgeEnv } from './support/processes.js';

@@ -3,13 +3,13 @@ import { createServer, connect as tcpConnect, type Server, type Socket } from 'n
 import postgres from 'postgres';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UnreadReader } from '../src/reader.js';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { UnreadReader } from '../src/read/reader.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import { sleep } from '../src/sleep.js';
 import { LogicalSource, LogicalUnavailableError } from '../src/sources/logical.js';
 import { formatLsn, parseLsn, xidVisibleIn } from '../src/sources/pgoutput.js';
 import { PostgresSource } from '../src/sources/postgres.js';
-import { verify } from '../src/verify.js';
+import { verify } from '../src/commands/verify.js';
 import {
   createTestDb, createTestRedis, testConfig, testLogger, uuid, waitForBridge, withDatabase, type TestDb, type TestRedis,
 } from './support/env.js';

@@ -6,9 +6,9 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LockLostError, PostgresSource } from '../src/sources/postgres.js';
-import { Bridge } from '../src/bridge.js';
-import { UnreadReader } from '../src/reader.js';
-import { startBridge } from '../src/runtime.js';
+import { Bridge } from '../src/bridge/bridge.js';
+import { UnreadReader } from '../src/read/reader.js';
+import { startBridge } from '../src/launch.js';
 import { queries } from '../src/db.js';
 import { createTestDb, createTestRedis, testConfig, testLogger, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { UnreadReader } from '../src/reader.js';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { UnreadReader } from '../src/read/reader.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import { UnreadStore } from '../src/store/store.js';
 import { createTestDb, testConfig, testLogger, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
 import { privateRedis, type PrivateRedis } from './support/redis-server.js';

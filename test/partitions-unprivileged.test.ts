@@ -10,8 +10,8 @@ import postgres from 'postgres';
 import { inject } from 'vitest';
 import { migrate } from '../src/migrate.js';
 import type { Sql } from '../src/db.js';
-import { UnreadReader } from '../src/reader.js';
-import { startBridge } from '../src/runtime.js';
+import { UnreadReader } from '../src/read/reader.js';
+import { startBridge } from '../src/launch.js';
 import { createTestRedis, drifted, testConfig, testLogger, uuid, waitForBridge, withDatabase, type TestDb } from './support/env.js';
 
 const cleanups: Array<() => Promise<void>> = [];

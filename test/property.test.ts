@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UnreadReader } from '../src/reader.js';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { UnreadReader } from '../src/read/reader.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import {
   createTestDb, createTestRedis, drifted, testConfig, testLogger, truth, uuid, waitForBridge,
   type TestDb, type TestRedis,

@@ -4,7 +4,7 @@ import type { Root } from 'react-dom/client';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { connectUnreadBadges, type UnreadBadgesClient } from '../src/client/index.js';
 import { useRoomUnread, useUnreadBadges } from '../src/react/index.js';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import type { RunningSocketServer } from '../src/socket/server.js';
 import { createTestDb, createTestRedis, testConfig, testLogger, uuid, type TestDb, type TestRedis } from './support/env.js';
 import { socketConfig, startTestSocketServer, testSecret, token, until } from './support/socket.js';

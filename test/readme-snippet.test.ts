@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import { createTestDb, createTestRedis, testConfig, testLogger, uuid, type TestDb, type TestRedis } from './support/env.js';
 import { ensureBuilt } from './support/built-cli.js';
 

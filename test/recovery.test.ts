@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UnreadReader } from '../src/reader.js';
-import { startBridge } from '../src/runtime.js';
-import { verify } from '../src/verify.js';
+import { UnreadReader } from '../src/read/reader.js';
+import { startBridge } from '../src/launch.js';
+import { verify } from '../src/commands/verify.js';
 import {
   createTestDb, createTestRedis, testConfig, testLogger, uuid, waitForBridge, type TestDb, type TestRedis,
 } from './support/env.js';

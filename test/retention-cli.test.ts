@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { queries } from '../src/db.js';
-import { UnreadReader } from '../src/reader.js';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { UnreadReader } from '../src/read/reader.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import {
   createTestDb, createTestRedis, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis,
 } from './support/env.js';

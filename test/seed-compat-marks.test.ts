@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDb, createTestRedis, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
 import { connectClient, socketConfig, startTestSocketServer, testSecret, token, until } from './support/socket.js';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import type { RunningSocketServer } from '../src/socket/server.js';
-import { SeedCompatChatSocket, RoomNotFoundError, InvalidInputError } from '../src/socket/seed-compat.js';
-import { seedDemo, DEMO_ROOMS, DEMO_USERS } from '../src/socket/demo.js';
+import { SeedCompatChatSocket, RoomNotFoundError, InvalidInputError } from '../src/compat/seed-compat.js';
+import { seedDemo, DEMO_ROOMS, DEMO_USERS } from '../src/demo/demo.js';
 import type { RoomsUpdatedPayload } from '../src/socket/badges.js';
 
 let db: TestDb;

@@ -2,7 +2,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTestDb, createTestRedis, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
 import { connectClient, spawnSocketServer, sum, testSecret, token, until, type BadgeClient, type SocketServerProcess } from './support/socket.js';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 
 const USERS = 250;
 const CLIENTS = 1_000;

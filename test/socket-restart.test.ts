@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import { startSocketServer, type RunningSocketServer } from '../src/socket/server.js';
 import { createTestDb, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
 import { privateRedis, type PrivateRedis } from './support/redis-server.js';

@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import type { Socket } from 'socket.io-client';
 import { createTestDb, createTestRedis, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
 import { connectClient, socketConfig, startTestSocketServer, testSecret, token, until, type BadgeClient } from './support/socket.js';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import type { RunningSocketServer } from '../src/socket/server.js';
 import type { RoomsUpdatedPayload, UnreadCountsReply } from '../src/socket/badges.js';
 

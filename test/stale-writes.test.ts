@@ -1,6 +1,6 @@
 import { roomField } from '../src/store/keys.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startBridge } from '../src/runtime.js';
+import { startBridge } from '../src/launch.js';
 import { snapshotStamp } from '../src/store/store.js';
 import { sleep } from '../src/sleep.js';
 import {

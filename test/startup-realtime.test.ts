@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../src/migrate.js';
-import { UnreadReader } from '../src/reader.js';
+import { UnreadReader } from '../src/read/reader.js';
 import { createTestDb, createTestRedis, uuid, type TestDb, type TestRedis } from './support/env.js';
 import { ensureBuilt, eventually, freePort, spawnCli, type CliChild } from './support/built-cli.js';
 import { applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';

@@ -14,7 +14,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readdirSync } from 'node:fs';
 import { migrate, MIGRATIONS_DIR } from '../src/migrate.js';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import { connectUnreadBadgesSupabase, parseSnapshotText } from '../src/client/supabase.js';
 import type { UnreadBadgesClient, UnreadState } from '../src/client/types.js';
 import { applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';

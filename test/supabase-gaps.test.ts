@@ -6,7 +6,7 @@
  */
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Bridge } from '../src/bridge.js';
+import { Bridge } from '../src/bridge/bridge.js';
 import { queries } from '../src/db.js';
 import { migrate } from '../src/migrate.js';
 import { SupabaseSource } from '../src/sources/supabase.js';

@@ -13,7 +13,7 @@ import { RealtimeClient, type WebSocketLikeConstructor } from '@supabase/realtim
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectPooled, supabaseQueries, type Sql } from '../src/db.js';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import { SupabaseSource, userTopic, bridgeTopic } from '../src/sources/supabase.js';
 import { createTestRedis, drifted, testLogger, type TestRedis } from './support/env.js';
 import { loadConfig } from '../src/config.js';

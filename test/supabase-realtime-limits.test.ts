@@ -12,7 +12,7 @@ import postgres from 'postgres';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrate } from '../src/migrate.js';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import { SupabaseSource, type SupabaseSourceOptions } from '../src/sources/supabase.js';
 import { applyRealtimeShim, REAL_PROFILE, signTestJwt, startRealtimeServer, type RealtimeServer, type StartRealtimeServerOptions } from './support/realtime-server.js';
 import { createTestDb, createTestRedis, drifted, testConfig, testLogger, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';

@@ -9,7 +9,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { supabaseQueries } from '../src/db.js';
 import { migrate } from '../src/migrate.js';
-import { startBridge, type RunningBridge } from '../src/runtime.js';
+import { startBridge, type RunningBridge } from '../src/launch.js';
 import { SupabaseSource, backoffDelay, parseSnapshot, visibleIn, userTopic, bridgeTopic } from '../src/sources/supabase.js';
 import { applyRealtimeShim, REAL_PROFILE, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
 import { createTestDb, createTestRedis, drifted, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';

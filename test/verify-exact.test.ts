@@ -1,9 +1,9 @@
 import { roomField } from '../src/store/keys.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UnreadReader } from '../src/reader.js';
-import { startBridge } from '../src/runtime.js';
+import { UnreadReader } from '../src/read/reader.js';
+import { startBridge } from '../src/launch.js';
 import { sleep } from '../src/sleep.js';
-import { verify } from '../src/verify.js';
+import { verify } from '../src/commands/verify.js';
 import { createTestDb, createTestRedis, testConfig, testLogger, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
 import { seedWorld, steadyLoad } from './support/load.js';
 import { bridgeEnv, exited, spawnCli } from './support/processes.js';

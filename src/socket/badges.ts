@@ -1,8 +1,8 @@
 import type { Namespace, Server, Socket } from 'socket.io';
 import type { Logger } from '../log.js';
 import { parseUserId } from '../ids.js';
-import type { DbFallback } from '../fallback.js';
-import { UnreadReader } from '../reader.js';
+import type { DbFallback } from '../read/fallback.js';
+import { UnreadReader } from '../read/reader.js';
 import { parseTotalsMessage, roomCounts, UnreadStore, type BadgeTotals, type RedisClient, type RoomState } from '../store/store.js';
 import { AuthError, createTokenVerifier, tokenFromHandshake, type AuthOptions, type TokenVerifier } from './auth.js';
 

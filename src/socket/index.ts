@@ -31,7 +31,7 @@ export {
   type WriteResult,
   type MarkAllResult,
   type SqlClient,
-} from './seed-compat.js';
+} from '../compat/seed-compat.js';
 export { startSocketServer, type RunningSocketServer } from './server.js';
-export { seedDemo, DEMO_USERS, DEMO_ROOMS, type DemoUser, type DemoRoom } from './demo.js';
-export { startDemo, type RunningDemo } from './run.js';
+export { seedDemo, DEMO_USERS, DEMO_ROOMS, type DemoUser, type DemoRoom } from '../demo/demo.js';
+export { startDemo, type RunningDemo } from '../launch.js';

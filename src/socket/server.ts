@@ -7,12 +7,12 @@ import type { Logger } from '../log.js';
 import { readinessReport, type Check } from '../ops.js';
 import { redisProblem } from '../problems.js';
 import { createRedis, type RedisClient } from '../store/store.js';
-import { DbFallback } from '../fallback.js';
+import { DbFallback } from '../read/fallback.js';
 import { attachUnreadBadges, COUNTS_EVENT, ROOMS_EVENT, TOTAL_EVENT, type UnreadBadges } from './badges.js';
 import type { SocketConfig } from './config.js';
-import { handleDemoRequest, sendJson } from './demo.js';
+import { handleDemoRequest, sendJson } from '../demo/demo.js';
 import { socketMetrics } from './metrics.js';
-import { SeedCompatChatSocket } from './seed-compat.js';
+import { SeedCompatChatSocket } from '../compat/seed-compat.js';
 
 export interface RunningSocketServer {
   /** Base URL clients connect to, e.g. http://127.0.0.1:3000 */

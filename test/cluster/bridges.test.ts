@@ -1,7 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UnreadReader } from '../../src/reader.js';
-import { verify } from '../../src/verify.js';
+import { UnreadReader } from '../../src/read/reader.js';
+import { verify } from '../../src/commands/verify.js';
 import { createTestDb, waitForBridge, type TestDb } from '../support/env.js';
 import { bridgeEnv, exited, spawnCli } from '../support/processes.js';
 import { startCluster, type LocalCluster } from './cluster.js';

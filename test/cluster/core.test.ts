@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UnreadReader } from '../../src/reader.js';
-import { startBridge, type RunningBridge } from '../../src/runtime.js';
-import { verify } from '../../src/verify.js';
+import { UnreadReader } from '../../src/read/reader.js';
+import { startBridge, type RunningBridge } from '../../src/launch.js';
+import { verify } from '../../src/commands/verify.js';
 import { createTestDb, drifted, testLogger, truth, uuid, waitForBridge, type TestDb } from '../support/env.js';
 import { runConnection, seedRooms, workloadArbitrary } from '../support/workload.js';
 import { startCluster, type LocalCluster } from './cluster.js';

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startBridge, type RunningBridge } from '../../src/runtime.js';
+import { startBridge, type RunningBridge } from '../../src/launch.js';
 import { loadSocketConfig } from '../../src/socket/config.js';
 import { startSocketServer, type RunningSocketServer } from '../../src/socket/server.js';
 import { createTestDb, testLogger, truth, uuid, waitForBridge, type TestDb } from '../support/env.js';

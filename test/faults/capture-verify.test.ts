@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../src/migrate.js';
-import { UnreadReader } from '../../src/reader.js';
+import { UnreadReader } from '../../src/read/reader.js';
 import { ensureBuilt } from '../support/built-cli.js';
 import { createTestDb, createTestRedis, uuid, waitForBridge, type TestDb, type TestRedis } from '../support/env.js';
 import { exited } from '../support/processes.js';

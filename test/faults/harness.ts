@@ -1,8 +1,8 @@
 import { Redis } from 'ioredis';
 import type { Sql } from '../../src/db.js';
-import { UnreadReader } from '../../src/reader.js';
+import { UnreadReader } from '../../src/read/reader.js';
 import { UnreadStore } from '../../src/store/store.js';
-import { verify } from '../../src/verify.js';
+import { verify } from '../../src/commands/verify.js';
 import { drifted, waitForBridge } from '../support/env.js';
 export { sleep } from '../../src/sleep.js';
 

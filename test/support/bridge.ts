@@ -1,4 +1,4 @@
-import { Bridge, type BridgeOptions } from '../../src/bridge.js';
+import { Bridge, type BridgeOptions } from '../../src/bridge/bridge.js';
 import { PostgresSource } from '../../src/sources/postgres.js';
 import type { Config } from '../../src/config.js';
 import { testLogger, type TestRedis } from './env.js';

@@ -1,0 +1,312 @@
+import { randomBytes } from 'node:crypto';
+import { Bridge } from './bridge/bridge.js';
+import type { Config } from './config.js';
+import { connect, connectPooled } from './db.js';
+import type { Logger } from './log.js';
+import { BridgeMetrics } from './bridge/metrics.js';
+import { migrate, pendingMigrations } from './migrate.js';
+import { NOT_MIGRATED, postgresProblem, redisProblem } from './problems.js';
+import { startOpsServer, type Check } from './ops.js';
+import { sleep } from './sleep.js';
+import { LogicalSource } from './sources/logical.js';
+import { PostgresSource } from './sources/postgres.js';
+import { SupabaseSource } from './sources/supabase.js';
+import type { ChangeSource } from './sources/source.js';
+import { createRedis, UnreadStore, type RedisClient } from './store/store.js';
+import { UserTopicPublisher } from './bridge/publish.js';
+import { seedDemo } from './demo/demo.js';
+import { loadSocketConfig } from './socket/config.js';
+import { startSocketServer, type RunningSocketServer } from './socket/server.js';
+
+export interface RunningBridge {
+  bridge: Bridge;
+  store: UnreadStore;
+  /** Resolves when the bridge has stopped (after `stop()` or the signal). */
+  done: Promise<void>;
+  /** What /readyz checks; each failing check's message is a reason the bridge is not ready. */
+  readiness: Record<string, Check>;
+  stop(): Promise<void>;
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  work.catch(() => {});
+  return Promise.race([
+    work,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Runs start-up steps in order, each retried with jittered backoff (250 ms doubling to 5 s) until
+ * it passes: a dependency that is down at start-up delays the start, never hangs or ends it.
+ * `reason` says what is awaited (for /readyz); each new reason is logged once. False if aborted.
+ */
+async function startWhenReady(
+  steps: { run: () => Promise<void> }[],
+  signal: AbortSignal,
+  log: Logger,
+  status: { reason: string | null },
+): Promise<boolean> {
+  let backoff = 0;
+  let logged: string | null = null;
+  for (const step of steps) {
+    for (;;) {
+      if (signal.aborted) return false;
+      try {
+        await step.run();
+        break;
+      } catch (err) {
+        if (signal.aborted) return false;
+        status.reason = (err as Error).message;
+        if (status.reason !== logged) {
+          log.warn(`waiting: ${status.reason} (retrying)`);
+          logged = status.reason;
+        }
+        backoff = Math.min(5_000, backoff === 0 ? 250 : backoff * 2);
+        await sleep(backoff / 2 + Math.random() * (backoff / 2), signal);
+      }
+    }
+  }
+  status.reason = null;
+  if (logged) log.info('dependencies are up: starting');
+  return !signal.aborted;
+}
+
+/** The log source for UNREAD_SOURCE=auto|logical (woken by logical decoding when it can) or postgres (polling). */
+function postgresSource(config: Config, log: Logger): ChangeSource {
+  const options = {
+    databaseUrl: config.databaseUrl,
+    bridgeName: config.bridgeName,
+    batchSize: config.batchSize,
+    checkpointIntervalMs: config.checkpointIntervalMs,
+    pollMinMs: config.pollMinMs,
+    logMinAgeSeconds: config.logMinAgeSeconds,
+    logMaxAgeSeconds: config.logMaxAgeSeconds,
+    log,
+  };
+  if (config.source === 'auto' || config.source === 'logical') return new LogicalSource({ ...options, mode: config.source });
+  return new PostgresSource(options);
+}
+
+/** Wires config -> source -> bridge -> store and starts the loop. */
+export function startBridge(
+  config: Config,
+  log: Logger,
+  overrides: {
+    source?: ChangeSource;
+    redis?: RedisClient;
+    interceptor?: (rows: unknown[]) => unknown[];
+    /** Apply pending migrations before starting (default: config.autoMigrate). */
+    migrate?: boolean;
+  } = {},
+): RunningBridge {
+  const redis = overrides.redis ?? createRedis(config.redisUrl, { clusterNodes: config.redisClusterNodes });
+  // ioredis reports every failed reconnect; one line per distinct error is enough.
+  let lastRedisError: string | null = null;
+  redis.on('error', (err: Error) => {
+    if (err.message === lastRedisError) return;
+    lastRedisError = err.message;
+    log.warn({ err: err.message }, 'redis connection error');
+  });
+  redis.on('ready', () => {
+    lastRedisError = null;
+  });
+  const redisCheck = async () => {
+    try {
+      await withTimeout(redis.ping(), 1_500, 'PING');
+    } catch (err) {
+      throw new Error(redisProblem(err, config.redisUrl, config.redisClusterNodes));
+    }
+  };
+  const store = new UnreadStore(redis, config.keyPrefix, {
+    tombstoneTtlMs: config.tombstoneTtlMs,
+    deadLetterMax: config.deadLetterMax,
+  });
+  const source =
+    overrides.source ??
+    (config.source === 'supabase'
+      ? new SupabaseSource({
+          // loadConfig guarantees both when UNREAD_SOURCE=supabase.
+          supabaseUrl: config.supabaseUrl ?? '',
+          serviceRoleKey: config.supabaseServiceRoleKey ?? '',
+          databaseUrl: config.databaseUrl,
+          bridgeName: config.bridgeName,
+          shards: config.realtimeShards,
+          catchupIntervalMs: config.catchupIntervalMs,
+          batchSize: config.batchSize,
+          logMinAgeSeconds: config.logMinAgeSeconds,
+          logMaxAgeSeconds: config.logMaxAgeSeconds,
+          log,
+        })
+      : null) ??
+    postgresSource(config, log);
+  // Supabase-direct mode: its own single-statement connection (pooler-safe), off the cycle's.
+  const publishSql = config.userTopics ? connectPooled(config.databaseUrl, { max: 1, applicationName: 'unread-sync user topics' }) : null;
+  const publisher = publishSql ? new UserTopicPublisher(publishSql, log) : null;
+  const metrics = new BridgeMetrics(true);
+  if (source.backlog) metrics.observeBacklog(() => source.backlog?.() ?? Promise.resolve(0));
+  metrics.observeRedis(store);
+  (source as ChangeSource).observe?.(metrics.registry);
+  const bridge = new Bridge({
+    source,
+    store,
+    log,
+    metrics,
+    hydrateBatchSize: config.hydrateBatchSize,
+    pollIntervalMs: config.pollIntervalMs,
+    maintainIntervalMs: config.pruneIntervalMs,
+    verifyIntervalMs: config.verifyIntervalMs,
+    verifySampleSize: config.verifySampleSize,
+    cycleTimeoutMs: config.cycleTimeoutMs,
+    bridgeName: config.bridgeName,
+    identityCheckMs: config.dbCheckIntervalMs,
+    ...(overrides.interceptor ? { interceptor: overrides.interceptor } : {}),
+    ...(publisher ? { onChanges: (events) => publisher.publish(events) } : {}),
+  });
+  const controller = new AbortController();
+  const startup = { reason: 'starting' as string | null };
+  const readiness: Record<string, Check> = {
+    startup: async () => {
+      if (startup.reason) throw new Error(startup.reason);
+    },
+    source: async () => {
+      try {
+        await (source.check?.() ?? Promise.resolve());
+      } catch (err) {
+        throw new Error(postgresProblem(err, config.databaseUrl));
+      }
+    },
+    redis: redisCheck,
+    bridge: async () => {
+      const s = bridge.status();
+      if (s.lastError) throw new Error(s.lastError);
+    },
+    capture: async () => {
+      const problem = bridge.status().captureProblem;
+      if (problem) throw new Error(problem);
+    },
+  };
+  const ops =
+    config.metricsPort > 0
+      ? startOpsServer({
+          port: config.metricsPort,
+          host: config.metricsHost,
+          registry: metrics.registry,
+          log,
+          readiness,
+        }).catch((err: unknown) => {
+          log.error({ err: (err as Error).message, port: config.metricsPort }, 'metrics server did not start');
+          return null;
+        })
+      : Promise.resolve(null);
+  const postgresStep = async (work: () => Promise<unknown>) => {
+    try {
+      await work();
+    } catch (err) {
+      throw new Error(err instanceof Error && err.message === NOT_MIGRATED ? NOT_MIGRATED : postgresProblem(err, config.databaseUrl));
+    }
+  };
+  const steps = [
+    { run: redisCheck },
+    {
+      run: () =>
+        postgresStep(async () => {
+          const sql = connect(config.databaseUrl, { max: 1, applicationName: 'unread-sync start-up check' });
+          try {
+            await sql`select 1`;
+          } finally {
+            await sql.end({ timeout: 1 });
+          }
+        }),
+    },
+    (overrides.migrate ?? config.autoMigrate)
+      ? {
+          run: () =>
+            postgresStep(() =>
+              migrate({
+                databaseUrl: config.databaseUrl,
+                direction: 'up',
+                lockTimeoutMs: config.migrateLockTimeoutMs,
+                retries: config.migrateRetries,
+                signal: controller.signal,
+                log: (m) => log.info(m),
+              }),
+            ),
+        }
+      : {
+          run: () =>
+            postgresStep(async () => {
+              if ((await pendingMigrations(config.databaseUrl)).length > 0) throw new Error(NOT_MIGRATED);
+            }),
+        },
+  ];
+  const done = (async () => {
+    if (await startWhenReady(steps, controller.signal, log, startup)) await bridge.run(controller.signal);
+    else {
+      await source.stop().catch(() => {});
+      log.info('stopped before start-up completed');
+    }
+  })().finally(async () => {
+    await (await ops)?.close();
+    await publishSql?.end({ timeout: 5 });
+    if (!overrides.redis) redis.disconnect();
+  });
+  return {
+    bridge,
+    store,
+    done,
+    readiness,
+    stop: async () => {
+      controller.abort();
+      await done;
+    },
+  };
+}
+
+export interface RunningDemo {
+  bridge: RunningBridge;
+  server: RunningSocketServer;
+  stop(): Promise<void>;
+}
+
+/**
+ * `unread-sync demo`: migrate, seed the demo rooms, run a bridge and a socket server in demo mode.
+ * Without SUPABASE_JWT_SECRET a random secret is used: demo tokens only need to verify locally.
+ */
+export async function startDemo(config: Config, log: Logger, env: Record<string, string | undefined> = process.env): Promise<RunningDemo> {
+  await migrate({
+    databaseUrl: config.databaseUrl,
+    direction: 'up',
+    lockTimeoutMs: config.migrateLockTimeoutMs,
+    retries: config.migrateRetries,
+    log: (m) => log.info(m),
+  });
+  const sql = connect(config.databaseUrl, { max: 1, applicationName: 'unread-sync demo seed' });
+  try {
+    await seedDemo(sql);
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+  const socketConfig = loadSocketConfig({
+    ...env,
+    REDIS_URL: config.redisUrl,
+    UNREAD_KEY_PREFIX: config.keyPrefix,
+    DATABASE_URL: config.databaseUrl,
+    SUPABASE_JWT_SECRET: env.SUPABASE_JWT_SECRET || randomBytes(32).toString('hex'),
+    UNREAD_DEMO: 'true',
+  });
+  const bridge = startBridge(config, log);
+  const server = await startSocketServer(socketConfig, log);
+  log.info({ url: server.url }, 'demo running: open the URL in a browser');
+  return {
+    bridge,
+    server,
+    async stop() {
+      await server.close();
+      await bridge.stop();
+    },
+  };
+}
