@@ -26,8 +26,10 @@ export const ErrorCode = {
   BRIDGE_BEHIND: 'BRIDGE_BEHIND',
   /** A command needs a running bridge and none is live. */
   NO_LIVE_BRIDGE: 'NO_LIVE_BRIDGE',
-  /** Another migration holds the migration lock. */
+  /** A migration gave up waiting for a table lock (an open transaction holds chat_rooms), after every retry. */
   MIGRATION_LOCKED: 'MIGRATION_LOCKED',
+  /** A bridge cycle made no progress for its timeout and was abandoned (the source restarts). */
+  CYCLE_STALLED: 'CYCLE_STALLED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -40,6 +42,27 @@ export class UnreadSyncError extends Error {
     this.code = code;
     this.name = new.target.name;
   }
+}
+
+/**
+ * SQLSTATE codes unread-sync branches on (both drivers, postgres.js and pg, set `code` on every
+ * server error). https://www.postgresql.org/docs/current/errcodes-appendix.html
+ */
+export const SqlState = {
+  /** undefined_table: a relation (e.g. unread_sync.bridge_state) does not exist. */
+  UNDEFINED_TABLE: '42P01',
+  /** undefined_function: e.g. unread_sync.sync_partitions() on a database migrated before it existed. */
+  UNDEFINED_FUNCTION: '42883',
+  /** lock_not_available: lock_timeout expired (or NOWAIT). */
+  LOCK_NOT_AVAILABLE: '55P03',
+  /** cannot_connect_now: the server is starting up or shutting down. */
+  CANNOT_CONNECT_NOW: '57P03',
+} as const;
+
+/** The `code` an error carries (a Node socket error, a driver's code, a SQLSTATE), if it has one. */
+export function errorCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
 }
 
 /** Whether `err` is an unread-sync error with this code (works across module copies, unlike instanceof). */

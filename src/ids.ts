@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ErrorCode, UnreadSyncError } from './errors.js';
 
 /** Any RFC 4122-shaped UUID (Supabase auth ids are v4, seeds may use others). */
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -8,11 +9,10 @@ export const uuidSchema = z
   .transform((s) => s.toLowerCase())
   .refine((s) => UUID.test(s), { error: 'must be a UUID' });
 
-export class InvalidIdError extends Error {
+export class InvalidIdError extends UnreadSyncError {
   constructor(what: string, value: unknown) {
     const shown = typeof value === 'string' ? JSON.stringify(value.slice(0, 80)) : typeof value;
-    super(`${what} must be a UUID, got ${shown}`);
-    this.name = 'InvalidIdError';
+    super(ErrorCode.INVALID_ID, `${what} must be a UUID, got ${shown}`);
   }
 }
 

@@ -2,6 +2,7 @@ import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runner } from 'node-pg-migrate';
 import { connect } from './db.js';
+import { ErrorCode, SqlState, UnreadSyncError, errorCode } from './errors.js';
 import { sleep } from './sleep.js';
 
 /** The migrations shipped with this package, and the table that records which ran. */
@@ -27,20 +28,28 @@ export interface MigrateOptions {
 }
 
 /** Thrown when every attempt of a run gave up on a lock. */
-export class MigrationLockError extends Error {
+export class MigrationLockError extends UnreadSyncError {
   constructor(attempts: number, lockTimeoutMs: number, applied: string[] = []) {
     super(
+      ErrorCode.MIGRATION_LOCKED,
       `migration gave up after ${attempts} attempts: each waited ${lockTimeoutMs} ms for a lock (an open transaction` +
         ' holds chat_rooms); the waiting migration was rolled back' +
         (applied.length > 0 ? ` (applied before it: ${applied.join(', ')})` : ' and nothing was changed') +
         '. Retry when that transaction has ended.',
     );
-    this.name = 'MigrationLockError';
   }
 }
 
-const isLockTimeout = (err: unknown) =>
-  (err as { code?: string }).code === '55P03' || /lock timeout/i.test((err as Error).message ?? '');
+/**
+ * A statement gave up on lock_timeout: pg sets the SQLSTATE on every server error. The text is
+ * read only for an error without a code: node-pg-migrate rethrows a failure of its own bookkeeping
+ * (ensureMigrationsTable) as a plain Error that carries the original only as text.
+ */
+function isLockTimeout(err: unknown): boolean {
+  const code = errorCode(err);
+  if (code !== undefined) return code === SqlState.LOCK_NOT_AVAILABLE;
+  return /lock timeout/i.test((err as Error | undefined)?.message ?? '');
+}
 
 /**
  * Applies or rolls back unread-sync's migrations; returns the names that ran. They run one at a

@@ -1,4 +1,5 @@
 import { postgresEndpoint, redactSecrets, redisEndpoint } from './env.js';
+import { SqlState, errorCode } from './errors.js';
 
 /**
  * Failed dependency calls as one line each (what is wrong and what to do), never with the URL's
@@ -9,12 +10,31 @@ import { postgresEndpoint, redactSecrets, redisEndpoint } from './env.js';
 export const NOT_MIGRATED =
   'the database is not migrated: run `unread-sync migrate up` (or set UNREAD_AUTO_MIGRATE=true)';
 
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET', 'CONNECT_TIMEOUT', '57P03']);
+/** Node's socket error codes for a host that cannot be reached. */
+const NETWORK_UNREACHABLE = ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET'];
+/** The same, plus postgres.js's connect timeout and a server starting up or shutting down. */
+const UNREACHABLE = new Set([...NETWORK_UNREACHABLE, 'CONNECT_TIMEOUT', SqlState.CANNOT_CONNECT_NOW]);
+const REDIS_UNREACHABLE = new Set(NETWORK_UNREACHABLE);
+/**
+ * Otherwise only the text tells: ioredis rejects commands on a closed connection ("Connection is
+ * closed.") and its command timeouts with plain Errors that carry no code, a caller's own ping
+ * timeout says "timed out" (whatever code it carries), and an error passed on as text keeps the
+ * socket code only in its message.
+ */
+const REDIS_UNREACHABLE_TEXT = /max retries|ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|Connection is closed|timed out|ECONNRESET|EHOSTUNREACH/i;
+
+function redisUnreachable(err: unknown, message: string): boolean {
+  const code = errorCode(err);
+  if (code !== undefined && REDIS_UNREACHABLE.has(code)) return true;
+  // ioredis gave up on the command after maxRetriesPerRequest reconnection attempts.
+  if ((err as Error | undefined)?.name === 'MaxRetriesPerRequestError') return true;
+  return REDIS_UNREACHABLE_TEXT.test(message);
+}
 
 /** One line for a failed Redis call: where, and that it is unreachable; never the URL's credentials. */
 export function redisProblem(err: unknown, url: string, cluster: string[] = []): string {
   const message = (err as Error).message ?? String(err);
-  if (/max retries|ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|Connection is closed|timed out|ECONNRESET|EHOSTUNREACH/i.test(message)) {
+  if (redisUnreachable(err, message)) {
     return `Redis at ${redisEndpoint(url, cluster)} is unreachable (check REDIS_URL, and that Redis runs)`;
   }
   return redactSecrets(`Redis at ${redisEndpoint(url, cluster)}: ${message}`);
@@ -27,6 +47,7 @@ export function postgresProblem(err: unknown, url: string): string {
   if (codes.some((c) => c && UNREACHABLE.has(c))) {
     return `Postgres at ${postgresEndpoint(url)} is unreachable (check DATABASE_URL, and that Postgres runs)`;
   }
-  if (e.code === '42P01' && /unread_sync/.test(e.message ?? '')) return NOT_MIGRATED;
+  // The server names the missing relation only in its message (42P01 carries no table field).
+  if (e.code === SqlState.UNDEFINED_TABLE && /unread_sync/.test(e.message ?? '')) return NOT_MIGRATED;
   return redactSecrets(`Postgres at ${postgresEndpoint(url)}: ${e.message ?? String(err)}`);
 }

@@ -5,6 +5,8 @@ import type { ChangeSource, CycleHandler, HydratedRoom } from '../sources/source
 import { snapshotStamp, type RoomChange, type SnapshotStamp, type UnreadStore } from '../store/store.js';
 import { parseUserId } from '../ids.js';
 import { sleep } from '../sleep.js';
+import { ErrorCode, SqlState, UnreadSyncError, errorCode } from '../errors.js';
+import { ApplyStatus } from '../store/status.js';
 import { matchesTruth } from '../commands/verify.js';
 
 export interface BridgeStatus {
@@ -47,10 +49,9 @@ export interface BridgeOptions {
 }
 
 /** A bridge with another name owns the key prefix: two bridge names must not share one prefix. */
-export class PrefixOwnedError extends Error {
+export class PrefixOwnedError extends UnreadSyncError {
   constructor(readonly owner: string) {
-    super(`the Redis key prefix is owned by bridge "${owner}"; give each bridge name its own UNREAD_KEY_PREFIX (or stop that bridge)`);
-    this.name = 'PrefixOwnedError';
+    super(ErrorCode.PREFIX_OWNED, `the Redis key prefix is owned by bridge "${owner}"; give each bridge name its own UNREAD_KEY_PREFIX (or stop that bridge)`);
   }
 }
 
@@ -124,7 +125,7 @@ export class Bridge {
     const { store, source } = this.options;
     const generation = this.generation;
     const current = () => {
-      if (generation !== this.generation) throw new Error('cycle abandoned by the watchdog');
+      if (generation !== this.generation) throw new UnreadSyncError(ErrorCode.CYCLE_STALLED, 'cycle abandoned by the watchdog');
     };
     if ((source.identity || source.syncPartitions) && Date.now() >= this.identityDueAt) {
       this.identityDueAt = Date.now() + (this.options.identityCheckMs ?? 5_000);
@@ -450,7 +451,7 @@ export class Bridge {
         const idle = Date.now() - this.progressAt;
         if (idle >= ms) {
           this.generation++;
-          reject(new Error(`cycle made no progress for ${ms} ms; restarting the source`));
+          reject(new UnreadSyncError(ErrorCode.CYCLE_STALLED, `cycle made no progress for ${ms} ms; restarting the source`));
         } else {
           timer = setTimeout(check, ms - idle);
         }
@@ -581,7 +582,7 @@ export class Bridge {
     if (!source.syncPartitions || this.noPartitionSync) return;
     const done = await source.syncPartitions().catch((err: unknown) => {
       // A database migrated before sync_partitions() existed: say so once, keep running.
-      if ((err as { code?: string }).code !== '42883') throw err;
+      if (errorCode(err) !== SqlState.UNDEFINED_FUNCTION) throw err;
       this.noPartitionSync = true;
       log.warn('unread_sync.sync_partitions() is missing: run `unread-sync migrate up` so partitions added later are captured');
       return { installed: 0, reset: false };
@@ -697,7 +698,7 @@ export class Bridge {
   private async applyGroups(groups: Map<string, RoomChange[]>, stamp: SnapshotStamp | null): Promise<void> {
     const results = await this.options.store.apply(groups, stamp);
     for (const r of results) {
-      if (r.applied < 0) {
+      if (r.applied === ApplyStatus.UNKNOWN_USER) {
         this.metrics.changesUnknownUser.inc(groups.get(r.userId)?.length ?? 0);
       } else {
         this.metrics.changesApplied.inc(r.applied);

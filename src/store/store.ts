@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { Cluster, Command, Redis } from 'ioredis';
+import { ErrorCode, UnreadSyncError } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { sleep } from '../sleep.js';
 import { fieldRoom, keyLayout, roomField, type KeyLayout } from './keys.js';
+import { HydrateStatus } from './status.js';
 
 export type RedisClient = Redis | Cluster;
 
@@ -65,7 +67,7 @@ export interface SnapshotStamp {
 /** The stamp of a pg_snapshot text "xmin:xmax:xip,...". */
 export function snapshotStamp(snapshot: string): SnapshotStamp {
   const m = /^(\d+):(\d+):([\d,]*)$/.exec(snapshot);
-  if (!m) throw new Error(`not a pg_snapshot: ${JSON.stringify(snapshot)}`);
+  if (!m) throw new UnreadSyncError(ErrorCode.INVALID_INPUT, `not a pg_snapshot: ${JSON.stringify(snapshot)}`);
   return { xmax: m[2] as string, inProgress: m[3] === '' ? 0 : (m[3] as string).split(',').length };
 }
 
@@ -86,7 +88,7 @@ const stampArgs = (s: SnapshotStamp | null | undefined): [string, string] =>
 
 export interface ApplyResult {
   userId: string;
-  /** -1: the user is not cached (unknown), nothing was written. */
+  /** ApplyStatus.UNKNOWN_USER: the user is not cached (unknown), nothing was written. */
   applied: number;
   skipped: number;
   totals: BadgeTotals;
@@ -106,12 +108,24 @@ const HYDRATE_LUA = lua('hydrate');
 /** Users per hydrate script call on a single Redis. */
 const USERS_PER_HYDRATE = 64;
 
+/** Redis error replies after which a cluster command did not run. */
+const REDIRECT_REPLIES = new Set(['MOVED', 'ASK', 'TRYAGAIN', 'CLUSTERDOWN']);
+
 /**
  * Errors after which a cluster command did not run (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) or may not
  * have run (connection lost in a failover). ioredis retries these for single commands, but an
- * auto-pipeline mixing several slots hands them to the caller instead.
+ * auto-pipeline mixing several slots hands them to the caller instead. ioredis gives them no code:
+ * a reply error's first word is Redis's error code (RESP), read as ioredis itself does
+ * (`message.split(" ")`); a lost connection or an unready cluster is a plain Error known by its text.
  */
-const REDIRECTED = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)\b|Connection is closed|CONNECTION_CLOSED|Cluster isn't ready/;
+function isRedirected(err: unknown): boolean {
+  const message = (err as Error | undefined)?.message ?? '';
+  return (
+    REDIRECT_REPLIES.has(message.split(' ', 1)[0] as string) ||
+    message.includes('Connection is closed') ||
+    message.includes("Cluster isn't ready")
+  );
+}
 
 interface ScriptCommands {
   unreadApply(user: string, tombstones: string, ...argv: string[]): Promise<number[]>;
@@ -256,7 +270,7 @@ export class UnreadStore {
         );
         group.forEach(([userId], i) => {
           const [total, unreadRooms, seq] = reply.slice(i * 3, i * 3 + 3);
-          if (total === -1) return;
+          if (total === HydrateStatus.REFUSED) return;
           out.set(userId, { total: total ?? 0, unreadRooms: unreadRooms ?? 0, seq: seq ?? 0 });
         });
       }),
@@ -550,7 +564,7 @@ export class UnreadStore {
     try {
       return await first();
     } catch (err) {
-      if (!(this.redis instanceof Cluster) || !REDIRECTED.test((err as Error).message)) throw err;
+      if (!(this.redis instanceof Cluster) || !isRedirected(err)) throw err;
       const command = new Command('eval', [script, keys.length, ...keys, ...argv], { replyEncoding: 'utf8' });
       return (await this.redis.sendCommand(command)) as number[];
     }
@@ -564,7 +578,7 @@ export class UnreadStore {
     try {
       return await read();
     } catch (err) {
-      if (!(this.redis instanceof Cluster) || !REDIRECTED.test((err as Error).message)) throw err;
+      if (!(this.redis instanceof Cluster) || !isRedirected(err)) throw err;
       await sleep(50);
       return read();
     }

@@ -16,10 +16,14 @@
   then per user, in KEYS order:
     shard channel (SPUBLISH "total unreadRooms seq" after a change, "unknown" when not cached),
     number of changes n, then n triples: room, unread, version
-  Returns  per user {applied, skipped, total, unreadRooms, seq}, flattened; applied = -1 when
-           the user is unknown
+  Returns  per user {applied, skipped, total, unreadRooms, seq}, flattened; applied = UNKNOWN_USER
+           when the user is unknown
+  Statuses (ApplyStatus in src/store/status.ts):
+    UNKNOWN_USER = -1  in place of applied: the user is not cached, nothing was written
 ]]
 --- @include "older"
+
+local UNKNOWN_USER = -1
 
 local stamped = ARGV[2] ~= ''
 local sx, sn = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -67,7 +71,7 @@ for u = 1, #KEYS / 2 do
   if redis.call('EXISTS', hash) == 0 then
     -- Tell socket servers holding this user that its cache is gone (evicted or wiped).
     redis.call('SPUBLISH', channel, 'unknown')
-    for _, v in ipairs({-1, 0, 0, 0, 0}) do out[#out + 1] = v end
+    for _, v in ipairs({UNKNOWN_USER, 0, 0, 0, 0}) do out[#out + 1] = v end
   elseif stale then
     local t = redis.call('HMGET', hash, 't', 'n', 's')
     for _, v in ipairs({0, n, tonumber(t[1]), tonumber(t[2]), tonumber(t[3])}) do out[#out + 1] = v end

@@ -24,9 +24,13 @@
   ARGV[4]  '1' when KEYS[1] is the prefix's meta hash, '0' otherwise
   then per user, in KEYS order: shard channel (SPUBLISH "total unreadRooms seq"), number of rooms
     n, then n pairs: room field, unread (> 0)
-  Returns  per user {total, unreadRooms, seq}, flattened; {-1, 0, 0} when refused as older
+  Returns  per user {total, unreadRooms, seq}, flattened; {REFUSED, 0, 0} when refused as older
+  Statuses (HydrateStatus in src/store/status.ts):
+    REFUSED = -1  in place of total: the snapshot is older than the user's state or the reset floor
 ]]
 --- @include "older"
+
+local REFUSED = -1
 
 local stamped = ARGV[1] ~= ''
 local sx, sn = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -52,7 +56,7 @@ for k = first, #KEYS, 2 do
   a = to + 1
 
   if refusedAll or (stamped and older(sx, sn, redis.call('HGET', tombs, 'h'))) then
-    out[#out + 1] = -1
+    out[#out + 1] = REFUSED
     out[#out + 1] = 0
     out[#out + 1] = 0
   else
