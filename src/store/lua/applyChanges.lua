@@ -24,6 +24,8 @@
 --- @include "older"
 
 local UNKNOWN_USER = -1
+-- The version of a room with no entry and no tombstone: older than every change (log ids start at 1).
+local NO_VERSION = -1
 
 local stamped = ARGV[2] ~= ''
 local sx, sn = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -85,7 +87,7 @@ for u = 1, #KEYS / 2 do
       if count[room] == nil then
         names[#names + 1] = room
         count[room] = 0
-        seen[room] = -1
+        seen[room] = NO_VERSION
       end
     end
     local current = hmget(hash, names, {'t', 'n', 's'})
