@@ -11,6 +11,7 @@ import type { Logger } from './log.js';
  */
 export function installPostgresWriteGuard(log: Logger): void {
   process.on('uncaughtException', (err) => {
+    // A TypeError from the runtime has no code: its text and where it was thrown are all there is.
     const known =
       err instanceof TypeError &&
       err.message.includes("reading 'write'") &&
