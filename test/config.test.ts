@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, settingsOf, type Scope, type Setting } from '../src/config.js';
+import { redactSecrets } from '../src/env.js';
 import { ErrorCode, UnreadSyncError } from '../src/errors.js';
 import { loadSocketConfig } from '../src/socket/config.js';
 
@@ -103,6 +104,12 @@ describe.each(scopes)('the settings table drives the %s config', (scope) => {
     expect(issues).toEqual([expect.stringMatching(/^REDIS_URL must be a URL/)]);
     expect(issues[0]).not.toContain('pw-secret-1');
   });
+});
+
+it("the table's secrets are scrubbed from logs and messages too (env.ts SECRET_VARS)", () => {
+  const secrets = [...settingsOf('bridge'), ...settingsOf('socket')].filter(([, s]) => s.secret);
+  expect(secrets.map(([, s]) => s.env).sort()).toEqual(['SUPABASE_JWT_SECRET', 'SUPABASE_SERVICE_ROLE_KEY']);
+  for (const [, s] of secrets) expect(redactSecrets('key=some-secret-value', { [s.env]: 'some-secret-value' })).toBe('key=[redacted]');
 });
 
 describe('cross-variable checks', () => {
