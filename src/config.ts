@@ -171,16 +171,14 @@ export function readSettings<S extends Scope>(scope: S, env: Record<string, stri
   const schema = z.object(
     Object.fromEntries(entries.map(([, s]) => [s.env, scope === 'socket' && s.socketSchema ? s.socketSchema : s.schema])),
   );
-  const parsed = parseEnv(
-    schema,
-    env,
-    entries.filter(([, s]) => s.secret).map(([, s]) => s.env),
-  ) as Record<string, unknown>;
-  const fields: { redisUrl: string; redisClusterNodes: string[] } = Object.fromEntries(
-    entries.map(([field, s]) => [field, parsed[s.env]]),
-  ) as never;
+  const secrets = entries.filter(([, s]) => s.secret).map(([, s]) => s.env);
+  const parsed: Record<string, unknown> = parseEnv(schema, env, secrets);
+  const fields = Object.fromEntries(entries.map(([field, s]) => [field, parsed[s.env]])) as {
+    redisUrl: string;
+    redisClusterNodes: string[];
+  };
   if (fields.redisClusterNodes.length === 0) fields.redisClusterNodes = clusterNodesOf(fields.redisUrl);
-  // The schemas above are the ones ScopedConfig<S> is derived from.
+  // Each field was parsed by the schema ScopedConfig<S> derives its type from.
   return fields as unknown as ScopedConfig<S>;
 }
 
