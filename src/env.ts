@@ -1,14 +1,14 @@
 import { z } from 'zod';
+import { ErrorCode, UnreadSyncError } from './errors.js';
 
 /** Raised when the environment is wrong; `issues` holds one readable line per bad variable. */
-export class ConfigError extends Error {
+export class ConfigError extends UnreadSyncError {
   constructor(readonly issues: string[]) {
-    super(`invalid configuration:\n  - ${issues.join('\n  - ')}`);
-    this.name = 'ConfigError';
+    super(ErrorCode.CONFIG_INVALID, `invalid configuration:\n  - ${issues.join('\n  - ')}`);
   }
 }
 
-// Schema pieces shared by the bridge's and the socket server's configuration.
+// Schema pieces of the settings table (src/config.ts).
 
 export const envInt = (min: number, max: number, fallback: number) =>
   z.coerce
@@ -36,27 +36,23 @@ export const envBool = (fallback: boolean) =>
     .optional()
     .transform((v) => (v === undefined ? fallback : ['true', '1', 'yes', 'on'].includes(v)));
 
-/** Key prefixes end up in every Redis key; braces would break cluster hash tags. */
-export const keyPrefixSchema = z
-  .string()
-  .default('unread:')
-  .refine((v) => /^[A-Za-z0-9_.:-]{1,64}$/.test(v), { error: 'must be 1-64 characters of letters, digits, _ . : -' });
+/** A string matching `pattern`, with `error` as the message otherwise. */
+export const envMatch = (pattern: RegExp, error: string) => z.string().refine((v) => pattern.test(v), { error });
 
-export const redisUrlSchema = envUrl(['redis:', 'rediss:', 'redis+cluster:']).default('redis://127.0.0.1:6379');
+/** Comma-separated list, blanks dropped; unset = empty. */
+export const envList = () =>
+  z
+    .string()
+    .optional()
+    .transform((v) =>
+      (v ?? '')
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    );
 
-/** Seed nodes of a Redis Cluster, "host:port,host:port"; REDIS_URL=redis+cluster://h:p,h:p works too. */
-export const clusterNodesSchema = z
-  .string()
-  .optional()
-  .refine((v) => v === undefined || v.split(',').every((n) => /^[A-Za-z0-9_.-]+:\d{1,5}$/.test(n.trim())), {
-    error: 'must be a comma-separated list of host:port',
-  });
-
-export const logLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info');
-
-export function clusterNodes(url: string, list: string | undefined): string[] {
-  if (list) return list.split(',').map((n) => n.trim());
-  // The URL parser does not take a host list, so read it by hand.
+/** The seed nodes of a `redis+cluster://h:p,h:p/...` URL (the URL parser does not take a host list). */
+export function clusterNodesOf(url: string): string[] {
   if (url.startsWith('redis+cluster://')) return url.slice('redis+cluster://'.length).split('/')[0]!.split(',');
   return [];
 }
