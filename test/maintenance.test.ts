@@ -5,7 +5,8 @@
  */
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LockLostError, PostgresSource } from '../src/sources/postgres.js';
+import { PostgresSource } from '../src/sources/postgres.js';
+import { SourceLeaseLostError } from '../src/sources/source.js';
 import { Bridge } from '../src/bridge/bridge.js';
 import { UnreadReader } from '../src/read/reader.js';
 import { startBridge } from '../src/launch.js';
@@ -148,7 +149,7 @@ describe('log maintenance beside the apply loop (issue 13, goal 3)', () => {
       expect(await a.saveCheckpoint()).toBe(false);
       expect(await checkpoint()).toBe(bs);
       // A's next cycle fails instead of reading on (its bridge then restarts and stands by).
-      await expect(bridgeA.runOnce()).rejects.toBeInstanceOf(LockLostError);
+      await expect(bridgeA.runOnce()).rejects.toBeInstanceOf(SourceLeaseLostError);
       // B's own writes still go through: the fence names the session that holds the lock.
       expect(await b.saveCheckpoint()).toBe(true);
       expect(await queries.readCheckpoint(db.sql, 'ousted')).toBe(bs);

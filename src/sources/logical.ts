@@ -1,10 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import postgres from 'postgres';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Gauge, type Counter, type Registry } from 'prom-client';
 import { connect, queries, type DatabaseIdentity, type Sql } from '../db.js';
+import { ErrorCode, UnreadSyncError } from '../errors.js';
 import { sleep } from '../sleep.js';
-import { parseCopyData, parseLsn, statusUpdate, xidVisibleIn } from './pgoutput.js';
+import { backoffDelay } from './backoff.js';
+import { counter } from './metrics.js';
+import { parseCopyData, parseLsn, statusUpdate } from './pgoutput.js';
+import { xidVisibleIn } from './snapshot.js';
 import { PostgresSource, type PostgresSourceOptions } from './postgres.js';
 import type { ChangeSource, CycleHandler } from './source.js';
 
@@ -19,10 +23,12 @@ export interface LogicalSourceOptions extends PostgresSourceOptions {
 }
 
 /** UNREAD_SOURCE=logical on a server or role that cannot stream. */
-export class LogicalUnavailableError extends Error {
+export class LogicalUnavailableError extends UnreadSyncError {
   constructor(readonly reasons: string[]) {
-    super(`UNREAD_SOURCE=logical, but logical decoding is unavailable: ${reasons.join('; ')} (UNREAD_SOURCE=auto polls instead)`);
-    this.name = 'LogicalUnavailableError';
+    super(
+      ErrorCode.LOGICAL_UNAVAILABLE,
+      `UNREAD_SOURCE=logical, but logical decoding is unavailable: ${reasons.join('; ')} (UNREAD_SOURCE=auto polls instead)`,
+    );
   }
 }
 
@@ -169,16 +175,12 @@ export class LogicalSource implements ChangeSource {
         this.set({ mode: 'polling' }, source.streaming ? 0 : 1);
       },
     });
-    this.failures = new Counter({
-      name: 'unread_sync_logical_stream_failures_total',
-      help: 'Logical replication streams that failed or stalled (the bridge polled until a new slot streamed)',
-      registers: [registry],
-    });
-    this.wakeups = new Counter({
-      name: 'unread_sync_logical_wakeups_total',
-      help: 'Waits for changes that a streamed commit ended before the index probe did',
-      registers: [registry],
-    });
+    this.failures = counter(
+      registry,
+      'unread_sync_logical_stream_failures_total',
+      'Logical replication streams that failed or stalled (the bridge polled until a new slot streamed)',
+    );
+    this.wakeups = counter(registry, 'unread_sync_logical_wakeups_total', 'Waits for changes that a streamed commit ended before the index probe did');
     (this.inner as ChangeSource).observe?.(registry);
   }
 
@@ -260,7 +262,7 @@ export class LogicalSource implements ChangeSource {
   /** Opens a slot and streams until stopped; after a failure or stall, polls and retries with backoff. */
   private async runStream(stop: AbortSignal): Promise<void> {
     const { log } = this.options;
-    let backoff = 0;
+    let attempt = -1;
     while (!stop.aborted) {
       const startedAt = Date.now();
       try {
@@ -274,8 +276,8 @@ export class LogicalSource implements ChangeSource {
       }
       if (stop.aborted) break;
       // A stream that ran for a while gets a quick retry; repeated failures back off.
-      backoff = Date.now() - startedAt > BACKOFF_MAX_MS ? BACKOFF_MIN_MS : Math.min(BACKOFF_MAX_MS, backoff === 0 ? BACKOFF_MIN_MS : backoff * 2);
-      await sleep(backoff / 2 + Math.random() * (backoff / 2), stop);
+      attempt = Date.now() - startedAt > BACKOFF_MAX_MS ? 0 : attempt + 1;
+      await sleep(backoffDelay(attempt, BACKOFF_MIN_MS, BACKOFF_MAX_MS), stop);
     }
     this.slot = null;
   }

@@ -1,6 +1,6 @@
 import { connect, queries, type DatabaseIdentity, type LockHolder, type Sql } from '../db.js';
 import type { Logger } from '../log.js';
-import type { ChangeSource, CycleHandler, HydratedRoom } from './source.js';
+import { SourceLeaseLostError, startPosition, type ChangeSource, type CycleHandler, type HydratedRoom } from './source.js';
 
 export interface PostgresSourceOptions {
   databaseUrl: string;
@@ -18,13 +18,8 @@ export interface PostgresSourceOptions {
   log: Logger;
 }
 
-/** Thrown when the connection holding the bridge lock was replaced: another bridge may be active. */
-export class LockLostError extends Error {
-  constructor() {
-    super('bridge lock lost (database connection was replaced)');
-    this.name = 'LockLostError';
-  }
-}
+/** The session holding the bridge lock was replaced: another bridge may be active. */
+const lockLost = (): SourceLeaseLostError => new SourceLeaseLostError('lock', 'database connection was replaced');
 
 /** Rows one prune batch deletes at most: each batch is its own short transaction. */
 const PRUNE_BATCH = 10_000;
@@ -130,14 +125,13 @@ export class PostgresSource implements ChangeSource {
     }
     this.fenced = false;
     this.large = false;
-    this.position = await queries.readCheckpoint(this.pool, bridgeName);
-    if (this.position === null) {
-      // Nothing says what Redis holds: start from now and treat every cached user as unknown.
-      this.position = await queries.currentSnapshot(this.pool);
-      this.firstStart = true;
+    const resumed = await startPosition(this.pool, bridgeName, log, async (now) => {
+      this.position = now;
       await this.persist();
-      log.info({ bridge: bridgeName }, 'first start: cache will be reset, users hydrate on demand');
-    }
+    });
+    this.position = resumed.position;
+    // A first start that never completed a cycle stays one across restarts.
+    this.firstStart ||= resumed.firstStart;
     this.persisted = this.position;
     if (this.options.checkpointIntervalMs > 0 && !this.checkpointTimer) {
       this.checkpointTimer = setInterval(() => this.checkpointBeside(), this.options.checkpointIntervalMs);
@@ -153,7 +147,7 @@ export class PostgresSource implements ChangeSource {
   async cycle(hydrate: string[], handler: CycleHandler): Promise<number> {
     const previous = this.position;
     if (previous === null) throw new Error('source not started');
-    if (this.fenced) throw new LockLostError();
+    if (this.fenced) throw lockLost();
     const generation = this.generation;
     const small = Math.min(this.options.batchSize, SMALL_CYCLE_ROWS);
     // Small cycles (nearly all of them) are one statement; a backlog goes through the cursor.
@@ -188,7 +182,7 @@ export class PostgresSource implements ChangeSource {
     const rows = await queries.readCycle(this.lockConn, previous, this.options.bridgeName, hydrate, limit);
     const head = rows[0];
     if (!head || head.part !== 'head' || head.snapshot === null) throw new Error('read_cycle returned no head row');
-    if (head.pid !== this.holder.pid) throw new LockLostError();
+    if (head.pid !== this.holder.pid) throw lockLost();
     const changes: unknown[] = [];
     const hydrated = new Map<string, HydratedRoom[]>(hydrate.map((id) => [id, []]));
     for (const r of rows) {
@@ -226,7 +220,7 @@ export class PostgresSource implements ChangeSource {
         queries.openCycle(conn, previous, this.options.bridgeName),
         queries.exportSnapshot(conn),
       ]);
-      if (opened.pid !== this.holder.pid) throw new LockLostError();
+      if (opened.pid !== this.holder.pid) throw lockLost();
       snapshot = opened.snapshot;
       gap = opened.gap || this.firstStart;
       if (opened.gap) this.options.log.warn({ previous }, 'change log was pruned past this bridge: resetting cache');
@@ -397,7 +391,7 @@ export class PostgresSource implements ChangeSource {
   /**
    * Saves the newest applied position unless it is saved already; false when refused because this
    * bridge's lock session no longer holds the lock (it was ousted: the position is left to the
-   * bridge that holds it, and the next cycle fails with LockLostError). Writes are serialised.
+   * bridge that holds it, and the next cycle fails with SourceLeaseLostError). Writes are serialised.
    */
   saveCheckpoint(): Promise<boolean> {
     const run = this.writes.then(() => this.writeCheckpoint());
@@ -435,7 +429,7 @@ export class PostgresSource implements ChangeSource {
 
   /** Saves the position now (first start, rewind, no checkpoint interval); throws when refused. */
   private async persist(): Promise<void> {
-    if (!(await this.saveCheckpoint())) throw new LockLostError();
+    if (!(await this.saveCheckpoint())) throw lockLost();
   }
 
   private async reconnect(): Promise<void> {

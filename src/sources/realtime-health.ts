@@ -1,7 +1,12 @@
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Gauge, type Counter, type Registry } from 'prom-client';
 import type { Logger } from '../log.js';
+import { counter } from './metrics.js';
 
-/** What the Realtime server said when it shut a channel over the project's message quota. */
+/**
+ * What the Realtime server said when it shut a channel over the project's message quota. Its system
+ * message ({extension: 'system', status: 'error', message, channel}) carries no code or type, so the
+ * text is all there is to tell this shutdown from the others.
+ */
 export const RATE_LIMIT_MESSAGE = /Too many messages per second/i;
 
 /**
@@ -128,22 +133,18 @@ export class RealtimeHealth {
         this.set(self.episodeOpen ? 1 : 0);
       },
     });
-    this.episodesMetric = new Counter({
-      name: 'unread_sync_realtime_rate_limit_episodes_total',
-      help: 'Episodes of "Too many messages per second" from Supabase Realtime',
-      registers: [registry],
-    });
+    this.episodesMetric = counter(registry, 'unread_sync_realtime_rate_limit_episodes_total', 'Episodes of "Too many messages per second" from Supabase Realtime');
     this.episodesMetric.inc(this.counts.episodes);
-    this.missedMetric = new Counter({
-      name: 'unread_sync_realtime_live_missed_total',
-      help: 'Log rows a catch-up applied that never arrived over Realtime (quota drops, missing partition, replication gap, at-most-once loss)',
-      registers: [registry],
-    });
-    this.checkedMetric = new Counter({
-      name: 'unread_sync_realtime_live_checked_total',
-      help: 'Log rows compared with what arrived over Realtime (denominator of live_missed_total)',
-      registers: [registry],
-    });
+    this.missedMetric = counter(
+      registry,
+      'unread_sync_realtime_live_missed_total',
+      'Log rows a catch-up applied that never arrived over Realtime (quota drops, missing partition, replication gap, at-most-once loss)',
+    );
+    this.checkedMetric = counter(
+      registry,
+      'unread_sync_realtime_live_checked_total',
+      'Log rows compared with what arrived over Realtime (denominator of live_missed_total)',
+    );
     new Gauge({
       name: 'unread_sync_realtime_partitions_missing',
       help: 'Days among today and tomorrow (UTC) with no realtime.messages partition (-1: not checked)',

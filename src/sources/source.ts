@@ -1,5 +1,7 @@
 import type { Registry } from 'prom-client';
-import type { DatabaseIdentity, HydratedRoom } from '../db.js';
+import { queries, type DatabaseIdentity, type HydratedRoom, type Sql } from '../db.js';
+import { ErrorCode, UnreadSyncError } from '../errors.js';
+import type { Logger } from '../log.js';
 
 export type { DatabaseIdentity, HydratedRoom };
 
@@ -76,4 +78,35 @@ export interface ChangeSource {
   /** Throws when the source's upstream (database, Realtime) is unreachable; optional. */
   check?(): Promise<void>;
   stop(): Promise<void>;
+}
+
+/**
+ * The source lost what made it the one reader of its bridge's stream (the postgres sources' advisory
+ * lock, the Supabase source's lease): another bridge may be active. The bridge restarts the source
+ * on any error; this one says why, and the restarted source stands by until it holds it again.
+ */
+export class SourceLeaseLostError extends UnreadSyncError {
+  constructor(kind: 'lock' | 'lease', detail: string) {
+    super(ErrorCode.SOURCE_LEASE_LOST, `bridge ${kind} lost (${detail})`);
+  }
+}
+
+/**
+ * Where a starting source reads from: its saved checkpoint, or with none (a first start) the current
+ * snapshot, saved at once through `save` (which fences it by the source's lock or lease).
+ * `firstStart`: nothing says what Redis holds, so the first cycle must report a gap.
+ */
+export async function startPosition(
+  sql: Sql,
+  bridgeName: string,
+  log: Logger,
+  save: (snapshot: string) => Promise<void>,
+): Promise<{ position: string; firstStart: boolean }> {
+  const saved = await queries.readCheckpoint(sql, bridgeName);
+  if (saved !== null) return { position: saved, firstStart: false };
+  // Start from now and forget every cached user: users hydrate on demand.
+  const position = await queries.currentSnapshot(sql);
+  await save(position);
+  log.info({ bridge: bridgeName }, 'first start: cache will be reset, users hydrate on demand');
+  return { position, firstStart: true };
 }

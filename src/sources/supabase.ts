@@ -1,17 +1,22 @@
-import { randomUUID } from 'node:crypto';
-import { sleep } from '../sleep.js';
-import { hostname } from 'node:os';
 import { createClient, type SupabaseClient } from '@supabase/supabase-js';
 import type { RealtimeChannel, RealtimeClientOptions, WebSocketLikeConstructor } from '@supabase/realtime-js';
 import { decodeJwt } from 'jose';
 import WebSocket from 'ws';
 import { z } from 'zod';
-import { connectPooled, queries, supabaseQueries, type HydratedRoom, type Sql } from '../db.js';
+import { connectPooled, queries, supabaseQueries, type Sql } from '../db.js';
 import { parseEvent, xidSchema } from '../events.js';
 import type { Logger } from '../log.js';
 import type { Registry } from 'prom-client';
+import { backoffDelay } from './backoff.js';
+import { isPlainObject, LiveMisses, readCatchup } from './catchup.js';
+import { BridgeLease } from './lease.js';
 import { RATE_LIMIT_MESSAGE, RealtimeHealth } from './realtime-health.js';
-import type { ChangeSource, CycleHandler } from './source.js';
+import { parseSnapshot, visibleIn, type Snapshot } from './snapshot.js';
+import { startPosition, type ChangeSource, type CycleHandler } from './source.js';
+
+// Imported from here by existing callers; they live in their own modules now.
+export { backoffDelay } from './backoff.js';
+export { parseSnapshot, visibleIn, type Snapshot } from './snapshot.js';
 
 export interface SupabaseSourceOptions {
   supabaseUrl: string;
@@ -86,44 +91,6 @@ export interface SupabaseSourceStats {
   lastShutdown: string | null;
 }
 
-/** Thrown when the lease was lost: another bridge may be active. The bridge restarts the source. */
-export class LeaseLostError extends Error {
-  constructor(detail: string) {
-    super(`bridge lease lost (${detail})`);
-    // Same name as the postgres source's error: the bridge restarts the source on it.
-    this.name = 'LockLostError';
-  }
-}
-
-/** A parsed pg_snapshot "xmin:xmax:xip,...". */
-export interface Snapshot {
-  xmin: bigint;
-  xmax: bigint;
-  xip: Set<bigint>;
-}
-
-export function parseSnapshot(text: string): Snapshot {
-  const m = /^(\d+):(\d+):([\d,]*)$/.exec(text);
-  if (!m) throw new Error(`not a pg_snapshot: ${JSON.stringify(text)}`);
-  return {
-    xmin: BigInt(m[1]!),
-    xmax: BigInt(m[2]!),
-    xip: new Set((m[3] ?? '').split(',').filter(Boolean).map(BigInt)),
-  };
-}
-
-/** pg_visible_in_snapshot() for a committed xid: the same rule the catch-up reads by. */
-export function visibleIn(xid: bigint, s: Snapshot): boolean {
-  if (xid < s.xmin) return true;
-  if (xid >= s.xmax) return false;
-  return !s.xip.has(xid);
-}
-
-/** Equal-jitter exponential backoff: half fixed, half random, so reconnects spread out. */
-export function backoffDelay(attempt: number, baseMs: number, maxMs: number, random: () => number = Math.random): number {
-  const cap = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 20));
-  return Math.round(cap / 2 + random() * (cap / 2));
-}
 
 export const bridgeTopic = (shard: number): string => `unread-sync:bridge:${shard}`;
 export const userTopic = (userId: string): string => `unread-sync:user:${userId}`;
@@ -133,8 +100,6 @@ const broadcastFrame = z.object({ event: z.string(), payload: z.unknown() });
 const withXid = z.object({ xid: xidSchema });
 /** A transaction's changes for one topic (migration 1764000000006); elements are checked one by one later. */
 const batchFrame = z.object({ xid: xidSchema, changes: z.array(z.unknown()).max(100_000) });
-const LIVE_SEEN_MAX = 200_000;
-const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 interface Shard {
   index: number;
@@ -188,13 +153,10 @@ export class SupabaseSource implements ChangeSource {
   private realtimeMissing: string | null = null;
   private partitionTimer: NodeJS.Timeout | null = null;
   private catchupOnReady = false;
-  /** Ids of events that arrived live (bounded); compared with what catch-ups read, one catch-up later. */
-  private liveSeen = new Set<string>();
-  private liveSeenOverflow = false;
-  private pendingMissCheck: string[] = [];
+  /** Ids of events that arrived live, compared with what catch-ups read, one catch-up later. */
+  private readonly liveMisses = new LiveMisses();
   private readonly sql: Sql;
-  private readonly holder = `${hostname()}:${process.pid}:${randomUUID()}`;
-  private readonly leaseTtlMs: number;
+  private readonly lease: BridgeLease;
   private readonly random: () => number;
   private client: SupabaseClient | null = null;
   private shards: Shard[] = [];
@@ -205,17 +167,23 @@ export class SupabaseSource implements ChangeSource {
   private buffer: unknown[] = [];
   private catchupDue = true;
   private nextCatchupAt = 0;
-  private leaseTimer: NodeJS.Timeout | null = null;
-  private leaseLost: string | null = null;
-  private leaseValidUntil = 0;
   private wake: (() => void) | null = null;
   private stopped = false;
   private readonly keyProblem: string | null;
 
   constructor(private readonly options: SupabaseSourceOptions) {
     this.sql = connectPooled(options.databaseUrl, { max: 2, applicationName: 'unread-sync bridge (supabase)' });
-    this.leaseTtlMs = options.leaseTtlMs ?? 15_000;
     this.random = options.random ?? Math.random;
+    this.lease = new BridgeLease(this.sql, {
+      bridgeName: options.bridgeName,
+      ttlMs: options.leaseTtlMs ?? 15_000,
+      log: options.log,
+      random: this.random,
+      onLost: () => {
+        void this.unsubscribeAll();
+        this.wake?.();
+      },
+    });
     this.keyProblem = inspectKey(options.serviceRoleKey);
     this.health = new RealtimeHealth({ windowMs: options.rateLimitWindowMs ?? 60_000, log: options.log, random: this.random });
   }
@@ -228,25 +196,12 @@ export class SupabaseSource implements ChangeSource {
   async start(signal: AbortSignal): Promise<void> {
     const { log, bridgeName } = this.options;
     this.stopped = false;
-    this.leaseLost = null;
-    let announced = false;
-    while (!(await supabaseQueries.acquireLease(this.sql, bridgeName, this.holder, this.leaseTtlMs))) {
-      if (!announced) log.info({ bridge: bridgeName }, 'another bridge holds the lease; standing by');
-      announced = true;
-      await sleep(backoffDelay(2, 500, 2_000, this.random), signal);
-      if (signal.aborted) throw new Error('aborted while standing by');
-    }
-    this.leaseValidUntil = Date.now() + this.leaseTtlMs;
-    this.armLeaseRenewal();
+    await this.lease.acquire(signal);
 
-    this.position = await queries.readCheckpoint(this.sql, bridgeName);
-    if (this.position === null) {
-      // Nothing says what Redis holds: start from now and forget every cached user (as the postgres source).
-      this.position = await queries.currentSnapshot(this.sql);
-      this.firstStart = true;
-      await this.persist(this.position);
-      log.info({ bridge: bridgeName }, 'first start: cache will be reset, users hydrate on demand');
-    }
+    const resumed = await startPosition(this.sql, bridgeName, log, (now) => this.lease.saveCheckpoint(now));
+    this.position = resumed.position;
+    // A first start that never completed a catch-up stays one across restarts.
+    this.firstStart ||= resumed.firstStart;
     this.positionParsed = parseSnapshot(this.position);
     this.realtimeInstalled = await supabaseQueries.realtimeInstalled(this.sql);
     if (this.realtimeInstalled) {
@@ -270,7 +225,7 @@ export class SupabaseSource implements ChangeSource {
 
   async cycle(hydrate: string[], handler: CycleHandler): Promise<number> {
     if (this.position === null || this.positionParsed === null) throw new Error('source not started');
-    this.checkLease();
+    this.lease.check();
     this.health.settle(this.subscribedAll());
     if (hydrate.length > 0 || this.catchupDue || Date.now() >= this.nextCatchupAt) {
       if (this.catchupOnReady) this.stats.catchupsOnReady++;
@@ -307,7 +262,7 @@ export class SupabaseSource implements ChangeSource {
 
   waitForChanges(timeoutMs: number, signal: AbortSignal): Promise<void> {
     const untilCatchup = this.nextCatchupAt - Date.now();
-    if (this.buffer.length > 0 || this.catchupDue || untilCatchup <= 0 || this.leaseLost || signal.aborted) {
+    if (this.buffer.length > 0 || this.catchupDue || untilCatchup <= 0 || this.lease.lost || signal.aborted) {
       return Promise.resolve();
     }
     return new Promise((resolve) => {
@@ -364,13 +319,12 @@ export class SupabaseSource implements ChangeSource {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.leaseTimer) clearInterval(this.leaseTimer);
-    this.leaseTimer = null;
+    this.lease.stop();
     if (this.partitionTimer) clearInterval(this.partitionTimer);
     this.partitionTimer = null;
     try {
       await this.unsubscribeAll();
-      if (!this.leaseLost) await supabaseQueries.releaseLease(this.sql, this.options.bridgeName, this.holder).catch(() => {});
+      await this.lease.release();
     } finally {
       await this.sql.end({ timeout: 5 });
     }
@@ -383,58 +337,20 @@ export class SupabaseSource implements ChangeSource {
     if (previous === null) throw new Error('source not started');
     // Cleared first: a subscribe that lands during this catch-up asks for another one.
     this.catchupDue = false;
-    let upto: string | null = null;
-    let after: { xid: string; id: string } | null = null;
-    let read = 0;
-    let pages = 0;
-    let gap = false;
-    const readIds: string[] = [];
-    for (;;) {
-      const rows = await supabaseQueries.readChanges(this.sql, {
+    const { upto, read, pages, readIds } = await readCatchup(
+      this.sql,
+      {
         previous,
-        upto,
-        after,
-        hydrate: upto === null ? hydrate : [],
-        maxRows: this.options.batchSize,
-        bridge: this.options.bridgeName,
-      });
-      pages++;
-      const head = rows.find((r) => r.part === 'head');
-      if (!head?.snapshot) throw new Error('read_changes returned no head row');
-      if (upto === null) {
-        upto = head.snapshot;
-        gap = head.gap === true || this.firstStart;
-        if (head.gap) this.options.log.warn({ previous }, 'change log was pruned past this bridge: resetting cache');
-        const hydrated = new Map<string, HydratedRoom[]>(hydrate.map((u) => [u, []]));
-        for (const r of rows) {
-          if (r.part === 'room' && r.user_id && r.room_id && r.unread !== null) {
-            hydrated.get(r.user_id)?.push({ roomId: r.room_id, unread: r.unread });
-          }
-        }
-        await handler.begin({ gap, hydrated, snapshot: upto });
-      }
-      const changes: unknown[] = [];
-      for (const r of rows) {
-        if (r.part !== 'change') continue;
-        changes.push(
-          r.kind === 'reset'
-            ? { id: r.id, xid: r.xid, kind: r.kind, created_at: r.created_at }
-            : { id: r.id, xid: r.xid, kind: r.kind, user_id: r.user_id, room_id: r.room_id, unread: r.unread, negative: r.negative, created_at: r.created_at },
-        );
-        if (r.xid && r.id) after = { xid: r.xid, id: r.id };
-      }
-      read += changes.length;
-      if (this.realtimeInstalled && !this.firstStart && readIds.length < LIVE_SEEN_MAX) {
-        for (const c of changes) readIds.push((c as { id: string }).id);
-      }
-      if (changes.length > 0) await handler.chunk(changes);
-      if (!head.more) break;
-    }
-    await handler.end();
-    if (!(await supabaseQueries.saveCheckpointLeased(this.sql, this.options.bridgeName, this.holder, upto))) {
-      this.leaseLost = 'checkpoint refused: lease not held';
-      throw new LeaseLostError(this.leaseLost);
-    }
+        hydrate,
+        bridgeName: this.options.bridgeName,
+        batchSize: this.options.batchSize,
+        firstStart: this.firstStart,
+        collectIds: this.realtimeInstalled && !this.firstStart,
+        log: this.options.log,
+      },
+      handler,
+    );
+    await this.lease.saveCheckpoint(upto);
     this.position = upto;
     this.positionParsed = parseSnapshot(upto);
     this.firstStart = false;
@@ -443,36 +359,13 @@ export class SupabaseSource implements ChangeSource {
     this.stats.catchupRows += read;
     this.stats.lastCatchupRows = read;
     this.stats.catchupPages += pages;
-    this.checkLiveMisses(readIds);
+    const check = this.liveMisses.settle(readIds);
+    if (check) {
+      this.stats.liveChecked += check.checked;
+      this.stats.liveMissed += check.missed;
+      this.health.onLiveCheck(check.checked, check.missed);
+    }
     return read;
-  }
-
-  /**
-   * Rows the previous catch-up read are compared with what arrived live since (a live copy in
-   * flight during that catch-up has had a whole interval to land): the misses are what Realtime lost.
-   */
-  private checkLiveMisses(readIds: string[]): void {
-    if (!this.liveSeenOverflow) {
-      let missed = 0;
-      for (const id of this.pendingMissCheck) {
-        if (this.liveSeen.has(id)) this.liveSeen.delete(id);
-        else missed++;
-      }
-      this.stats.liveChecked += this.pendingMissCheck.length;
-      this.stats.liveMissed += missed;
-      this.health.onLiveCheck(this.pendingMissCheck.length, missed);
-    } else {
-      this.liveSeen.clear();
-    }
-    this.liveSeenOverflow = false;
-    this.pendingMissCheck = readIds;
-  }
-
-  private async persist(snapshot: string): Promise<void> {
-    if (!(await supabaseQueries.saveCheckpointLeased(this.sql, this.options.bridgeName, this.holder, snapshot))) {
-      this.leaseLost = 'checkpoint refused: lease not held';
-      throw new LeaseLostError(this.leaseLost);
-    }
   }
 
   // --- partitions -----------------------------------------------------------------
@@ -490,39 +383,6 @@ export class SupabaseSource implements ChangeSource {
     run();
     this.partitionTimer = setInterval(run, every);
     this.partitionTimer.unref();
-  }
-
-  // --- lease -----------------------------------------------------------------------
-
-  private armLeaseRenewal(): void {
-    if (this.leaseTimer) clearInterval(this.leaseTimer);
-    this.leaseTimer = setInterval(() => {
-      supabaseQueries
-        .acquireLease(this.sql, this.options.bridgeName, this.holder, this.leaseTtlMs)
-        .then((held) => {
-          if (held) this.leaseValidUntil = Date.now() + this.leaseTtlMs;
-          else this.loseLease('taken over by another bridge');
-        })
-        .catch((err: unknown) => {
-          // The database is unreachable: the lease holds until it expires, then assume it lost.
-          if (Date.now() > this.leaseValidUntil) this.loseLease(`renewal failed: ${(err as Error).message}`);
-        });
-    }, Math.max(100, Math.floor(this.leaseTtlMs / 3)));
-    this.leaseTimer.unref();
-  }
-
-  private loseLease(reason: string): void {
-    if (this.leaseLost || this.stopped) return;
-    this.leaseLost = reason;
-    if (this.leaseTimer) clearInterval(this.leaseTimer);
-    this.leaseTimer = null;
-    this.options.log.warn({ reason }, 'bridge lease lost; stopping live delivery');
-    void this.unsubscribeAll();
-    this.wake?.();
-  }
-
-  private checkLease(): void {
-    if (this.leaseLost) throw new LeaseLostError(this.leaseLost);
   }
 
   // --- realtime --------------------------------------------------------------------
@@ -554,7 +414,7 @@ export class SupabaseSource implements ChangeSource {
   }
 
   private subscribe(shard: Shard): void {
-    if (this.stopped || this.leaseLost) return;
+    if (this.stopped || this.lease.lost) return;
     const client = this.realtimeClient();
     const channel = client.channel(bridgeTopic(shard.index), {
       // replication_ready: servers that support it say when the replication stream is live.
@@ -594,7 +454,7 @@ export class SupabaseSource implements ChangeSource {
     this.stats.lastChannelError = reason;
     this.discard(channel);
     shard.channel = null;
-    if (this.stopped || this.leaseLost) return;
+    if (this.stopped || this.lease.lost) return;
     let delay = backoffDelay(shard.attempt++, this.options.backoffBaseMs ?? 250, this.options.backoffMaxMs ?? 10_000, this.random);
     if (shard.pausedUntil > Date.now()) {
       // Shut over the quota: rejoining sooner only meets the same average and is shut again.
@@ -644,14 +504,7 @@ export class SupabaseSource implements ChangeSource {
       return;
     }
     let events: unknown[] = [frame.data.payload];
-    const noteSeen = (e: unknown): void => {
-      if (!isPlainObject(e) || typeof e.id !== 'string') return;
-      if (this.liveSeen.size >= LIVE_SEEN_MAX) {
-        this.liveSeen.clear();
-        this.liveSeenOverflow = true;
-      }
-      this.liveSeen.add(e.id);
-    };
+    const noteSeen = (e: unknown): void => this.liveMisses.note(e);
     if (frame.data.event === 'changes') {
       // One message per transaction and topic: {xid, changes: [...]}. Each element is validated
       // on its own by the bridge (a bad one is dead-lettered, the rest applied); it carries the
