@@ -5,7 +5,7 @@ import type { ChangeSource, CycleHandler, HydratedRoom } from '../sources/source
 import { snapshotStamp, type RoomChange, type SnapshotStamp, type UnreadStore } from '../store/store.js';
 import { parseUserId } from '../ids.js';
 import { sleep } from '../sleep.js';
-import { matchesTruth } from '../commands/verify.js';
+import { matchesTruth } from '../truth.js';
 
 export interface BridgeStatus {
   /** Holds the source (e.g. the Postgres lock); false while standing by or reconnecting. */
