@@ -104,49 +104,39 @@ function demoUsersOnly(...ids: string[]): void {
   if (!ids.every(isDemoUser)) throw new HttpError(403, 'demo users only');
 }
 
-/** The demo's writes through the adapter: body check, demo users only; `refused` answers a write that did nothing. */
-const DEMO_WRITES = new Map<string, { refused: number; run: (body: unknown, chat: SeedCompatChatSocket) => Promise<{ ok: boolean }> }>([
+type DemoWrite = { refused: number; run: (body: unknown, chat: SeedCompatChatSocket) => Promise<{ ok: boolean }> };
+
+/** A demo write: its body, the demo users it acts for, the adapter call, the status when it did nothing. */
+function demoWrite<B>(
+  schema: z.ZodType<B>,
+  usersOf: (b: B) => string[],
+  write: (chat: SeedCompatChatSocket, b: B) => Promise<{ ok: boolean }>,
+  refused = 404,
+): DemoWrite {
+  return {
+    refused,
+    run: async (body, chat) => {
+      const b = parse(schema, body);
+      demoUsersOnly(...usersOf(b));
+      return write(chat, b);
+    },
+  };
+}
+
+const DEMO_WRITES = new Map<string, DemoWrite>([
   [
     '/demo/send',
-    {
-      refused: 404,
-      run: async (body, chat) => {
-        const b = parse(sendBody, body);
-        demoUsersOnly(b.senderId, b.receiverId);
-        return chat.notifyRoomUpdate(b.senderId, b.receiverId, b.roomId, { roomId: b.roomId, senderId: b.senderId, message: b.message ?? 'hello' });
-      },
-    },
+    demoWrite(
+      sendBody,
+      (b) => [b.senderId, b.receiverId],
+      (chat, b) => chat.notifyRoomUpdate(b.senderId, b.receiverId, b.roomId, { roomId: b.roomId, senderId: b.senderId, message: b.message ?? 'hello' }),
+    ),
   ],
-  [
-    '/demo/mark-unread',
-    {
-      refused: 404,
-      run: async (body, chat) => {
-        const b = parse(markUnreadBody, body);
-        demoUsersOnly(b.userId);
-        return chat.markRoomUnread(b.userId, b.roomId, b.count ?? 1);
-      },
-    },
-  ],
-  ['/demo/mark-read', { refused: 404, run: async (body, chat) => roomWrite(parse(markReadBody, body), (b) => chat.markRoomRead(b.userId, b.roomId)) }],
-  ['/demo/open', { refused: 404, run: async (body, chat) => roomWrite(parse(openBody, body), (b) => chat.resetUnreadCountOnJoin(b.userId, b.roomId)) }],
-  [
-    '/demo/read-all',
-    {
-      refused: 400,
-      run: async (body, chat) => {
-        const b = parse(readAllBody, body);
-        demoUsersOnly(b.userId);
-        return chat.markAllRead(b.userId);
-      },
-    },
-  ],
+  ['/demo/mark-unread', demoWrite(markUnreadBody, (b) => [b.userId], (chat, b) => chat.markRoomUnread(b.userId, b.roomId, b.count ?? 1))],
+  ['/demo/mark-read', demoWrite(markReadBody, (b) => [b.userId], (chat, b) => chat.markRoomRead(b.userId, b.roomId))],
+  ['/demo/read-all', demoWrite(readAllBody, (b) => [b.userId], (chat, b) => chat.markAllRead(b.userId), 400)],
+  ['/demo/open', demoWrite(openBody, (b) => [b.userId], (chat, b) => chat.resetUnreadCountOnJoin(b.userId, b.roomId))],
 ]);
-
-function roomWrite<B extends { userId: string }>(b: B, write: (b: B) => Promise<{ ok: boolean }>): Promise<{ ok: boolean }> {
-  demoUsersOnly(b.userId);
-  return write(b);
-}
 
 /**
  * Demo-only routes; returns false when the request is not one of them. Only demo users can get
@@ -175,7 +165,7 @@ export async function handleDemoRequest(
     }
     if (req.method === 'GET' && path === '/demo/rooms') {
       const userId = parse(uuidSchema, new URL(req.url ?? '/', 'http://x').searchParams.get('userId') ?? '');
-      if (!isDemoUser(userId)) throw new HttpError(403, 'demo users only');
+      demoUsersOnly(userId);
       const rooms = DEMO_ROOMS.filter((r) => r.userId === userId || r.companyId === userId).map((r) => ({
         id: r.id,
         title: roomTitle(r, userId),
