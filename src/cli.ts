@@ -1,21 +1,24 @@
 #!/usr/bin/env node
-import { randomBytes, randomUUID } from 'node:crypto';
+// The command line: parses arguments, prints, and calls the launchers (src/launch.ts) and the
+// one-shot commands (src/commands). Nothing here wires processes.
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { loadConfig, ConfigError, type Config } from './config.js';
-import { connect, type Sql } from './db.js';
+import { connect, queries, type Sql } from './db.js';
 import { postgresEndpoint, redactSecrets, redisEndpoint } from './env.js';
+import { ErrorCode, UnreadSyncError } from './errors.js';
 import { assertLiveBridge, rebuildAll } from './commands/rebuild.js';
 import { parseUserId } from './ids.js';
-import { createLogger } from './log.js';
+import { createLogger, type Logger } from './log.js';
 import { installPostgresWriteGuard } from './process-guard.js';
 import { migrate, MigrationLockError } from './migrate.js';
 import { UnreadReader } from './read/reader.js';
 import { postgresProblem, redisProblem } from './problems.js';
-import { startBridge } from './launch.js';
+import { startBridge, startDemo, startLocal, startServe, type RunningProcess } from './launch.js';
+import { loadSocketConfig } from './socket/config.js';
 import { createRedis, UnreadStore } from './store/store.js';
 import { verify } from './commands/verify.js';
-import { loadSocketConfig, startDemo, startSocketServer } from './socket/index.js';
 
 const userIdArg = (value: string) => {
   try {
@@ -32,7 +35,7 @@ const positiveInt = (value: string) => {
 };
 
 /** A failure the user can act on: printed as one line, no stack trace. */
-class CliError extends Error {}
+class CliError extends UnreadSyncError {}
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -47,7 +50,7 @@ async function withStore<T>(config: Config, fn: (store: UnreadStore) => Promise<
         new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), 3_000).unref()),
       ]);
     } catch (err) {
-      throw new CliError(redisProblem(err, config.redisUrl, config.redisClusterNodes));
+      throw new CliError(ErrorCode.REDIS_UNAVAILABLE, redisProblem(err, config.redisUrl, config.redisClusterNodes));
     }
     return await fn(new UnreadStore(redis, config.keyPrefix));
   } finally {
@@ -60,9 +63,9 @@ async function withDatabase<T>(config: Config, name: string, fn: (sql: Sql) => P
   const sql = connect(config.databaseUrl, { max: 2, applicationName: `unread-sync ${name}` });
   try {
     try {
-      await sql`select 1 from unread_sync.bridge_state limit 1`;
+      await queries.checkSchema(sql);
     } catch (err) {
-      throw new CliError(postgresProblem(err, config.databaseUrl));
+      throw new CliError(ErrorCode.POSTGRES_UNAVAILABLE, postgresProblem(err, config.databaseUrl));
     }
     return await fn(sql);
   } finally {
@@ -87,11 +90,24 @@ function progress(label: string): { update: (n: number) => void; done: () => voi
 }
 
 /** Runs until SIGINT/SIGTERM, then stops cleanly (the checkpoint is saved on the way out). */
-async function runUntilSignal(stop: () => Promise<void>, done: Promise<void>): Promise<void> {
-  const onSignal = () => void stop();
+async function runUntilSignal(running: RunningProcess): Promise<void> {
+  const onSignal = () => void running.stop();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  await done;
+  await running.done;
+}
+
+/**
+ * A command that runs until stopped with the main config: its logger, the guard against writes
+ * to Postgres from this process, then the launcher, until SIGINT/SIGTERM.
+ */
+function runProcess(logName: string, launch: (config: Config, log: Logger) => RunningProcess | Promise<RunningProcess>): () => Promise<void> {
+  return async () => {
+    const config = loadConfig();
+    const log = createLogger(config.logLevel, logName);
+    installPostgresWriteGuard(log);
+    await runUntilSignal(await launch(config, log));
+  };
 }
 
 const program = new Command()
@@ -132,8 +148,8 @@ program
         log: (m) => process.stderr.write(`${m}\n`),
       });
     } catch (err) {
-      if (err instanceof MigrationLockError) throw new CliError(err.message);
-      throw new CliError(`migrate ${direction} failed: ${postgresProblem(err, config.databaseUrl)}`);
+      if (err instanceof MigrationLockError) throw new CliError(ErrorCode.MIGRATION_LOCKED, err.message);
+      throw new CliError(ErrorCode.MIGRATION_FAILED, `migrate ${direction} failed: ${postgresProblem(err, config.databaseUrl)}`);
     }
     console.log(ran.length === 0 ? 'nothing to migrate' : `${direction}: ${ran.join(', ')}`);
   });
@@ -141,15 +157,14 @@ program
 program
   .command('bridge')
   .description('mirror committed unread changes from Postgres into Redis (runs until SIGTERM)')
-  .action(async () => {
-    const config = loadConfig();
-    const log = createLogger(config.logLevel, 'unread-sync-bridge');
-    installPostgresWriteGuard(log);
-    // Dependencies that are down (or a missing schema) are waited for inside, with /readyz saying why.
-    const running = startBridge(config, log);
-    if (config.metricsPort > 0) log.info(`bridge starting; readiness at http://${config.metricsHost}:${config.metricsPort}/readyz`);
-    await runUntilSignal(running.stop, running.done);
-  });
+  .action(
+    runProcess('unread-sync-bridge', (config, log) => {
+      // Dependencies that are down (or a missing schema) are waited for inside, with /readyz saying why.
+      const running = startBridge(config, log);
+      if (config.metricsPort > 0) log.info(`bridge starting; readiness at http://${config.metricsHost}:${config.metricsPort}/readyz`);
+      return running;
+    }),
+  );
 
 program
   .command('serve')
@@ -157,42 +172,19 @@ program
   .action(async () => {
     const socketConfig = loadSocketConfig();
     const log = createLogger(socketConfig.logLevel, 'unread-sync-socket');
-    const server = await startSocketServer(socketConfig, log);
-    await runUntilSignal(server.close, new Promise<void>((r) => server.http.once('close', () => r())));
+    await runUntilSignal(await startServe(socketConfig, log));
   });
 
 program
   .command('start')
   .description('local default: apply migrations, then run the bridge and the socket server in one process')
-  .action(async () => {
-    const config = loadConfig();
-    const log = createLogger(config.logLevel, 'unread-sync');
-    installPostgresWriteGuard(log);
-    const env: Record<string, string | undefined> = { ...process.env, REDIS_URL: config.redisUrl, UNREAD_KEY_PREFIX: config.keyPrefix };
-    if (!env.SUPABASE_JWT_SECRET && !env.SUPABASE_JWKS_URL) {
-      // Local default only: nobody outside this process knows this secret, so set
-      // SUPABASE_JWT_SECRET (or SUPABASE_JWKS_URL) to let real clients connect.
-      env.SUPABASE_JWT_SECRET = randomBytes(32).toString('hex');
-      log.warn('no SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL: sockets use an ephemeral secret (see `npm run demo`)');
-    }
-    // Migrations run inside the bridge's start-up, retried while Postgres is down; the socket
-    // server listens at once so /readyz can say what is awaited.
-    const running = startBridge(config, log, { migrate: true });
-    let server: Awaited<ReturnType<typeof startSocketServer>>;
-    try {
-      server = await startSocketServer(loadSocketConfig(env), log, { readiness: running.readiness, index: true });
-    } catch (err) {
-      await running.stop(); // no headless bridge left holding the lock
-      throw err;
-    }
-    log.info({ url: server.url }, 'bridge and socket server running');
-    printStartBanner(config, server.url);
-    const stop = async () => {
-      await server.close();
-      await running.stop();
-    };
-    await runUntilSignal(stop, running.done);
-  });
+  .action(
+    runProcess('unread-sync', async (config, log) => {
+      const running = await startLocal(config, log);
+      printStartBanner(config, running.server.url);
+      return running;
+    }),
+  );
 
 /** What runs where, and what to try next (stdout, for the person who typed `npm start`). */
 function printStartBanner(config: Config, url: string): void {
@@ -218,13 +210,7 @@ function printStartBanner(config: Config, url: string): void {
 program
   .command('demo')
   .description('seed demo rooms, run bridge + socket server with the demo page (demo endpoints on)')
-  .action(async () => {
-    const config = loadConfig();
-    const log = createLogger(config.logLevel, 'unread-sync-demo');
-    installPostgresWriteGuard(log);
-    const demo = await startDemo(config, log);
-    await runUntilSignal(demo.stop, demo.bridge.done);
-  });
+  .action(runProcess('unread-sync-demo', startDemo));
 
 program
   .command('badge')

@@ -6,6 +6,10 @@ import postgres from 'postgres';
  */
 export type Sql = postgres.Sql<Record<string, never>>;
 export type TxSql = postgres.TransactionSql<Record<string, never>>;
+/** A postgres.js instance: the host app's own (default types) or unread-sync's `connect()`. */
+export type SqlClient = Sql | postgres.Sql;
+type AnySql = postgres.Sql<Record<string, unknown>>;
+const anySql = (sql: SqlClient) => sql as unknown as AnySql;
 
 export function connect(
   url: string,
@@ -427,6 +431,96 @@ export const queries = {
                   and x not in (select pg_snapshot_xip(${snapshot}::pg_snapshot))) as reached
         from unread_sync.bridge_state b where b.name = ${name}`;
     return row?.reached ?? false;
+  },
+
+  /** Whether Postgres answers at all (a start-up step). */
+  async ping(sql: Sql): Promise<void> {
+    await sql`select 1`;
+  },
+
+  /** Fails (42P01, "not migrated") unless the unread_sync schema is there: one-shot commands check it first. */
+  async checkSchema(sql: Sql): Promise<void> {
+    await sql`select 1 from unread_sync.bridge_state limit 1`;
+  },
+
+  // The seed-compatible adapter's writes (src/compat), on the host app's connection or ours. Each
+  // is one UPDATE of chat_rooms; the triggers carry the change to Redis.
+
+  /**
+   * A message to `receiver` in `room`: +1 on the receiver's side only (the user side when they are
+   * user_id, which wins if both, else the company side). The new count; null when the room does
+   * not exist or is not the receiver's.
+   */
+  async compatIncrementUnread(sql: SqlClient, receiver: string, room: string): Promise<number | null> {
+    const [row] = await anySql(sql)<{ unread: number }[]>`
+        update public.chat_rooms set
+          user_unread_count = case when user_id = ${receiver}::uuid
+                                   then coalesce(user_unread_count, 0) + 1 else user_unread_count end,
+          company_unread_count = case when user_id is distinct from ${receiver}::uuid and company_id = ${receiver}::uuid
+                                      then coalesce(company_unread_count, 0) + 1 else company_unread_count end
+         where id = ${room}::uuid and (user_id = ${receiver}::uuid or company_id = ${receiver}::uuid)
+        returning case when user_id = ${receiver}::uuid then user_unread_count else company_unread_count end as unread`;
+    return row ? row.unread : null;
+  },
+
+  /** The user opened the room (uuid ids): their side goes to 0. False when the room is not theirs. */
+  async compatResetOnJoin(sql: SqlClient, user: string, room: string): Promise<boolean> {
+    const [row] = await anySql(sql)<{ id: string }[]>`
+        update public.chat_rooms set
+          user_unread_count = case when user_id = ${user}::uuid then 0 else user_unread_count end,
+          company_unread_count = case when user_id is distinct from ${user}::uuid and company_id = ${user}::uuid
+                                      then 0 else company_unread_count end
+         where id = ${room}::uuid and (user_id = ${user}::uuid or company_id = ${user}::uuid)
+        returning id`;
+    return row !== undefined;
+  },
+
+  /**
+   * Sets the user's side of one room to `n` (user_id side first, as the triggers count it). The room
+   * id goes untyped, so Postgres reads it as the column's type (22P02/22003 when it cannot). Null
+   * when the room does not exist or is not the user's.
+   */
+  async compatSetSide(sql: SqlClient, user: string, room: string, n: number): Promise<{ id: string; unread: number } | null> {
+    const [row] = await anySql(sql)<{ id: string; unread: number }[]>`
+      update public.chat_rooms set
+        user_unread_count = case when user_id = ${user} then ${n} else user_unread_count end,
+        company_unread_count = case when user_id is distinct from ${user} and company_id = ${user}
+                                    then ${n} else company_unread_count end
+       where id = ${room} and (user_id = ${user} or company_id = ${user})
+      returning id::text as id,
+                case when user_id = ${user} then user_unread_count else company_unread_count end as unread`;
+    return row ?? null;
+  },
+
+  /** Every side of the user that has unread goes to 0; the number of rooms changed. */
+  async compatMarkAllRead(sql: SqlClient, user: string): Promise<number> {
+    const rows = await anySql(sql)<{ id: string }[]>`
+        update public.chat_rooms set
+          user_unread_count = case when user_id = ${user} then 0 else user_unread_count end,
+          company_unread_count = case when user_id is distinct from ${user} and company_id = ${user}
+                                      then 0 else company_unread_count end
+         where (user_id = ${user} and user_unread_count <> 0)
+            or (company_id = ${user} and user_id is distinct from ${user} and company_unread_count <> 0)
+        returning id`;
+    return rows.length;
+  },
+
+  /** Inserts (or resets) the demo rooms (src/demo), in one transaction. */
+  async seedDemoRooms(
+    sql: SqlClient,
+    rooms: ReadonlyArray<{ id: string; userId: string; companyId: string; userUnread: number; companyUnread: number }>,
+  ): Promise<void> {
+    await anySql(sql).begin(async (tx) => {
+      for (const r of rooms) {
+        await tx`
+        insert into public.chat_rooms (id, user_id, company_id, user_unread_count, company_unread_count, is_active)
+        values (${r.id}::uuid, ${r.userId}::uuid, ${r.companyId}::uuid, ${r.userUnread}, ${r.companyUnread}, true)
+        on conflict (id) do update set
+          user_id = excluded.user_id, company_id = excluded.company_id,
+          user_unread_count = excluded.user_unread_count,
+          company_unread_count = excluded.company_unread_count, is_active = true`;
+      }
+    });
   },
 };
 

@@ -30,6 +30,16 @@ export const ErrorCode = {
   MIGRATION_LOCKED: 'MIGRATION_LOCKED',
   /** A bridge cycle made no progress for its timeout and was abandoned (the source restarts). */
   CYCLE_STALLED: 'CYCLE_STALLED',
+  /** Applying or rolling back migrations failed (the message says why). */
+  MIGRATION_FAILED: 'MIGRATION_FAILED',
+  /** The database has no (or not every) unread-sync migration applied. */
+  NOT_MIGRATED: 'NOT_MIGRATED',
+  /** Redis cannot be reached (or did not answer in time). */
+  REDIS_UNAVAILABLE: 'REDIS_UNAVAILABLE',
+  /** Postgres cannot be reached, or refused the connection. */
+  POSTGRES_UNAVAILABLE: 'POSTGRES_UNAVAILABLE',
+  /** The caller is known but may not do this (e.g. a demo endpoint asked for a non-demo user). */
+  FORBIDDEN: 'FORBIDDEN',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

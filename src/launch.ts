@@ -1,22 +1,27 @@
+// The one place that wires processes: each `unread-sync` command that runs until stopped is one
+// function here (bridge, serve, start, demo). Below it, the layers only get what they are handed.
 import { randomBytes } from 'node:crypto';
+import { startWhenReady } from './backoff.js';
 import { Bridge } from './bridge/bridge.js';
-import type { Config } from './config.js';
-import { connect, connectPooled } from './db.js';
-import type { Logger } from './log.js';
 import { BridgeMetrics } from './bridge/metrics.js';
+import { UserTopicPublisher } from './bridge/publish.js';
+import { SeedCompatChatSocket } from './compat/seed-compat.js';
+import type { Config } from './config.js';
+import { connect, connectPooled, queries, type Sql } from './db.js';
+import { handleDemoRequest, seedDemo } from './demo/demo.js';
+import { ErrorCode, hasCode, UnreadSyncError } from './errors.js';
+import type { Logger } from './log.js';
 import { migrate, pendingMigrations } from './migrate.js';
 import { NOT_MIGRATED, postgresProblem, redisProblem } from './problems.js';
 import { startOpsServer, type Check } from './ops.js';
-import { sleep } from './sleep.js';
+import { DbFallback } from './read/fallback.js';
+import { loadSocketConfig, type SocketConfig } from './socket/config.js';
+import { startSocketServer, type RunningSocketServer, type SocketServerOverrides } from './socket/server.js';
 import { LogicalSource } from './sources/logical.js';
 import { PostgresSource } from './sources/postgres.js';
 import { SupabaseSource } from './sources/supabase.js';
 import type { ChangeSource } from './sources/source.js';
 import { createRedis, UnreadStore, type RedisClient } from './store/store.js';
-import { UserTopicPublisher } from './bridge/publish.js';
-import { seedDemo } from './demo/demo.js';
-import { loadSocketConfig } from './socket/config.js';
-import { startSocketServer, type RunningSocketServer } from './socket/server.js';
 
 export interface RunningBridge {
   bridge: Bridge;
@@ -37,42 +42,6 @@ function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> 
       timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
-}
-
-/**
- * Runs start-up steps in order, each retried with jittered backoff (250 ms doubling to 5 s) until
- * it passes: a dependency that is down at start-up delays the start, never hangs or ends it.
- * `reason` says what is awaited (for /readyz); each new reason is logged once. False if aborted.
- */
-async function startWhenReady(
-  steps: { run: () => Promise<void> }[],
-  signal: AbortSignal,
-  log: Logger,
-  status: { reason: string | null },
-): Promise<boolean> {
-  let backoff = 0;
-  let logged: string | null = null;
-  for (const step of steps) {
-    for (;;) {
-      if (signal.aborted) return false;
-      try {
-        await step.run();
-        break;
-      } catch (err) {
-        if (signal.aborted) return false;
-        status.reason = (err as Error).message;
-        if (status.reason !== logged) {
-          log.warn(`waiting: ${status.reason} (retrying)`);
-          logged = status.reason;
-        }
-        backoff = Math.min(5_000, backoff === 0 ? 250 : backoff * 2);
-        await sleep(backoff / 2 + Math.random() * (backoff / 2), signal);
-      }
-    }
-  }
-  status.reason = null;
-  if (logged) log.info('dependencies are up: starting');
-  return !signal.aborted;
 }
 
 /** The log source for UNREAD_SOURCE=auto|logical (woken by logical decoding when it can) or postgres (polling). */
@@ -206,7 +175,8 @@ export function startBridge(
     try {
       await work();
     } catch (err) {
-      throw new Error(err instanceof Error && err.message === NOT_MIGRATED ? NOT_MIGRATED : postgresProblem(err, config.databaseUrl));
+      if (hasCode(err, ErrorCode.NOT_MIGRATED)) throw err;
+      throw new Error(postgresProblem(err, config.databaseUrl));
     }
   };
   const steps = [
@@ -216,7 +186,7 @@ export function startBridge(
         postgresStep(async () => {
           const sql = connect(config.databaseUrl, { max: 1, applicationName: 'unread-sync start-up check' });
           try {
-            await sql`select 1`;
+            await queries.ping(sql);
           } finally {
             await sql.end({ timeout: 1 });
           }
@@ -239,7 +209,7 @@ export function startBridge(
       : {
           run: () =>
             postgresStep(async () => {
-              if ((await pendingMigrations(config.databaseUrl)).length > 0) throw new Error(NOT_MIGRATED);
+              if ((await pendingMigrations(config.databaseUrl)).length > 0) throw new UnreadSyncError(ErrorCode.NOT_MIGRATED, NOT_MIGRATED);
             }),
         },
   ];
@@ -266,10 +236,106 @@ export function startBridge(
   };
 }
 
-export interface RunningDemo {
-  bridge: RunningBridge;
-  server: RunningSocketServer;
+/** A process started here: `done` resolves once it has stopped (after `stop()`). */
+export interface RunningProcess {
+  done: Promise<void>;
   stop(): Promise<void>;
+}
+
+export interface RunningServe extends RunningSocketServer, RunningProcess {
+  /** The seed-compatible adapter the demo routes write through (demo mode only). */
+  chat: SeedCompatChatSocket | null;
+}
+
+/**
+ * `unread-sync serve`: the socket server with what its config asks for wired in: the database
+ * fallback (UNREAD_DB_FALLBACK) and the demo routes with their adapter (UNREAD_DEMO). The socket
+ * layer itself reads Redis only.
+ */
+export async function startServe(
+  config: SocketConfig,
+  log: Logger,
+  overrides: Omit<SocketServerOverrides, 'fallback' | 'extend'> & { sql?: Sql } = {},
+): Promise<RunningServe> {
+  const { sql: givenSql, ...serverOverrides } = overrides;
+  const demoSql = config.demo ? (givenSql ?? connect(config.databaseUrl as string, { max: 4, applicationName: 'unread-sync demo' })) : null;
+  const fallbackSql = config.dbFallback
+    ? connect(config.databaseUrl as string, { max: config.dbFallbackMaxConcurrent, applicationName: 'unread-sync fallback' })
+    : null;
+  let released: Promise<void> | null = null;
+  const release = () =>
+    (released ??= (async () => {
+      if (demoSql && !givenSql) await demoSql.end({ timeout: 5 });
+      await fallbackSql?.end({ timeout: 5 });
+    })());
+  let chat: SeedCompatChatSocket | null = null;
+  let server: RunningSocketServer;
+  try {
+    server = await startSocketServer(config, log, {
+      ...serverOverrides,
+      ...(fallbackSql ? { fallback: new DbFallback(fallbackSql, { maxConcurrent: config.dbFallbackMaxConcurrent }) } : {}),
+      extend: (badges) => {
+        if (!demoSql) return { close: release };
+        const adapter = new SeedCompatChatSocket(demoSql, badges, { log });
+        chat = adapter;
+        log.warn('demo mode: /demo endpoints mint tokens for demo users and write chat_rooms; never enable in production');
+        const jwtSecret = config.jwtSecret;
+        return {
+          close: release,
+          ...(jwtSecret ? { handle: (req, res) => handleDemoRequest(req, res, { jwtSecret, audience: config.jwtAudience, chat: adapter }) } : {}),
+        };
+      },
+    });
+  } catch (err) {
+    await release(); // nothing left open when the server did not start
+    throw err;
+  }
+  const done = new Promise<void>((resolve) => server.http.once('close', () => resolve()));
+  return { ...server, chat, done, stop: server.close };
+}
+
+/**
+ * `unread-sync start`, the local default: the bridge (applying migrations itself, retried while
+ * Postgres is down) and the socket server in one process. The server listens at once so /readyz
+ * can say what is awaited. Without SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL sockets use an
+ * ephemeral secret.
+ */
+export async function startLocal(config: Config, log: Logger, env: Record<string, string | undefined> = process.env): Promise<RunningLocal> {
+  const socketEnv: Record<string, string | undefined> = { ...env, REDIS_URL: config.redisUrl, UNREAD_KEY_PREFIX: config.keyPrefix };
+  if (!socketEnv.SUPABASE_JWT_SECRET && !socketEnv.SUPABASE_JWKS_URL) {
+    // Local default only: nobody outside this process knows this secret, so set
+    // SUPABASE_JWT_SECRET (or SUPABASE_JWKS_URL) to let real clients connect.
+    socketEnv.SUPABASE_JWT_SECRET = randomBytes(32).toString('hex');
+    log.warn('no SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL: sockets use an ephemeral secret (see `npm run demo`)');
+  }
+  const bridge = startBridge(config, log, { migrate: true });
+  let server: RunningServe;
+  try {
+    server = await startServe(loadSocketConfig(socketEnv), log, { readiness: bridge.readiness, index: true });
+  } catch (err) {
+    await bridge.stop(); // no headless bridge left holding the lock
+    throw err;
+  }
+  log.info({ url: server.url }, 'bridge and socket server running');
+  return { bridge, server, ...bothStop(bridge, server) };
+}
+
+export interface RunningLocal extends RunningProcess {
+  bridge: RunningBridge;
+  server: RunningServe;
+}
+
+export type RunningDemo = RunningLocal;
+
+/** Done when the bridge is; stopping closes the server first (no socket outlives its bridge). */
+function bothStop(bridge: RunningBridge, server: RunningSocketServer): RunningProcess {
+  return {
+    done: bridge.done,
+    async stop() {
+      await server.close();
+      await bridge.stop();
+    },
+  };
 }
 
 /**
@@ -299,14 +365,7 @@ export async function startDemo(config: Config, log: Logger, env: Record<string,
     UNREAD_DEMO: 'true',
   });
   const bridge = startBridge(config, log);
-  const server = await startSocketServer(socketConfig, log);
+  const server = await startServe(socketConfig, log);
   log.info({ url: server.url }, 'demo running: open the URL in a browser');
-  return {
-    bridge,
-    server,
-    async stop() {
-      await server.close();
-      await bridge.stop();
-    },
-  };
+  return { bridge, server, ...bothStop(bridge, server) };
 }

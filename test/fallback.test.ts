@@ -70,7 +70,7 @@ describe('reads during a Redis outage', () => {
 
 describe('socket server during a Redis outage', () => {
   it('with UNREAD_DB_FALLBACK a client connecting during the outage gets the database total; others keep theirs', async () => {
-    const { startSocketServer } = await import('../src/socket/server.js');
+    const { startServe: startSocketServer } = await import('../src/launch.js');
     const { connectClient, socketConfig, testSecret, token, until } = await import('./support/socket.js');
     const db = await createTestDb();
     const server = await privateRedis(6398);

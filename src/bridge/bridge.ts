@@ -7,7 +7,7 @@ import { parseUserId } from '../ids.js';
 import { sleep } from '../sleep.js';
 import { ErrorCode, SqlState, UnreadSyncError, errorCode } from '../errors.js';
 import { ApplyStatus } from '../store/status.js';
-import { matchesTruth } from '../commands/verify.js';
+import { matchesTruth } from '../truth.js';
 
 export interface BridgeStatus {
   /** Holds the source (e.g. the Postgres lock); false while standing by or reconnecting. */

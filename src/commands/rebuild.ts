@@ -1,4 +1,5 @@
 import { queries, type Sql } from '../db.js';
+import { ErrorCode, UnreadSyncError } from '../errors.js';
 import { sleep } from '../sleep.js';
 import type { UnreadReader } from '../read/reader.js';
 import type { UnreadStore } from '../store/store.js';
@@ -10,13 +11,13 @@ export interface RebuildReport {
 }
 
 /** Raised before anything is changed when no bridge applies the log (rebuild needs one to hydrate). */
-export class NoLiveBridgeError extends Error {
+export class NoLiveBridgeError extends UnreadSyncError {
   constructor(bridgeName: string, waitMs: number) {
     super(
+      ErrorCode.NO_LIVE_BRIDGE,
       `no live bridge "${bridgeName}": it did not apply the log within ${waitMs} ms. Start \`unread-sync bridge\`` +
         ' (or `unread-sync start`) first; nothing was changed.',
     );
-    this.name = 'NoLiveBridgeError';
   }
 }
 

@@ -1,6 +1,8 @@
-import { queries, type HydratedRoom, type Sql } from '../db.js';
+import { queries, type Sql } from '../db.js';
+import { ErrorCode, UnreadSyncError } from '../errors.js';
 import { sleep } from '../sleep.js';
-import { snapshotStamp, stampOlder, type UnreadCounts, type UnreadStore } from '../store/store.js';
+import { snapshotStamp, stampOlder, type UnreadStore } from '../store/store.js';
+import { matchesTruth } from '../truth.js';
 
 export interface Drift {
   userId: string;
@@ -33,21 +35,10 @@ export interface VerifyOptions {
   reload?: (userId: string) => Promise<unknown>;
 }
 
-export class BridgeBehindError extends Error {
+export class BridgeBehindError extends UnreadSyncError {
   constructor(ms: number) {
-    super(`the bridge did not reach the verification snapshot within ${ms} ms (is \`unread-sync bridge\` running?)`);
-    this.name = 'BridgeBehindError';
+    super(ErrorCode.BRIDGE_BEHIND, `the bridge did not reach the verification snapshot within ${ms} ms (is \`unread-sync bridge\` running?)`);
   }
-}
-
-/** Whether a cached badge equals the database's rooms with unread (total, room count and every room). */
-export function matchesTruth(cached: UnreadCounts, truth: HydratedRoom[]): boolean {
-  return (
-    cached.total === truth.reduce((a, r) => a + r.unread, 0) &&
-    cached.unreadRooms === truth.length &&
-    Object.keys(cached.rooms).length === truth.length &&
-    truth.every((r) => cached.rooms[r.roomId] === r.unread)
-  );
 }
 
 /**

@@ -1,19 +1,15 @@
-import type postgres from 'postgres';
+import { queries, type SqlClient } from '../db.js';
+import { ErrorCode, UnreadSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseUserId, ROOM_ID_MAX_LENGTH, roomIdSchema } from '../ids.js';
 import type { BadgeTotals } from '../store/store.js';
 import type { UnreadBadges } from '../socket/badges.js';
 
-import type { Sql } from '../db.js';
+export type { SqlClient };
 
-/** A postgres.js instance: the host app's own (default types) or unread-sync's `connect()`. */
-export type SqlClient = Sql | postgres.Sql;
-type AnySql = postgres.Sql<Record<string, unknown>>;
-
-export class RoomNotFoundError extends Error {
+export class RoomNotFoundError extends UnreadSyncError {
   constructor(roomId: string, userId: string) {
-    super(`chat room ${roomId} does not exist or ${userId} is not one of its members`);
-    this.name = 'RoomNotFoundError';
+    super(ErrorCode.ROOM_NOT_FOUND, `chat room ${roomId} does not exist or ${userId} is not one of its members`);
   }
 }
 
@@ -37,10 +33,9 @@ export type MarkAllResult = { ok: true; userId: string; rooms: number } | { ok: 
 /** Highest count markRoomUnread accepts (chat_rooms counts are int4; a badge never needs more). */
 export const MAX_MARK_UNREAD = 1_000_000;
 
-export class InvalidInputError extends Error {
+export class InvalidInputError extends UnreadSyncError {
   constructor(message: string) {
-    super(message);
-    this.name = 'InvalidInputError';
+    super(ErrorCode.INVALID_INPUT, message);
   }
 }
 
@@ -75,15 +70,11 @@ const badIdCode = (err: unknown) => {
  * server, so nothing here writes Redis and nothing here needs to emit the badge itself.
  */
 export class SeedCompatChatSocket {
-  private readonly sql: AnySql;
-
   constructor(
-    sql: SqlClient,
+    private readonly sql: SqlClient,
     private readonly badges: UnreadBadges,
     private readonly options: SeedCompatOptions = {},
-  ) {
-    this.sql = sql as unknown as AnySql;
-  }
+  ) {}
 
   /** Re-reads the user's badge from Redis (hydrating on a miss) and pushes it to the user's sockets. */
   async sendTotalUnreadCount(userId: string): Promise<BadgeTotals | null> {
@@ -97,16 +88,9 @@ export class SeedCompatChatSocket {
       const receiver = parseUserId(receiverId, 'receiver id');
       const room = parseUserId(roomId, 'room id');
       // The receiver's side only: user side when they are user_id (wins if both), else company side.
-      const [row] = await this.sql<{ unread: number }[]>`
-        update public.chat_rooms set
-          user_unread_count = case when user_id = ${receiver}::uuid
-                                   then coalesce(user_unread_count, 0) + 1 else user_unread_count end,
-          company_unread_count = case when user_id is distinct from ${receiver}::uuid and company_id = ${receiver}::uuid
-                                      then coalesce(company_unread_count, 0) + 1 else company_unread_count end
-         where id = ${room}::uuid and (user_id = ${receiver}::uuid or company_id = ${receiver}::uuid)
-        returning case when user_id = ${receiver}::uuid then user_unread_count else company_unread_count end as unread`;
-      if (!row) throw new RoomNotFoundError(room, receiver);
-      return { ok: true as const, roomId: room, userId: receiver, unread: row.unread, sender };
+      const unread = await queries.compatIncrementUnread(this.sql, receiver, room);
+      if (unread === null) throw new RoomNotFoundError(room, receiver);
+      return { ok: true as const, roomId: room, userId: receiver, unread, sender };
     });
     if (!result.ok) return result;
     this.badges.sendToUser(result.userId, 'chat-room-updated', messageData);
@@ -123,14 +107,7 @@ export class SeedCompatChatSocket {
     return this.write('resetUnreadCountOnJoin', async () => {
       const user = parseUserId(userId);
       const room = parseUserId(roomId, 'room id');
-      const [row] = await this.sql<{ id: string }[]>`
-        update public.chat_rooms set
-          user_unread_count = case when user_id = ${user}::uuid then 0 else user_unread_count end,
-          company_unread_count = case when user_id is distinct from ${user}::uuid and company_id = ${user}::uuid
-                                      then 0 else company_unread_count end
-         where id = ${room}::uuid and (user_id = ${user}::uuid or company_id = ${user}::uuid)
-        returning id`;
-      if (!row) throw new RoomNotFoundError(room, user);
+      if (!(await queries.compatResetOnJoin(this.sql, user, room))) throw new RoomNotFoundError(room, user);
       return { ok: true as const, roomId: room, userId: user, unread: 0 };
     });
   }
@@ -157,14 +134,7 @@ export class SeedCompatChatSocket {
   private async setSide(userId: string, roomId: string, n: number): Promise<{ ok: true; roomId: string; userId: string; unread: number }> {
     const user = parseUserId(userId);
     const room = parseRoomId(roomId);
-    const [row] = await this.roomWrite(room, () => this.sql<{ id: string; unread: number }[]>`
-      update public.chat_rooms set
-        user_unread_count = case when user_id = ${user} then ${n} else user_unread_count end,
-        company_unread_count = case when user_id is distinct from ${user} and company_id = ${user}
-                                    then ${n} else company_unread_count end
-       where id = ${room} and (user_id = ${user} or company_id = ${user})
-      returning id::text as id,
-                case when user_id = ${user} then user_unread_count else company_unread_count end as unread`);
+    const row = await this.roomWrite(room, () => queries.compatSetSide(this.sql, user, room, n));
     if (!row) throw new RoomNotFoundError(room, user);
     return { ok: true as const, roomId: row.id, userId: user, unread: row.unread };
   }
@@ -176,15 +146,7 @@ export class SeedCompatChatSocket {
   async markAllRead(userId: string): Promise<MarkAllResult> {
     return this.write('markAllRead', async () => {
       const user = parseUserId(userId);
-      const rows = await this.sql<{ id: string }[]>`
-        update public.chat_rooms set
-          user_unread_count = case when user_id = ${user} then 0 else user_unread_count end,
-          company_unread_count = case when user_id is distinct from ${user} and company_id = ${user}
-                                      then 0 else company_unread_count end
-         where (user_id = ${user} and user_unread_count <> 0)
-            or (company_id = ${user} and user_id is distinct from ${user} and company_unread_count <> 0)
-        returning id`;
-      return { ok: true as const, userId: user, rooms: rows.length };
+      return { ok: true as const, userId: user, rooms: await queries.compatMarkAllRead(this.sql, user) };
     });
   }
 

@@ -1,12 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type postgres from 'postgres';
 import { z } from 'zod';
+import type { SeedCompatChatSocket } from '../compat/seed-compat.js';
+import { queries, type SqlClient } from '../db.js';
+import { ErrorCode, UnreadSyncError, type ErrorCode as Code } from '../errors.js';
 import { uuidSchema } from '../ids.js';
 import { mintToken } from '../socket/auth.js';
+import { sendJson } from '../socket/http.js';
 import { DEMO_CSP, DEMO_PAGE, serveDemoAsset } from './page.js';
-import type { SeedCompatChatSocket, SqlClient } from '../compat/seed-compat.js';
-
-type AnySql = postgres.Sql<Record<string, unknown>>;
 
 export interface DemoUser {
   id: string;
@@ -39,18 +39,10 @@ export const DEMO_ROOMS: readonly DemoRoom[] = [
 
 /** Inserts (or resets) the demo users' rooms, with a few unread messages to start from. */
 export async function seedDemo(sql: SqlClient): Promise<{ users: readonly DemoUser[]; rooms: readonly DemoRoom[] }> {
-  const db = sql as unknown as AnySql;
-  await db.begin(async (tx) => {
-    for (const [i, r] of DEMO_ROOMS.entries()) {
-      await tx`
-        insert into public.chat_rooms (id, user_id, company_id, user_unread_count, company_unread_count, is_active)
-        values (${r.id}::uuid, ${r.userId}::uuid, ${r.companyId}::uuid, ${i % 2}, ${(i + 1) % 3}, true)
-        on conflict (id) do update set
-          user_id = excluded.user_id, company_id = excluded.company_id,
-          user_unread_count = excluded.user_unread_count,
-          company_unread_count = excluded.company_unread_count, is_active = true`;
-    }
-  });
+  await queries.seedDemoRooms(
+    sql,
+    DEMO_ROOMS.map((r, i) => ({ ...r, userUnread: i % 2, companyUnread: (i + 1) % 3 })),
+  );
   return { users: DEMO_USERS, rooms: DEMO_ROOMS };
 }
 
@@ -86,18 +78,16 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-class HttpError extends Error {
+const STATUS_CODES: Record<number, Code> = { 400: ErrorCode.INVALID_INPUT, 403: ErrorCode.FORBIDDEN, 413: ErrorCode.INVALID_INPUT };
+
+/** A refused demo request: `status` is the HTTP answer, `message` is safe to send. */
+class HttpError extends UnreadSyncError {
   constructor(
     readonly status: number,
     message: string,
   ) {
-    super(message);
+    super(STATUS_CODES[status] ?? ErrorCode.INVALID_INPUT, message);
   }
-}
-
-export function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
-  res.end(JSON.stringify(body));
 }
 
 function parse<T>(schema: z.ZodType<T>, value: unknown): T {
@@ -109,6 +99,44 @@ function parse<T>(schema: z.ZodType<T>, value: unknown): T {
 }
 
 const isDemoUser = (id: string) => DEMO_USERS.some((u) => u.id === id);
+
+function demoUsersOnly(...ids: string[]): void {
+  if (!ids.every(isDemoUser)) throw new HttpError(403, 'demo users only');
+}
+
+type DemoWrite = { refused: number; run: (body: unknown, chat: SeedCompatChatSocket) => Promise<{ ok: boolean }> };
+
+/** A demo write: its body, the demo users it acts for, the adapter call, the status when it did nothing. */
+function demoWrite<B>(
+  schema: z.ZodType<B>,
+  usersOf: (b: B) => string[],
+  write: (chat: SeedCompatChatSocket, b: B) => Promise<{ ok: boolean }>,
+  refused = 404,
+): DemoWrite {
+  return {
+    refused,
+    run: async (body, chat) => {
+      const b = parse(schema, body);
+      demoUsersOnly(...usersOf(b));
+      return write(chat, b);
+    },
+  };
+}
+
+const DEMO_WRITES = new Map<string, DemoWrite>([
+  [
+    '/demo/send',
+    demoWrite(
+      sendBody,
+      (b) => [b.senderId, b.receiverId],
+      (chat, b) => chat.notifyRoomUpdate(b.senderId, b.receiverId, b.roomId, { roomId: b.roomId, senderId: b.senderId, message: b.message ?? 'hello' }),
+    ),
+  ],
+  ['/demo/mark-unread', demoWrite(markUnreadBody, (b) => [b.userId], (chat, b) => chat.markRoomUnread(b.userId, b.roomId, b.count ?? 1))],
+  ['/demo/mark-read', demoWrite(markReadBody, (b) => [b.userId], (chat, b) => chat.markRoomRead(b.userId, b.roomId))],
+  ['/demo/read-all', demoWrite(readAllBody, (b) => [b.userId], (chat, b) => chat.markAllRead(b.userId), 400)],
+  ['/demo/open', demoWrite(openBody, (b) => [b.userId], (chat, b) => chat.resetUnreadCountOnJoin(b.userId, b.roomId))],
+]);
 
 /**
  * Demo-only routes; returns false when the request is not one of them. Only demo users can get
@@ -137,7 +165,7 @@ export async function handleDemoRequest(
     }
     if (req.method === 'GET' && path === '/demo/rooms') {
       const userId = parse(uuidSchema, new URL(req.url ?? '/', 'http://x').searchParams.get('userId') ?? '');
-      if (!isDemoUser(userId)) throw new HttpError(403, 'demo users only');
+      demoUsersOnly(userId);
       const rooms = DEMO_ROOMS.filter((r) => r.userId === userId || r.companyId === userId).map((r) => ({
         id: r.id,
         title: roomTitle(r, userId),
@@ -154,43 +182,10 @@ export async function handleDemoRequest(
       sendJson(res, 200, { token, expiresInSeconds: 600 });
       return true;
     }
-    if (path === '/demo/send') {
-      const b = parse(sendBody, body);
-      if (!isDemoUser(b.senderId) || !isDemoUser(b.receiverId)) throw new HttpError(403, 'demo users only');
-      const r = await deps.chat.notifyRoomUpdate(b.senderId, b.receiverId, b.roomId, {
-        roomId: b.roomId,
-        senderId: b.senderId,
-        message: b.message ?? 'hello',
-      });
-      sendJson(res, r.ok ? 200 : 404, r);
-      return true;
-    }
-    if (path === '/demo/mark-unread') {
-      const b = parse(markUnreadBody, body);
-      if (!isDemoUser(b.userId)) throw new HttpError(403, 'demo users only');
-      const r = await deps.chat.markRoomUnread(b.userId, b.roomId, b.count ?? 1);
-      sendJson(res, r.ok ? 200 : 404, r);
-      return true;
-    }
-    if (path === '/demo/mark-read') {
-      const b = parse(markReadBody, body);
-      if (!isDemoUser(b.userId)) throw new HttpError(403, 'demo users only');
-      const r = await deps.chat.markRoomRead(b.userId, b.roomId);
-      sendJson(res, r.ok ? 200 : 404, r);
-      return true;
-    }
-    if (path === '/demo/read-all') {
-      const b = parse(readAllBody, body);
-      if (!isDemoUser(b.userId)) throw new HttpError(403, 'demo users only');
-      const r = await deps.chat.markAllRead(b.userId);
-      sendJson(res, r.ok ? 200 : 400, r);
-      return true;
-    }
-    if (path === '/demo/open') {
-      const b = parse(openBody, body);
-      if (!isDemoUser(b.userId)) throw new HttpError(403, 'demo users only');
-      const r = await deps.chat.resetUnreadCountOnJoin(b.userId, b.roomId);
-      sendJson(res, r.ok ? 200 : 404, r);
+    const write = DEMO_WRITES.get(path);
+    if (write) {
+      const r = await write.run(body, deps.chat);
+      sendJson(res, r.ok ? 200 : write.refused, r);
       return true;
     }
     return false;

@@ -1,10 +1,11 @@
 import { queries, type Sql } from '../db.js';
+import { ErrorCode, UnreadSyncError } from '../errors.js';
 import type { UnreadCounts } from '../store/store.js';
+import type { CountsFallback } from './reader.js';
 
-export class FallbackUnavailableError extends Error {
+export class FallbackUnavailableError extends UnreadSyncError {
   constructor(reason: string) {
-    super(`database fallback unavailable: ${reason}`);
-    this.name = 'FallbackUnavailableError';
+    super(ErrorCode.FALLBACK_UNAVAILABLE, `database fallback unavailable: ${reason}`);
   }
 }
 
@@ -22,7 +23,7 @@ export interface DbFallbackOptions {
  * concurrency cap and a circuit breaker, so a Redis outage cannot turn into a database stampede.
  * Off by default: the socket layer is Redis-only by design (UNREAD_DB_FALLBACK turns it on).
  */
-export class DbFallback {
+export class DbFallback implements CountsFallback {
   private inFlight = 0;
   private failures = 0;
   private openUntil = 0;

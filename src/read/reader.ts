@@ -1,15 +1,24 @@
-import type { DbFallback } from './fallback.js';
+import { ErrorCode, UnreadSyncError } from '../errors.js';
 import { InvalidIdError, parseUserId } from '../ids.js';
 import { sleep } from '../sleep.js';
 import type { BadgeTotals, UnreadCounts, UnreadStore } from '../store/store.js';
 
-export class HydrationTimeoutError extends Error {
+export class HydrationTimeoutError extends UnreadSyncError {
   constructor(userId: string, ms: number) {
-    super(`no bridge hydrated user ${userId} within ${ms} ms (is \`unread-sync bridge\` running?)`);
-    this.name = 'HydrationTimeoutError';
+    super(ErrorCode.HYDRATION_TIMEOUT, `no bridge hydrated user ${userId} within ${ms} ms (is \`unread-sync bridge\` running?)`);
   }
 }
 
+/**
+ * Where reads go while Redis fails (DbFallback implements it). An interface, so the reader (and the
+ * socket layer above it) never loads the database module: the launcher injects the fallback.
+ */
+export interface CountsFallback {
+  /** `userId` is already validated. */
+  counts(userId: string): Promise<UnreadCounts>;
+}
+
+const totalsOf = ({ total, unreadRooms, seq }: BadgeTotals): BadgeTotals => ({ total, unreadRooms, seq });
 
 /**
  * Reads badges from Redis only. A missing user means "unknown": the reader asks the bridge to
@@ -20,11 +29,11 @@ export class UnreadReader {
   /** Reads answered from Redis / that needed a hydration / answered by the database fallback. */
   readonly stats = { hits: 0, misses: 0, fallbacks: 0 };
   private readonly timeoutMs: number;
-  private readonly fallback: DbFallback | null;
+  private readonly fallback: CountsFallback | null;
 
   constructor(
     private readonly store: UnreadStore,
-    options: { hydrateTimeoutMs?: number; fallback?: DbFallback } = {},
+    options: { hydrateTimeoutMs?: number; fallback?: CountsFallback } = {},
   ) {
     this.timeoutMs = options.hydrateTimeoutMs ?? 3_000;
     this.fallback = options.fallback ?? null;
@@ -37,17 +46,13 @@ export class UnreadReader {
   async getCounts(userId: string): Promise<UnreadCounts> {
     const id = parseUserId(userId);
     try {
-      const cached = await this.store.read(id);
-      if (cached) {
-        this.stats.hits++;
-        return cached;
-      }
+      const cached = await this.hit(this.store.read(id));
+      if (cached) return cached;
       this.stats.misses++;
       return await this.hydrate(id);
     } catch (err) {
       if (!this.fallback || err instanceof InvalidIdError || err instanceof HydrationTimeoutError) throw err;
-      this.stats.fallbacks++;
-      return this.fallback.counts(id);
+      return this.fromFallback(this.fallback, id);
     }
   }
 
@@ -60,20 +65,26 @@ export class UnreadReader {
   async getTotals(userId: string): Promise<BadgeTotals> {
     const id = parseUserId(userId);
     try {
-      const cached = await this.store.readTotals(id);
-      if (cached) {
-        this.stats.hits++;
-        return cached;
-      }
+      const cached = await this.hit(this.store.readTotals(id));
+      if (cached) return cached;
     } catch (err) {
       if (!this.fallback) throw err;
       // Redis just failed: go to the database at once instead of a second doomed Redis read.
-      this.stats.fallbacks++;
-      const { total, unreadRooms, seq } = await this.fallback.counts(id);
-      return { total, unreadRooms, seq };
+      return totalsOf(await this.fromFallback(this.fallback, id));
     }
-    const { total, unreadRooms, seq } = await this.getCounts(id);
-    return { total, unreadRooms, seq };
+    return totalsOf(await this.getCounts(id));
+  }
+
+  /** A Redis read, counted as a hit when it found the user. */
+  private async hit<T>(read: Promise<T | null>): Promise<T | null> {
+    const value = await read;
+    if (value) this.stats.hits++;
+    return value;
+  }
+
+  private fromFallback(fallback: CountsFallback, id: string): Promise<UnreadCounts> {
+    this.stats.fallbacks++;
+    return fallback.counts(id);
   }
 
   /**

@@ -1,11 +1,11 @@
 import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, SignJWT, type JWTPayload } from 'jose';
+import { ErrorCode, UnreadSyncError } from '../errors.js';
 import { InvalidIdError, parseUserId } from '../ids.js';
 
 /** Refusal of a socket's credentials; `message` is safe to send to the client. */
-export class AuthError extends Error {
+export class AuthError extends UnreadSyncError {
   constructor(message: string) {
-    super(message);
-    this.name = 'AuthError';
+    super(ErrorCode.UNAUTHORIZED, message);
   }
 }
 

@@ -1,10 +1,10 @@
 import type { Namespace, Server, Socket } from 'socket.io';
 import type { Logger } from '../log.js';
 import { parseUserId } from '../ids.js';
-import type { DbFallback } from '../read/fallback.js';
-import { UnreadReader } from '../read/reader.js';
+import { UnreadReader, type CountsFallback } from '../read/reader.js';
 import { parseTotalsMessage, roomCounts, UnreadStore, type BadgeTotals, type RedisClient, type RoomState } from '../store/store.js';
 import { AuthError, createTokenVerifier, tokenFromHandshake, type AuthOptions, type TokenVerifier } from './auth.js';
+import { Coalescer } from './coalesce.js';
 
 /** How long a new socket's first read waits for its subscription (Redis may be down). */
 const SUBSCRIBE_WAIT_MS = 500;
@@ -68,8 +68,8 @@ export interface AttachOptions {
   /** Namespace to serve; default "/". */
   namespace?: string | undefined;
   hydrateTimeoutMs?: number | undefined;
-  /** Database reads while Redis is down (see DbFallback); absent = clients keep their last total. */
-  fallback?: DbFallback | undefined;
+  /** Database reads while Redis is down (DbFallback); absent = clients keep their last total. */
+  fallback?: CountsFallback | undefined;
   /** Minimum gap between two emits for one user; bursts in between are folded into the last value. */
   coalesceMs?: number | undefined;
   /** Periodic re-check of connected users against Redis; 0 disables. */
@@ -108,10 +108,8 @@ interface UserState {
   sockets: number;
   /** Resolves once SSUBSCRIBE is acknowledged. */
   subscribed: Promise<unknown>;
-  last: BadgeTotals | null;
-  pending: BadgeTotals | null;
-  timer: NodeJS.Timeout | null;
-  lastEmitAt: number;
+  /** Total emits to the user's sockets, coalesced and in seq order. */
+  totals: Coalescer<BadgeTotals>;
   /** What this server last sent the user's sockets on ROOMS_EVENT; null before the first read. */
   roomsSent: RoomState | null;
   /** A read of the room map is in flight / another one was asked for meanwhile. */
@@ -191,7 +189,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
     const state = users.get(userId);
     if (!state) return;
     const totals = parseTotalsMessage(message);
-    if (totals) offer(state, totals);
+    if (totals) state.totals.offer(totals);
     // Forward-compatible: a bridge that announces "change for an uncached user" gets it re-read now
     // instead of at the next reconcile.
     else if (message === 'unknown') void refreshUser(state);
@@ -214,14 +212,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
   subscribeAll();
   sub.on('ready', subscribeAll);
 
-  const emitNow = (state: UserState) => {
-    const t = state.pending;
-    if (state.timer) clearTimeout(state.timer);
-    state.timer = null;
-    if (!t) return;
-    state.pending = null;
-    state.last = t;
-    state.lastEmitAt = Date.now();
+  const emitTotals = (state: UserState, t: BadgeTotals) => {
     // local: other servers emit to their own sockets from their own subscriptions.
     nsp.local.to(roomFor(state.userId)).emit(TOTAL_EVENT, payload(state.userId, t));
     emits++;
@@ -295,26 +286,14 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
     }
   }
 
-  const knownSeq = (s: UserState) => Math.max(s.last?.seq ?? -1, s.pending?.seq ?? -1);
-
-  /** Leading + trailing throttle per user; anything not newer than what we know is dropped. */
-  function offer(state: UserState, totals: BadgeTotals): void {
-    if (totals.seq <= knownSeq(state)) return;
-    state.pending = totals;
-    if (state.timer) return;
-    const wait = state.lastEmitAt + coalesceMs - Date.now();
-    if (wait <= 0) emitNow(state);
-    else state.timer = setTimeout(() => emitNow(state), wait);
-  }
-
   async function refreshUser(state: UserState, full = false): Promise<BadgeTotals | null> {
     try {
       const totals = await reader.getTotals(state.userId);
       if (users.get(state.userId) === state) {
         // A reset or reconnect, or a total newer than any publish we saw (one was missed): the
         // room map is sent in full, since deltas may have been lost with it.
-        if (full || totals.seq > knownSeq(state)) state.roomsFull = true;
-        offer(state, totals);
+        if (full || totals.seq > state.totals.knownSeq()) state.roomsFull = true;
+        state.totals.offer(totals);
         if (state.newcomers.length > 0 || state.roomsFull) void flushRooms(state);
       }
       return totals;
@@ -333,22 +312,20 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
   function acquire(userId: string): UserState {
     let state = users.get(userId);
     if (!state) {
-      state = {
+      const created: UserState = {
         userId,
         sockets: 0,
         subscribed: sub.ssubscribe(store.keys.channel(userId)).catch((err: Error) => {
           log?.warn({ userId, err: err.message }, 'ssubscribe failed');
         }),
-        last: null,
-        pending: null,
-        timer: null,
-        lastEmitAt: 0,
+        totals: new Coalescer<BadgeTotals>(coalesceMs, (t) => emitTotals(created, t)),
         roomsSent: null,
         roomsBusy: false,
         roomsAgain: false,
         roomsFull: false,
         newcomers: [],
       };
+      state = created;
       users.set(userId, state);
     }
     state.sockets += 1;
@@ -359,7 +336,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
     state.sockets -= 1;
     if (state.sockets > 0 || users.get(state.userId) !== state) return;
     users.delete(state.userId);
-    if (state.timer) clearTimeout(state.timer);
+    state.totals.cancel();
     if (!closed) {
       void sub.sunsubscribe(store.keys.channel(state.userId)).catch(() => {});
     }
@@ -450,7 +427,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
         .getCounts(userId)
         .then(
           (c) => {
-            if (users.get(userId) === state) offer(state, { total: c.total, unreadRooms: c.unreadRooms, seq: c.seq });
+            if (users.get(userId) === state) state.totals.offer({ total: c.total, unreadRooms: c.unreadRooms, seq: c.seq });
             reply({ userId, totalUnreadCount: c.total, unreadRooms: c.unreadRooms, rooms: c.rooms, seq: c.seq });
           },
           (err: unknown) => {
@@ -479,10 +456,10 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
       .then(
         (totals) => {
           if (left || users.get(userId) !== state) return;
-          if (totals.seq > knownSeq(state)) state.pending = totals;
+          state.totals.hold(totals);
           // Flush first so the newcomer joins with nothing pending and never sees a seq twice or backwards.
-          if (state.pending) emitNow(state);
-          const best = state.last ?? totals;
+          state.totals.flush();
+          const best = state.totals.last ?? totals;
           socket.emit(TOTAL_EVENT, payload(userId, best));
           emits++;
           void socket.join(roomFor(userId));
@@ -521,7 +498,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
       const userId = parseUserId(id);
       const state = users.get(userId);
       const totals = await reader.getTotals(userId);
-      if (state && users.get(userId) === state) offer(state, totals);
+      if (state && users.get(userId) === state) state.totals.offer(totals);
       return totals;
     },
     sendToUser(id: string, event: string, data: unknown) {
@@ -533,7 +510,7 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
       closed = true;
       nsp.off('connection', onConnection);
       if (reconcileTimer) clearInterval(reconcileTimer);
-      for (const s of users.values()) if (s.timer) clearTimeout(s.timer);
+      for (const s of users.values()) s.totals.cancel();
       for (const socket of nsp.sockets.values()) if (socket.data.unreadUserId) socket.disconnect(true);
       users.clear();
       sub.disconnect();

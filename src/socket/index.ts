@@ -1,4 +1,6 @@
-// Socket layer of unread-sync: badges over Socket.IO, the seed-compatible adapter and the demo.
+// Socket layer of unread-sync: badges over Socket.IO, read from Redis only. The database fallback,
+// the seed-compatible adapter and the demo live above it (src/read, src/compat, src/demo) and are
+// wired in by src/launch.ts.
 export { loadSocketConfig, type SocketConfig } from './config.js';
 export {
   AuthError,
@@ -23,15 +25,9 @@ export {
   type ErrorReply,
 } from './badges.js';
 export {
-  SeedCompatChatSocket,
-  RoomNotFoundError,
-  InvalidInputError,
-  MAX_MARK_UNREAD,
-  type SeedCompatOptions,
-  type WriteResult,
-  type MarkAllResult,
-  type SqlClient,
-} from '../compat/seed-compat.js';
-export { startSocketServer, type RunningSocketServer } from './server.js';
-export { seedDemo, DEMO_USERS, DEMO_ROOMS, type DemoUser, type DemoRoom } from '../demo/demo.js';
-export { startDemo, type RunningDemo } from '../launch.js';
+  startSocketServer,
+  type RunningSocketServer,
+  type SocketServerExtension,
+  type SocketServerOverrides,
+} from './server.js';
+export type { HttpRoute } from './http.js';

@@ -1,18 +1,17 @@
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Server } from 'socket.io';
-import { connect, type Sql } from '../db.js';
 import { redactSecrets } from '../env.js';
+import { ErrorCode, UnreadSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { readinessReport, type Check } from '../ops.js';
 import { redisProblem } from '../problems.js';
+import type { CountsFallback } from '../read/reader.js';
 import { createRedis, type RedisClient } from '../store/store.js';
-import { DbFallback } from '../read/fallback.js';
 import { attachUnreadBadges, COUNTS_EVENT, ROOMS_EVENT, TOTAL_EVENT, type UnreadBadges } from './badges.js';
 import type { SocketConfig } from './config.js';
-import { handleDemoRequest, sendJson } from '../demo/demo.js';
+import { sendJson, type HttpRoute } from './http.js';
 import { socketMetrics } from './metrics.js';
-import { SeedCompatChatSocket } from '../compat/seed-compat.js';
 
 export interface RunningSocketServer {
   /** Base URL clients connect to, e.g. http://127.0.0.1:3000 */
@@ -21,27 +20,47 @@ export interface RunningSocketServer {
   http: HttpServer;
   io: Server;
   badges: UnreadBadges;
-  /** Present in demo mode only. */
-  chat: SeedCompatChatSocket | null;
   close(): Promise<void>;
 }
 
+/** What a launcher adds to the server once its badges exist (the demo: its routes and adapter). */
+export interface SocketServerExtension {
+  /** Asked after /healthz, /readyz and /metrics, before the index and the 404. */
+  handle?: HttpRoute;
+  /** Released with the server, after the sockets and before Redis. */
+  close?: () => Promise<void>;
+}
+
+export interface SocketServerOverrides {
+  redis?: RedisClient;
+  /** More /readyz checks (e.g. the bridge's when both run in one process). */
+  readiness?: Record<string, Check>;
+  /** Answer `/` with what this server is and its endpoints (`start`, for a first visit). */
+  index?: boolean;
+  /** Badge reads while Redis is down (UNREAD_DB_FALLBACK); the launcher passes a DbFallback. */
+  fallback?: CountsFallback;
+  /** Called once the badges exist (demo mode builds its routes on them). */
+  extend?: (badges: UnreadBadges) => SocketServerExtension;
+}
+
 /**
- * Standalone HTTP + Socket.IO server (`unread-sync serve`): badges over Socket.IO, /healthz,
- * and in demo mode the demo page with its endpoints. Resolves once listening.
+ * HTTP + Socket.IO server: badges over Socket.IO, /healthz, /readyz, /metrics. It reads Redis
+ * only; the database fallback and the demo routes are handed in by the launcher
+ * (startServe in src/launch.ts, what `unread-sync serve` runs). Resolves once listening.
  */
 export async function startSocketServer(
   config: SocketConfig,
   log: Logger,
-  overrides: {
-    redis?: RedisClient;
-    sql?: Sql;
-    /** More /readyz checks (e.g. the bridge's when both run in one process). */
-    readiness?: Record<string, Check>;
-    /** Answer `/` with what this server is and its endpoints (`start`, for a first visit). */
-    index?: boolean;
-  } = {},
+  overrides: SocketServerOverrides = {},
 ): Promise<RunningSocketServer> {
+  // The flags are read here, but their database side lives in the launcher: a config that asks for
+  // it without it must not silently serve less.
+  if (config.dbFallback && !overrides.fallback) {
+    throw new UnreadSyncError(ErrorCode.CONFIG_INVALID, 'UNREAD_DB_FALLBACK=true needs the database fallback: start the server with startServe (it wires it)');
+  }
+  if (config.demo && !overrides.extend) {
+    throw new UnreadSyncError(ErrorCode.CONFIG_INVALID, 'UNREAD_DEMO=true needs the demo routes: start the server with startServe or startDemo');
+  }
   const redis = overrides.redis ?? createRedis(config.redisUrl, { clusterNodes: config.redisClusterNodes });
   if (!overrides.redis) {
     // ioredis reports every failed reconnect; one line per distinct error is enough.
@@ -54,11 +73,8 @@ export async function startSocketServer(
       last = null;
     });
   }
-  const sql = config.demo ? (overrides.sql ?? connect(config.databaseUrl as string, { max: 4, applicationName: 'unread-sync demo' })) : null;
-  let chat: SeedCompatChatSocket | null = null;
-  const fallbackSql = config.dbFallback
-    ? connect(config.databaseUrl as string, { max: config.dbFallbackMaxConcurrent, applicationName: 'unread-sync fallback' })
-    : null;
+  const dbFallback = overrides.fallback !== undefined;
+  let extension: SocketServerExtension = {};
 
   const http = createServer((req, res) => {
     void route(req, res).catch((err: unknown) => {
@@ -80,14 +96,14 @@ export async function startSocketServer(
           try {
             await redis.ping();
           } catch (err) {
-            if (!config.dbFallback) throw new Error(redisProblem(err, config.redisUrl, config.redisClusterNodes));
+            if (!dbFallback) throw new Error(redisProblem(err, config.redisUrl, config.redisClusterNodes));
           }
         },
         ...overrides.readiness,
       });
       sendJson(res, report.ready ? 200 : 503, {
         status: report.ready ? 'ready' : 'not ready',
-        checks: { ...report.checks, dbFallback: config.dbFallback },
+        checks: { ...report.checks, dbFallback },
       });
       return;
     }
@@ -96,9 +112,7 @@ export async function startSocketServer(
       res.end(await metrics.metrics());
       return;
     }
-    if (chat && config.jwtSecret) {
-      if (await handleDemoRequest(req, res, { jwtSecret: config.jwtSecret, audience: config.jwtAudience, chat })) return;
-    }
+    if (extension.handle && (await extension.handle(req, res))) return;
     if (overrides.index && path === '/' && req.method === 'GET') {
       // A first visit should say what this server is and where to go next, not "not found".
       sendJson(res, 200, {
@@ -126,19 +140,15 @@ export async function startSocketServer(
     hydrateTimeoutMs: config.hydrateTimeoutMs,
     coalesceMs: config.coalesceMs,
     reconcileIntervalMs: config.reconcileIntervalMs,
-    fallback: fallbackSql ? new DbFallback(fallbackSql, { maxConcurrent: config.dbFallbackMaxConcurrent }) : undefined,
+    fallback: overrides.fallback,
   });
   const metrics = socketMetrics(io, badges);
-  if (sql) {
-    chat = new SeedCompatChatSocket(sql, badges, { log });
-    log.warn('demo mode: /demo endpoints mint tokens for demo users and write chat_rooms; never enable in production');
-  }
+  if (overrides.extend) extension = overrides.extend(badges);
 
   const release = async () => {
     await badges.close();
     await new Promise<void>((resolve) => io.close(() => resolve()));
-    if (sql && !overrides.sql) await sql.end({ timeout: 5 });
-    await fallbackSql?.end({ timeout: 5 });
+    await extension.close?.();
     if (!overrides.redis) redis.disconnect();
   };
   try {
@@ -164,7 +174,6 @@ export async function startSocketServer(
     http,
     io,
     badges,
-    chat,
     close: release,
   };
 }
