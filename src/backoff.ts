@@ -1,6 +1,15 @@
 import type { Logger } from './log.js';
 import { sleep } from './sleep.js';
 
+/**
+ * Equal-jitter exponential backoff: the cap doubles per attempt from `baseMs` up to `maxMs`; the
+ * delay is half the cap fixed, half random, so reconnects of a fleet spread out.
+ */
+export function backoffDelay(attempt: number, baseMs: number, maxMs: number, random: () => number = Math.random): number {
+  const cap = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 20));
+  return Math.round(cap / 2 + random() * (cap / 2));
+}
+
 /** One start-up step: resolves when its dependency is there, throws (with the reason) when not yet. */
 export interface StartupStep {
   run: () => Promise<void>;
@@ -17,7 +26,7 @@ export async function startWhenReady(
   log: Pick<Logger, 'info' | 'warn'>,
   status: { reason: string | null },
 ): Promise<boolean> {
-  let backoff = 0;
+  let attempt = 0;
   let logged: string | null = null;
   for (const step of steps) {
     for (;;) {
@@ -32,8 +41,7 @@ export async function startWhenReady(
           log.warn(`waiting: ${status.reason} (retrying)`);
           logged = status.reason;
         }
-        backoff = Math.min(5_000, backoff === 0 ? 250 : backoff * 2);
-        await sleep(backoff / 2 + Math.random() * (backoff / 2), signal);
+        await sleep(backoffDelay(attempt++, 250, 5_000), signal);
       }
     }
   }

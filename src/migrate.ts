@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { runner } from 'node-pg-migrate';
 import { connect } from './db.js';
 import { ErrorCode, SqlState, UnreadSyncError, errorCode } from './errors.js';
+import { backoffDelay } from './backoff.js';
 import { sleep } from './sleep.js';
 
 /** The migrations shipped with this package, and the table that records which ran. */
@@ -85,8 +86,7 @@ export async function migrate(options: MigrateOptions): Promise<string[]> {
     } catch (err) {
       if (!isLockTimeout(err)) throw err;
       if (attempt >= retries || options.signal?.aborted) throw new MigrationLockError(attempt + 1, lockTimeoutMs, done);
-      const backoff = Math.min(15_000, 500 * 2 ** attempt);
-      const delay = Math.round(backoff / 2 + Math.random() * (backoff / 2));
+      const delay = backoffDelay(attempt, 500, 15_000);
       attempt++;
       log(`migration waited ${lockTimeoutMs} ms for a lock on a busy table; rolled back, retry ${attempt}/${retries} in ${delay} ms`);
       await sleep(delay, options.signal);

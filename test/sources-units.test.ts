@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../src/log.js';
-import { backoffDelay } from '../src/sources/backoff.js';
+import { backoffDelay } from '../src/backoff.js';
 import { LIVE_SEEN_MAX, LiveMisses } from '../src/sources/catchup.js';
 import { RealtimeHealth } from '../src/sources/realtime-health.js';
 import { parseSnapshot, visibleIn, widenXid, xidVisibleIn } from '../src/sources/snapshot.js';

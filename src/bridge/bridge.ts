@@ -4,6 +4,7 @@ import { BridgeMetrics } from './metrics.js';
 import type { ChangeSource, CycleHandler, HydratedRoom } from '../sources/source.js';
 import { snapshotStamp, type RoomChange, type SnapshotStamp, type UnreadStore } from '../store/store.js';
 import { parseUserId } from '../ids.js';
+import { backoffDelay } from '../backoff.js';
 import { sleep } from '../sleep.js';
 import { ErrorCode, SqlState, UnreadSyncError, errorCode } from '../errors.js';
 import { ApplyStatus } from '../store/status.js';
@@ -347,7 +348,7 @@ export class Bridge {
     });
     await subscriber.subscribe(store.keys.hydrateQueue);
 
-    let backoff = 0;
+    let failures = 0;
     let started = false;
     // Log maintenance (prune) runs on its own timer beside the cycles, never awaited by them: a
     // prune of a 1M-row burst awaited in this loop stalled commit -> Redis for 25 s.
@@ -398,7 +399,7 @@ export class Bridge {
           const events = await this.withWatchdog(this.runOnce());
           this.state.lastCycleAt = new Date();
           this.state.lastError = null;
-          backoff = 0;
+          failures = 0;
           if (events === 0 && this.pendingHydration.size === 0) await this.waitForWork(poll, signal);
         } catch (err) {
           if (signal.aborted) break;
@@ -418,9 +419,8 @@ export class Bridge {
           // half-broken connection is never trusted again.
           started = false;
           this.state.active = false;
-          backoff = Math.min(5_000, backoff === 0 ? 100 : backoff * 2);
-          const delay = backoff / 2 + Math.random() * (backoff / 2); // jitter: no reconnect storm
-          log.warn({ err: (err as Error).message, retryInMs: Math.round(delay) }, 'bridge cycle failed');
+          const delay = backoffDelay(failures++, 100, 5_000); // jitter: no reconnect storm
+          log.warn({ err: (err as Error).message, retryInMs: delay }, 'bridge cycle failed');
           await sleep(delay, signal);
         }
       }

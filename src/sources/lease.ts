@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { supabaseQueries, type Sql } from '../db.js';
 import type { Logger } from '../log.js';
 import { sleep } from '../sleep.js';
-import { backoffDelay } from './backoff.js';
+import { backoffDelay } from '../backoff.js';
 import { SourceLeaseLostError } from './source.js';
 
 export interface BridgeLeaseOptions {

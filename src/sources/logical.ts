@@ -5,7 +5,7 @@ import { Gauge, type Counter, type Registry } from 'prom-client';
 import { connect, queries, type DatabaseIdentity, type Sql } from '../db.js';
 import { ErrorCode, UnreadSyncError } from '../errors.js';
 import { sleep } from '../sleep.js';
-import { backoffDelay } from './backoff.js';
+import { backoffDelay } from '../backoff.js';
 import { counter } from './metrics.js';
 import { parseCopyData, parseLsn, statusUpdate } from './pgoutput.js';
 import { xidVisibleIn } from './snapshot.js';

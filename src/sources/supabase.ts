@@ -7,7 +7,7 @@ import { connectPooled, queries, supabaseQueries, type Sql } from '../db.js';
 import { parseEvent, xidSchema } from '../events.js';
 import type { Logger } from '../log.js';
 import type { Registry } from 'prom-client';
-import { backoffDelay } from './backoff.js';
+import { backoffDelay } from '../backoff.js';
 import { isPlainObject, LiveMisses, readCatchup } from './catchup.js';
 import { BridgeLease } from './lease.js';
 import { RATE_LIMIT_MESSAGE, RealtimeHealth } from './realtime-health.js';
@@ -15,7 +15,7 @@ import { parseSnapshot, visibleIn, type Snapshot } from './snapshot.js';
 import { startPosition, type ChangeSource, type CycleHandler } from './source.js';
 
 // Imported from here by existing callers; they live in their own modules now.
-export { backoffDelay } from './backoff.js';
+export { backoffDelay } from '../backoff.js';
 export { parseSnapshot, visibleIn, type Snapshot } from './snapshot.js';
 
 export interface SupabaseSourceOptions {
