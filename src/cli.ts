@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
-import { loadConfig, ConfigError, type Config } from './config.js';
+import { loadConfig, logLevels, settings, ConfigError, type Config } from './config.js';
 import { connect, queries, type Sql } from './db.js';
 import { postgresEndpoint, redactSecrets, redisEndpoint } from './env.js';
 import { ErrorCode, UnreadSyncError } from './errors.js';
@@ -110,6 +110,9 @@ function runProcess(logName: string, launch: (config: Config, log: Logger) => Ru
   };
 }
 
+/** A setting's default, read from the config table so the help text cannot drift from it. */
+const defaultOf = (key: keyof typeof settings): string => String(settings[key].schema.parse(undefined));
+
 const program = new Command()
   .name('unread-sync')
   .description('Chat unread badges mirrored from Postgres into Redis')
@@ -119,11 +122,11 @@ const program = new Command()
     'after',
     `
 Configuration is read from the environment:
-  DATABASE_URL   Postgres, default postgres://postgres@127.0.0.1:5432/postgres
-  REDIS_URL      Redis, default redis://127.0.0.1:6379 (redis://:password@host:port/db;
+  DATABASE_URL   Postgres, default ${defaultOf('databaseUrl')}
+  REDIS_URL      Redis, default ${defaultOf('redisUrl')} (redis://:password@host:port/db;
                  REDIS_HOST/REDIS_PORT/REDIS_PASSWORD are refused, put them in REDIS_URL)
   UNREAD_AUTO_MIGRATE=true   let \`bridge\` apply pending migrations itself
-  LOG_LEVEL      fatal|error|warn|info|debug|trace|silent (default info)
+  LOG_LEVEL      ${logLevels.join('|')} (default ${defaultOf('logLevel')})
 Every variable: README.md, "Configuration". Quick start: \`unread-sync start\`, or \`unread-sync demo\`.`,
   );
 

@@ -17,7 +17,7 @@ export interface Setting {
 }
 
 const sourceError = 'must be "auto", "logical", "postgres" or "supabase"';
-const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 const postgresUrl = url(['postgres:', 'postgresql:']);
 
 /**
