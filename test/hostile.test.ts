@@ -3,7 +3,8 @@ import { ConfigError, loadConfig } from '../src/config.js';
 import { parseEvent } from '../src/events.js';
 import { parseUserId } from '../src/ids.js';
 import { UnreadReader } from '../src/read/reader.js';
-import { createTestDb, createTestRedis, testConfig, truth, uuid, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, truth, uuid } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { steppedBridge } from './support/bridge.js';
 import { spawnCli, exited, bridgeEnv } from './support/processes.js';
 
@@ -21,18 +22,13 @@ const HOSTILE = [
 ];
 
 describe('hostile input is rejected before it reaches SQL or Redis', () => {
-  let db: TestDb;
-  let r: TestRedis;
+  const { db, r } = useEnv();
   let stepper: Awaited<ReturnType<typeof steppedBridge>>;
   beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
     stepper = await steppedBridge(testConfig(db, r), r);
   });
   afterAll(async () => {
     await stepper?.stop();
-    await r?.cleanup();
-    await db?.drop();
   });
 
   it('reader API: every hostile id is a clear InvalidIdError and no key is written', async () => {

@@ -1,22 +1,18 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDb, createTestRedis, testConfig, uuid, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, uuid } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { steppedBridge } from './support/bridge.js';
 
 type Change = { kind: string; user_id: string | null; room_id: string | null; unread: number | null; negative: boolean };
 
-let db: TestDb;
-let r: TestRedis;
+const { db, r } = useEnv();
 let stepper: Awaited<ReturnType<typeof steppedBridge>>;
 
 beforeAll(async () => {
-  db = await createTestDb();
-  r = await createTestRedis();
   stepper = await steppedBridge(testConfig(db, r), r);
 });
 afterAll(async () => {
   await stepper?.stop();
-  await r?.cleanup();
-  await db?.drop();
 });
 
 let lastId = 0n;

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UnreadReader } from '../../src/read/reader.js';
 import { startBridge, type RunningBridge } from '../../src/launch.js';
 import { verify } from '../../src/commands/verify.js';
-import { createTestDb, drifted, testLogger, truth, uuid, waitForBridge, type TestDb } from '../support/env.js';
+import { createTestDb, expectNoDrift, testLogger, truth, uuid, waitForBridge, type TestDb } from '../support/env.js';
 import { runConnection, seedRooms, workloadArbitrary } from '../support/workload.js';
 import { startCluster, type LocalCluster } from './cluster.js';
 import { clusterConfig, clusterRedis, probe, sleep, type ClusterRedis } from './support.js';
@@ -56,7 +56,7 @@ describe('Redis Cluster (3 masters, 3 replicas)', () => {
         });
         await Promise.all([...connections.map((txs) => runConnection(db.sql, txs, rooms, users)), ...late]);
         await waitForBridge(db.sql);
-        expect(await drifted(db.sql, r.store, users)).toEqual([]);
+        await expectNoDrift(db.sql, r.store, users);
         // Not vacuous: every user is cached (they live in different slots, so on different masters).
         const cached = await Promise.all(users.map((u) => r.store.read(u)));
         expect(cached.every(Boolean)).toBe(true);
