@@ -30,6 +30,21 @@ export interface Env {
   expectNoDrift(users: string[]): Promise<void>;
 }
 
+/** Only a database (created in beforeAll, dropped in afterAll), for files that need no Redis. */
+export function useDb(options: DbOptions = {}): TestDb {
+  const { create, ...db } = planTestDb(options);
+  beforeAll(() => create());
+  afterAll(() => db.drop()); // `drop database if exists`: also after a failed create
+  return db;
+}
+
+/** Only Redis: a client, store and key prefix of its own; its keys deleted and the client closed in afterAll. */
+export function useRedis(options: { db?: number } = {}): TestRedis {
+  const r = openTestRedis(options);
+  afterAll(() => r.cleanup());
+  return r;
+}
+
 /**
  * The shared test fixture: call it at the top of a file or a describe block. `db` and `r` exist at
  * once (names, URLs, clients that connect on first use), so `const { db, r } = useEnv()` reads like
