@@ -1,11 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { parseEvent } from '../src/events.js';
 import { parseUserId } from '../src/ids.js';
 import { UnreadReader } from '../src/read/reader.js';
-import { testConfig, truth, uuid } from './support/env.js';
+import { truth, uuid } from './support/env.js';
 import { useEnv } from './support/fixture.js';
-import { steppedBridge } from './support/bridge.js';
+import type { SteppedBridge } from './support/bridge.js';
 import { spawnCli, exited, bridgeEnv } from './support/processes.js';
 
 const HOSTILE = [
@@ -22,13 +22,11 @@ const HOSTILE = [
 ];
 
 describe('hostile input is rejected before it reaches SQL or Redis', () => {
-  const { db, r } = useEnv();
-  let stepper: Awaited<ReturnType<typeof steppedBridge>>;
+  const env = useEnv();
+  const { db, r } = env;
+  let stepper: SteppedBridge;
   beforeAll(async () => {
-    stepper = await steppedBridge(testConfig(db, r), r);
-  });
-  afterAll(async () => {
-    await stepper?.stop();
+    stepper = await env.steppedBridge(); // stopped by the fixture
   });
 
   it('reader API: every hostile id is a clear InvalidIdError and no key is written', async () => {

@@ -1,18 +1,16 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { testConfig, uuid } from './support/env.js';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { uuid } from './support/env.js';
 import { useEnv } from './support/fixture.js';
-import { steppedBridge } from './support/bridge.js';
+import type { SteppedBridge } from './support/bridge.js';
 
 type Change = { kind: string; user_id: string | null; room_id: string | null; unread: number | null; negative: boolean };
 
-const { db, r } = useEnv();
-let stepper: Awaited<ReturnType<typeof steppedBridge>>;
+const env = useEnv();
+const { db, r } = env;
+let stepper: SteppedBridge;
 
 beforeAll(async () => {
-  stepper = await steppedBridge(testConfig(db, r), r);
-});
-afterAll(async () => {
-  await stepper?.stop();
+  stepper = await env.steppedBridge(); // stopped by the fixture
 });
 
 let lastId = 0n;

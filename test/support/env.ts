@@ -7,6 +7,9 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { queries, type Sql } from '../../src/db.js';
 import { UnreadStore } from '../../src/store/store.js';
 import { createLogger } from '../../src/log.js';
+import { deletePrefix } from './redis-keys.js';
+
+export { deletePrefix };
 
 export const uuid = (): string => randomUUID();
 
@@ -88,16 +91,6 @@ export interface TestRedis {
   redis: Redis;
   store: UnreadStore;
   cleanup(): Promise<void>;
-}
-
-/** Deletes every key under `prefix` (SCAN + UNLINK: never blocks Redis, never touches other prefixes). */
-export async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.unlink(...keys);
-  } while (cursor !== '0');
 }
 
 /**

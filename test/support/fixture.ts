@@ -1,7 +1,7 @@
 import { afterAll, beforeAll } from 'vitest';
 import type { BridgeOptions } from '../../src/bridge/bridge.js';
 import type { Config } from '../../src/config.js';
-import { steppedBridge } from './bridge.js';
+import { steppedBridge, type SteppedBridge } from './bridge.js';
 import { expectNoDrift, openTestRedis, planTestDb, testConfig, type DbOptions, type TestDb, type TestRedis } from './env.js';
 
 export interface EnvOptions {
@@ -23,7 +23,7 @@ export interface Env {
     config?: Config,
     interceptor?: (rows: unknown[]) => unknown[],
     extra?: Partial<BridgeOptions>,
-  ): Promise<Awaited<ReturnType<typeof steppedBridge>>>;
+  ): Promise<SteppedBridge>;
   /** Registers a teardown; teardowns run in reverse order in afterAll, before Redis and the database go. */
   defer(teardown: () => unknown): void;
   /** expectNoDrift(db.sql, r.store, users): no cached badge differs from the truth computed by SQL. */
