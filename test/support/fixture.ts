@@ -67,8 +67,11 @@ export function useEnv(options: EnvOptions = {}): Env {
         errors.push(err);
       }
     }
-    await r.cleanup();
-    await db.drop(); // `drop database if exists`: also after a failed create
+    try {
+      await r.cleanup();
+    } finally {
+      await db.drop(); // `drop database if exists`: also after a failed create
+    }
     if (errors.length > 0) throw errors[0];
   });
 
