@@ -8,21 +8,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { installPeers, NotifyPeerListener, TriggerSwitch, uninstallPeers } from '../bench/baselines/peers.js';
 import { rewriteReadmeBlock } from '../bench/issue13-report.js';
 import { runHarness } from '../bench/push-latency.js';
-import { createTestDb, createTestRedis, uuid, type TestDb, type TestRedis } from './support/env.js';
+import { uuid } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 
-let db: TestDb;
-let r: TestRedis;
+const { db, r } = useEnv();
 
 beforeAll(async () => {
-  db = await createTestDb();
-  r = await createTestRedis();
   await installPeers(db.sql);
 });
 
 afterAll(async () => {
   await uninstallPeers(db.sql);
-  await r.cleanup();
-  await db.drop();
 });
 
 const states = async () =>

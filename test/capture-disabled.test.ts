@@ -1,9 +1,10 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startBridge } from '../src/launch.js';
 import { sleep } from '../src/sleep.js';
-import { createTestDb, createTestRedis, enableCapture, testConfig, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
+import { enableCapture, testConfig, uuid, waitForBridge } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 
 const port = 20_000 + Math.floor(Math.random() * 1_000);
 const get = async (path: string) => {
@@ -13,16 +14,7 @@ const get = async (path: string) => {
 const metric = (text: string, name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1]);
 
 describe('capture triggers disabled (issue 10, point 3, bridge side)', () => {
-  let db: TestDb;
-  let r: TestRedis;
-  beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
-  });
-  afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
-  });
+  const { db, r } = useEnv();
 
   it('ALTER TABLE chat_rooms DISABLE TRIGGER ALL: /readyz fails with the reason, one error log per episode, a metric', async () => {
     const lines: Array<{ level: number; msg: string }> = [];

@@ -7,7 +7,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { migrate } from '../src/migrate.js';
 import { steppedBridge } from './support/bridge.js';
-import { createTestDb, createTestRedis, drifted, testConfig, truth, uuid, type TestDb, type TestRedis } from './support/env.js';
+import { createTestDb, createTestRedis, expectNoDrift, testConfig, truth, uuid, type TestDb, type TestRedis } from './support/env.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterAll(async () => {
@@ -40,7 +40,7 @@ async function world(setup?: (db: TestDb) => Promise<void>) {
     if (unknown.length > 0) await stepper.hydrate(unknown);
     await stepper.drain();
     for (const u of users) expect(await r.store.read(u), `user ${u} cached`).not.toBeNull();
-    expect(await drifted(db.sql, r.store, users)).toEqual([]);
+    await expectNoDrift(db.sql, r.store, users);
     expect((await stepper.bridge.metrics.driftRepairs.get()).values[0]?.value ?? 0).toBe(0);
   };
   return { db, r, stepper, check };

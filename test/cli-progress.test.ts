@@ -2,7 +2,8 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBridge, type RunningBridge } from '../src/launch.js';
-import { createTestDb, createTestRedis, testConfig, testLogger, uuid, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, testLogger, uuid } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { ensureBuilt, runCli } from './support/built-cli.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
@@ -18,21 +19,16 @@ function onTerminal(args: string[], env: Record<string, string>): Promise<{ code
 }
 
 describe('progress of verify and rebuild', () => {
-  let db: TestDb;
-  let r: TestRedis;
+  const { db, r } = useEnv();
   let bridge: RunningBridge;
   beforeAll(async () => {
     ensureBuilt();
-    db = await createTestDb();
-    r = await createTestRedis();
     bridge = startBridge(testConfig(db, r, { UNREAD_VERIFY_INTERVAL_MS: '0' }), testLogger());
     const rows = Array.from({ length: 300 }, (_, i) => ({ id: uuid(), user_id: uuid(), company_id: uuid(), user_unread_count: 1 + (i % 4) }));
     await db.sql`insert into chat_rooms ${db.sql(rows)}`;
   });
   afterAll(async () => {
     await bridge?.stop();
-    await r?.cleanup();
-    await db?.drop();
   });
 
   it('shows users/s on a terminal, and nothing of it in a pipe', async () => {

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDb, createTestRedis, uuid, type TestDb, type TestRedis } from './support/env.js';
+import { createTestDb, uuid, type TestDb } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { ensureBuilt, eventually, freePort, runCli, spawnCli, type CliRun } from './support/built-cli.js';
 
 // Ports nobody listens on: a Redis and a Postgres that are down.
@@ -17,18 +18,13 @@ function oneCleanLine(r: CliRun) {
 }
 
 describe('CLI: secrets and one-line errors (built CLI)', () => {
-  let db: TestDb;
+  const { db, r } = useEnv();
   let bare: TestDb;
-  let r: TestRedis;
   beforeAll(async () => {
     ensureBuilt();
-    db = await createTestDb();
     bare = await createTestDb({ migrate: false });
-    r = await createTestRedis();
   });
   afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
     await bare?.drop();
   });
 

@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectUnreadBadges, type UnreadBadgesClient, type UnreadState } from '../src/client/index.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import type { RunningSocketServer } from '../src/socket/server.js';
-import { createTestDb, createTestRedis, testConfig, testLogger, truth, uuid, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, testLogger, truth, uuid } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { socketConfig, startTestSocketServer, testSecret, token, until } from './support/socket.js';
 
 /**
@@ -12,8 +13,7 @@ import { socketConfig, startTestSocketServer, testSecret, token, until } from '.
  * and a property run of random chat_rooms writes with forced reconnects.
  */
 
-let db: TestDb;
-let r: TestRedis;
+const { db, r } = useEnv();
 let bridge: RunningBridge;
 let server: RunningSocketServer;
 const secret = testSecret();
@@ -21,8 +21,6 @@ const log = testLogger();
 const clients: UnreadBadgesClient[] = [];
 
 beforeAll(async () => {
-  db = await createTestDb();
-  r = await createTestRedis();
   bridge = startBridge(testConfig(db, r), log);
   server = await startTestSocketServer(socketConfig(r, secret), log);
 });
@@ -31,8 +29,6 @@ afterAll(async () => {
   for (const c of clients) c.close();
   await server?.close();
   await bridge?.stop();
-  await r?.cleanup();
-  await db?.drop();
 });
 
 async function room(userId: string | null, companyId: string | null, userCount = 0, companyCount = 0): Promise<string> {

@@ -3,15 +3,15 @@ import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDb, createTestRedis, testConfig, testLogger, truth, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, testLogger, truth } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { socketConfig, startTestSocketServer, sum, testSecret } from './support/socket.js';
 import { startDemo, type RunningDemo } from '../src/launch.js';
 import { DEMO_ROOMS, DEMO_USERS, seedDemo } from '../src/demo/demo.js';
 import { clearDemoBundleCache } from '../src/demo/page.js';
 import type { RunningSocketServer } from '../src/socket/server.js';
 
-let db: TestDb;
-let r: TestRedis;
+const { db, r } = useEnv();
 let demo: RunningDemo;
 let server: RunningSocketServer;
 let plain: RunningSocketServer;
@@ -25,8 +25,6 @@ beforeAll(async () => {
   // The page's script is the bundled client library: rebuild it so the test runs today's src/client.
   execFileSync(process.execPath, ['scripts/bundle-client.mjs'], { stdio: 'inherit' });
   clearDemoBundleCache();
-  db = await createTestDb();
-  r = await createTestRedis();
   await seedDemo(db.sql); // startDemo seeds again: seeding is idempotent
   // The same wiring as `unread-sync demo`.
   demo = await startDemo(testConfig(db, r), log, { PORT: '0', SUPABASE_JWT_SECRET: secret, LOG_LEVEL: 'silent' });
@@ -50,8 +48,6 @@ afterAll(async () => {
   await browser?.close();
   await plain?.close();
   await demo?.stop();
-  await r?.cleanup();
-  await db?.drop();
 });
 
 it('demo endpoints exist only in demo mode and validate ids', async () => {

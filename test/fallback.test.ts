@@ -5,19 +5,18 @@ import { DbFallback, FallbackUnavailableError } from '../src/read/fallback.js';
 import { UnreadReader } from '../src/read/reader.js';
 import { UnreadStore } from '../src/store/store.js';
 import type { Sql } from '../src/db.js';
-import { createTestDb, uuid, type TestDb } from './support/env.js';
+import { createTestDb, uuid } from './support/env.js';
+import { useDb } from './support/fixture.js';
 import { privateRedis, type PrivateRedis } from './support/redis-server.js';
 
 describe('reads during a Redis outage', () => {
-  let db: TestDb;
+  const db = useDb();
   let redisServer: PrivateRedis;
   beforeAll(async () => {
-    db = await createTestDb();
     redisServer = await privateRedis(6391);
   });
   afterAll(async () => {
     await redisServer?.stop();
-    await db?.drop();
   });
 
   it('falls back to a parameterized database read, capped, and refuses beyond the cap', async () => {

@@ -1,20 +1,12 @@
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { queries } from '../src/db.js';
-import { createTestDb, createTestRedis, drifted, testConfig, uuid, type TestDb, type TestRedis } from './support/env.js';
+import { expectNoDrift, testConfig, uuid } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { steppedBridge } from './support/bridge.js';
 
 describe('gap detection covers every pruned, unapplied row (issue 10, point 8)', () => {
-  let db: TestDb;
-  let r: TestRedis;
-  beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
-  });
-  afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
-  });
+  const { db, r } = useEnv();
 
   it('two gaps in a row: the second one has an older xid than the first and is still seen', async () => {
     const [u, r1, r2] = [uuid(), uuid(), uuid()];
@@ -59,7 +51,7 @@ describe('gap detection covers every pruned, unapplied row (issue 10, point 8)',
       expect(await r.store.read(u)).toBeNull(); // never the stale 7
       await bridge.hydrate([u]);
       expect((await r.store.read(u))?.total).toBe(12);
-      expect(await drifted(db.sql, r.store, [u])).toEqual([]);
+      await expectNoDrift(db.sql, r.store, [u]);
       // The periodic verifier ran every cycle and was never the mechanism.
       expect((await bridge.bridge.metrics.driftRepairs.get()).values[0]?.value ?? 0).toBe(0);
     } finally {

@@ -1,10 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { parseEvent } from '../src/events.js';
 import { parseUserId } from '../src/ids.js';
 import { UnreadReader } from '../src/read/reader.js';
-import { createTestDb, createTestRedis, testConfig, truth, uuid, type TestDb, type TestRedis } from './support/env.js';
-import { steppedBridge } from './support/bridge.js';
+import { truth, uuid } from './support/env.js';
+import { useEnv } from './support/fixture.js';
+import type { SteppedBridge } from './support/bridge.js';
 import { spawnCli, exited, bridgeEnv } from './support/processes.js';
 
 const HOSTILE = [
@@ -21,18 +22,11 @@ const HOSTILE = [
 ];
 
 describe('hostile input is rejected before it reaches SQL or Redis', () => {
-  let db: TestDb;
-  let r: TestRedis;
-  let stepper: Awaited<ReturnType<typeof steppedBridge>>;
+  const env = useEnv();
+  const { db, r } = env;
+  let stepper: SteppedBridge;
   beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
-    stepper = await steppedBridge(testConfig(db, r), r);
-  });
-  afterAll(async () => {
-    await stepper?.stop();
-    await r?.cleanup();
-    await db?.drop();
+    stepper = await env.steppedBridge(); // stopped by the fixture
   });
 
   it('reader API: every hostile id is a clear InvalidIdError and no key is written', async () => {

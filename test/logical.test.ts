@@ -11,8 +11,9 @@ import { formatLsn, parseLsn, xidVisibleIn } from '../src/sources/pgoutput.js';
 import { PostgresSource } from '../src/sources/postgres.js';
 import { verify } from '../src/commands/verify.js';
 import {
-  createTestDb, createTestRedis, testConfig, testLogger, uuid, waitForBridge, withDatabase, type TestDb, type TestRedis,
+  testConfig, testLogger, waitForBridge, withDatabase, type TestDb, type TestRedis,
 } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { seedWorld, steadyLoad } from './support/load.js';
 import { bridgeEnv, exited, spawnCli } from './support/processes.js';
 
@@ -118,16 +119,7 @@ describe('pgoutput helpers', () => {
 });
 
 describe('logical source (UNREAD_SOURCE=auto on a wal_level=logical server)', () => {
-  let db: TestDb;
-  let r: TestRedis;
-  beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
-  });
-  afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
-  });
+  const { db, r } = useEnv();
 
   it('auto picks logical; rare changes arrive by the stream, before the backed-off probe', async () => {
     let wakeups = 0;
@@ -289,13 +281,16 @@ describe('logical source (UNREAD_SOURCE=auto on a wal_level=logical server)', ()
 });
 
 describe('logical source without the REPLICATION attribute', () => {
-  let db: TestDb;
-  let r: TestRedis;
-  let url: string;
   const role = `us_norepl_${randomBytes(4).toString('hex')}`;
+  // Registered before useEnv, so it runs after the database (whose grants name the role) is dropped.
+  afterAll(async () => {
+    const admin = postgres(withDatabase(db.url, 'postgres'), { max: 1, onnotice: () => {} });
+    await admin.unsafe(`drop role if exists ${role}`);
+    await admin.end();
+  });
+  const { db, r } = useEnv();
+  let url: string;
   beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
     await db.sql.unsafe(`create role ${role} login nosuperuser noreplication`);
     await db.sql.unsafe(`grant all on schema public, unread_sync to ${role}`);
     await db.sql.unsafe(`grant all on all tables in schema public, unread_sync to ${role}`);
@@ -305,13 +300,6 @@ describe('logical source without the REPLICATION attribute', () => {
     u.username = role;
     u.password = '';
     url = u.toString();
-  });
-  afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
-    const admin = postgres(withDatabase(db.url, 'postgres'), { max: 1, onnotice: () => {} });
-    await admin.unsafe(`drop role if exists ${role}`);
-    await admin.end();
   });
 
   it('auto falls back to polling, says why, and the metric says so; changes still arrive', async () => {

@@ -4,14 +4,15 @@
  * session that holds the bridge lock, so an ousted bridge's late write cannot move it.
  */
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { PostgresSource } from '../src/sources/postgres.js';
 import { SourceLeaseLostError } from '../src/sources/source.js';
 import { Bridge } from '../src/bridge/bridge.js';
 import { UnreadReader } from '../src/read/reader.js';
 import { startBridge } from '../src/launch.js';
 import { queries } from '../src/db.js';
-import { createTestDb, createTestRedis, testConfig, testLogger, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, testLogger, uuid, waitForBridge } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 
 async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -24,16 +25,7 @@ async function until<T>(what: string, probe: () => Promise<T | null | undefined 
 }
 
 describe('log maintenance beside the apply loop (issue 13, goal 3)', () => {
-  let db: TestDb;
-  let r: TestRedis;
-  beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
-  });
-  afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
-  });
+  const { db, r } = useEnv();
 
   it('while a large prune is running (held on a row lock), changes and hydrations still reach Redis and the checkpoint moves', async () => {
     const [u, room] = [uuid(), uuid()];

@@ -1,9 +1,10 @@
 import { readdirSync } from 'node:fs';
 import { MIGRATIONS_DIR } from '../src/migrate.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import postgres from 'postgres';
 import { migrate, MigrationLockError } from '../src/migrate.js';
 import { createTestDb, uuid, type TestDb } from './support/env.js';
+import { useDb } from './support/fixture.js';
 
 /** An app-shaped chat_rooms with live rows, before unread-sync is installed. */
 async function appTable(db: TestDb, rows: number): Promise<string[]> {
@@ -66,14 +67,10 @@ function writer(db: TestDb, ids: string[]) {
 }
 
 describe('migrations never freeze app writes (lock_timeout + bounded retries)', () => {
-  let db: TestDb;
+  const db = useDb({ migrate: false });
   let ids: string[];
   beforeAll(async () => {
-    db = await createTestDb({ migrate: false });
     ids = await appTable(db, 5_000);
-  });
-  afterAll(async () => {
-    await db?.drop();
   });
 
   it('gives up clearly after its retries while an app transaction holds a row, and changes nothing', async () => {

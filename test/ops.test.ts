@@ -3,7 +3,8 @@ import { Redis } from 'ioredis';
 import { UnreadReader } from '../src/read/reader.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import { UnreadStore } from '../src/store/store.js';
-import { createTestDb, testConfig, testLogger, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, testLogger, uuid, waitForBridge, type TestRedis } from './support/env.js';
+import { useDb } from './support/fixture.js';
 import { privateRedis, type PrivateRedis } from './support/redis-server.js';
 
 const port = 19_000 + Math.floor(Math.random() * 1_000);
@@ -14,12 +15,11 @@ const get = async (path: string) => {
 const metric = (text: string, name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1]);
 
 describe('bridge /metrics, /healthz, /readyz', () => {
-  let db: TestDb;
+  const db = useDb();
   let server: PrivateRedis;
   let running: RunningBridge;
   let redis: Redis;
   beforeAll(async () => {
-    db = await createTestDb();
     server = await privateRedis(6393);
     redis = new Redis(server.url, { maxRetriesPerRequest: 1, enableAutoPipelining: true });
     redis.on('error', () => {});
@@ -30,7 +30,6 @@ describe('bridge /metrics, /healthz, /readyz', () => {
     await running?.stop();
     redis?.disconnect();
     await server?.stop();
-    await db?.drop();
   });
 
   it('exposes real figures and real checks', async () => {

@@ -11,7 +11,8 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { queries, supabaseQueries, type Sql } from '../src/db.js';
-import { createTestDb, uuid, type TestDb } from './support/env.js';
+import { uuid } from './support/env.js';
+import { useDb } from './support/fixture.js';
 
 interface PlanNode {
   'Node Type': string;
@@ -29,13 +30,12 @@ function nodes(plan: PlanNode): PlanNode[] {
 }
 
 describe('plans that do not depend on statistics (issue 13, goal 4)', () => {
-  let db: TestDb;
+  const db = useDb({ prefix: 'plans' });
   let ex: Sql;
   const notices: string[] = [];
   let previous: string;
 
   beforeAll(async () => {
-    db = await createTestDb({ prefix: 'plans' });
     // Statistics of an empty log...
     await db.sql`analyze unread_sync.changes`;
     await db.sql`analyze unread_sync.bridge_state`;
@@ -64,7 +64,6 @@ describe('plans that do not depend on statistics (issue 13, goal 4)', () => {
 
   afterAll(async () => {
     await ex?.end({ timeout: 5 });
-    await db?.drop();
   });
 
   /** The plans (and their nodes) of every statement `work` ran that touched the change log. */

@@ -3,9 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UnreadReader } from '../src/read/reader.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import {
-  createTestDb, createTestRedis, drifted, testConfig, testLogger, truth, uuid, waitForBridge,
-  type TestDb, type TestRedis,
+  drifted, testConfig, testLogger, truth, uuid, waitForBridge,
 } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { extendedSchema, runConnection, seedRooms, workloadArbitrary } from './support/workload.js';
 import { sleep } from '../src/sleep.js';
 
@@ -35,14 +35,11 @@ for (const [source, mode] of (['postgres', 'auto'] as const).flatMap((s) =>
   (['in-order delivery', 'duplicated and shuffled delivery'] as const).map((m) => [s, m] as const),
 )) {
   describe(`property: Redis equals the database after concurrent history (UNREAD_SOURCE=${source}, ${mode})`, () => {
-    let db: TestDb;
-    let r: TestRedis;
+    const { db, r } = useEnv();
     let running: RunningBridge;
 
     beforeAll(async () => {
-      db = await createTestDb();
       await extendedSchema(db.sql);
-      r = await createTestRedis();
       const interceptor =
         mode === 'duplicated and shuffled delivery'
           ? (rows: unknown[]) => {
@@ -69,8 +66,6 @@ for (const [source, mode] of (['postgres', 'auto'] as const).flatMap((s) =>
     });
     afterAll(async () => {
       await running?.stop();
-      await r?.cleanup();
-      await db?.drop();
     });
 
     it('0 drifted users, every user checked', async () => {

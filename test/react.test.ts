@@ -6,7 +6,8 @@ import { connectUnreadBadges, type UnreadBadgesClient } from '../src/client/inde
 import { useRoomUnread, useUnreadBadges } from '../src/react/index.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import type { RunningSocketServer } from '../src/socket/server.js';
-import { createTestDb, createTestRedis, testConfig, testLogger, uuid, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, testLogger, uuid } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { socketConfig, startTestSocketServer, testSecret, token, until } from './support/socket.js';
 
 /**
@@ -20,15 +21,12 @@ Object.assign(globalThis, { window: dom.window, document: dom.window.document, n
 // react-dom decides at load time whether a DOM exists: load it after the globals are in place.
 const { createRoot } = await import('react-dom/client');
 
-let db: TestDb;
-let r: TestRedis;
+const { db, r } = useEnv();
 let bridge: RunningBridge;
 let server: RunningSocketServer;
 const secret = testSecret();
 
 beforeAll(async () => {
-  db = await createTestDb();
-  r = await createTestRedis();
   bridge = startBridge(testConfig(db, r), testLogger());
   server = await startTestSocketServer(socketConfig(r, secret), testLogger());
 });
@@ -36,8 +34,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await server?.close();
   await bridge?.stop();
-  await r?.cleanup();
-  await db?.drop();
 });
 
 function Badge(props: { client: UnreadBadgesClient | null; roomId: string; renders: { n: number } }) {

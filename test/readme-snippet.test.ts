@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBridge, type RunningBridge } from '../src/launch.js';
-import { createTestDb, createTestRedis, testConfig, testLogger, uuid, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, testLogger, uuid } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { ensureBuilt } from './support/built-cli.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -21,19 +22,14 @@ function librarySnippet(): string {
 }
 
 describe('README library snippet', () => {
-  let db: TestDb;
-  let r: TestRedis;
+  const { db, r } = useEnv();
   let bridge: RunningBridge;
   beforeAll(async () => {
     ensureBuilt();
-    db = await createTestDb();
-    r = await createTestRedis();
     bridge = startBridge(testConfig(db, r), testLogger());
   });
   afterAll(async () => {
     await bridge?.stop();
-    await r?.cleanup();
-    await db?.drop();
   });
 
   it('runs as written, prints the total and exits on its own', async () => {

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { changeEventSchema, parseEvent } from '../src/events.js';
 import { queries } from '../src/db.js';
 import { rebuildAll } from '../src/commands/rebuild.js';
@@ -9,8 +9,9 @@ import { sleep } from '../src/sleep.js';
 import { snapshotStamp } from '../src/store/store.js';
 import { steppedBridge } from './support/bridge.js';
 import {
-  createTestDb, createTestRedis, drifted, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis,
+  createTestRedis, expectNoDrift, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb,
 } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { steadyLoad } from './support/load.js';
 
 const counter = async (m: { get(): Promise<{ values: Array<{ value: number }> }> }) => (await m.get()).values[0]?.value ?? 0;
@@ -30,16 +31,7 @@ async function seedUsers(db: TestDb, users: number, roomsPerUser: number): Promi
 }
 
 describe('rebuild and drain throughput paths (issue 13 goal 5)', () => {
-  let db: TestDb;
-  let r: TestRedis;
-  beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
-  });
-  afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
-  });
+  const { db, r } = useEnv();
 
   it('the rebuild and hydration reads follow the rule of room_unread() on every edge, with plans that have no join', async () => {
     const a = uuid();
@@ -133,7 +125,7 @@ describe('rebuild and drain throughput paths (issue 13 goal 5)', () => {
       expect(Object.keys(t).length).toBeGreaterThan(0);
       const cached = await r2.store.cached(world.users);
       expect(cached.filter((x) => x).length).toBeGreaterThanOrEqual(report.users);
-      expect(await drifted(db.sql, r2.store, world.users)).toEqual([]);
+      await expectNoDrift(db.sql, r2.store, world.users);
       expect(await counter(running.bridge.metrics.driftRepairs)).toBe(0);
       // ensureCached: only the missing users are asked for, and it returns once all are cached.
       const some = world.users.slice(0, 50);
@@ -175,7 +167,7 @@ describe('rebuild and drain throughput paths (issue 13 goal 5)', () => {
       // Loaded within that one cycle, stamped with its snapshot (a newer snapshot would mean
       // it was read beside the cycle; none means it waited for the next).
       expect(await r3.redis.hget(r3.store.keys.user(probe), 'y')).toBe(`${stamp.xmax}:${stamp.inProgress}`);
-      expect(await drifted(db.sql, r3.store, [probe, ...world.users.slice(0, 100)])).toEqual([]);
+      await expectNoDrift(db.sql, r3.store, [probe, ...world.users.slice(0, 100)]);
       expect((await r3.store.read(probe))?.total).toBe(Object.values((await truth(db.sql))[probe] ?? {}).reduce((x, y) => x + y, 0));
     } finally {
       await b.stop();

@@ -1,10 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { UnreadReader } from '../src/read/reader.js';
 import { startBridge } from '../src/launch.js';
 import { verify } from '../src/commands/verify.js';
 import {
-  createTestDb, createTestRedis, testConfig, testLogger, uuid, waitForBridge, type TestDb, type TestRedis,
+  createTestDb, createTestRedis, testConfig, testLogger, waitForBridge, type TestDb, type TestRedis,
 } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { seedWorld, steadyLoad } from './support/load.js';
 import { bridgeEnv, exited, spawnCli } from './support/processes.js';
 import { sleep } from '../src/sleep.js';
@@ -20,16 +21,7 @@ async function expectClean(db: TestDb, r: TestRedis, users: string[]) {
 }
 
 describe('recovery', () => {
-  let db: TestDb;
-  let r: TestRedis;
-  beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
-  });
-  afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
-  });
+  const { db, r } = useEnv();
 
   it('bridge SIGKILLed mid-batch under load, 3 times, restarted each time: verify is clean', async () => {
     const { users, rooms } = await seedWorld(db.sql, 40, 200);

@@ -3,8 +3,9 @@ import { queries } from '../src/db.js';
 import { UnreadReader } from '../src/read/reader.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import {
-  createTestDb, createTestRedis, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis,
+  testConfig, testLogger, truth, uuid, waitForBridge, type TestDb,
 } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { bridgeEnv, exited, spawnCli } from './support/processes.js';
 import { steppedBridge } from './support/bridge.js';
 
@@ -12,16 +13,7 @@ const count = async (db: TestDb) =>
   (await db.sql<{ n: number }[]>`select count(*)::int as n from unread_sync.changes`)[0]?.n ?? 0;
 
 describe('log retention', () => {
-  let db: TestDb;
-  let r: TestRedis;
-  beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
-  });
-  afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
-  });
+  const { db, r } = useEnv();
 
   it('prune deletes only applied rows older than min_age; unapplied rows stay', async () => {
     const stepper = await steppedBridge(testConfig(db, r), r);
@@ -71,19 +63,14 @@ describe('log retention', () => {
 });
 
 describe('CLI: badge, verify, rebuild', () => {
-  let db: TestDb;
-  let r: TestRedis;
+  const { db, r } = useEnv();
   let running: RunningBridge;
   beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
     // Periodic verifier off: the CLI must be what finds and repairs the drift injected below.
     running = startBridge(testConfig(db, r, { UNREAD_VERIFY_INTERVAL_MS: '0' }), testLogger(), { redis: r.redis });
   });
   afterAll(async () => {
     await running?.stop();
-    await r?.cleanup();
-    await db?.drop();
   });
   const cli = async (...args: string[]) => {
     const child = spawnCli(args, bridgeEnv(db.url, r.url, r.prefix));

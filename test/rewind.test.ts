@@ -2,11 +2,12 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import type { Sql } from '../src/db.js';
 import {
-  createTestDb, createTestRedis, drifted, testConfig, uuid, withDatabase, type TestDb, type TestRedis,
+  createTestDb, createTestRedis, expectNoDrift, testConfig, uuid, withDatabase,
 } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { steppedBridge } from './support/bridge.js';
 
 const run = promisify(execFile);
@@ -20,16 +21,7 @@ async function world(sql: Sql, n: number) {
 }
 
 describe('database rewound or moved (issue 10, point 4)', () => {
-  let db: TestDb;
-  let r: TestRedis;
-  beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
-  });
-  afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
-  });
+  const { db, r } = useEnv();
 
   it('the log sequence goes back (restore/PITR): cache reset, later changes are not skipped as stale', async () => {
     const bridge = await steppedBridge(testConfig(db, r), r, undefined, { identityCheckMs: 0, verifyIntervalMs: 1 });
@@ -52,7 +44,7 @@ describe('database rewound or moved (issue 10, point 4)', () => {
       await bridge.drain();
       expect((await r.store.read(users[0]!))?.total).toBe(4);
       expect((await r.store.read(users[1]!))?.total).toBe(2);
-      expect(await drifted(db.sql, r.store, users)).toEqual([]);
+      await expectNoDrift(db.sql, r.store, users);
       expect(await value(bridge.bridge.metrics.driftRepairs)).toBe(0);
       // Once reset, the same horizons are not a rewind again.
       await bridge.drain();
@@ -113,7 +105,7 @@ describe('database rewound or moved (issue 10, point 4)', () => {
         await moved.drain();
         expect((await r2.store.read(users[0]!))?.total).toBe(9);
         expect((await r2.store.read(users[1]!))?.total).toBe(8);
-        expect(await drifted(target, r2.store, users)).toEqual([]);
+        await expectNoDrift(target, r2.store, users);
         expect(await value(moved.bridge.metrics.driftRepairs)).toBe(0);
         // The bridge is idle afterwards: nothing from the foreign checkpoint is read again.
         expect(await moved.bridge.runOnce()).toBe(0);

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDb, createTestRedis, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, testLogger, truth, uuid, waitForBridge } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { connectClient, socketConfig, startTestSocketServer, testSecret, token, until } from './support/socket.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import type { RunningSocketServer } from '../src/socket/server.js';
@@ -7,8 +8,7 @@ import { SeedCompatChatSocket, RoomNotFoundError, InvalidInputError } from '../s
 import { seedDemo, DEMO_ROOMS, DEMO_USERS } from '../src/demo/demo.js';
 import type { RoomsUpdatedPayload } from '../src/socket/badges.js';
 
-let db: TestDb;
-let r: TestRedis;
+const { db, r } = useEnv();
 let bridge: RunningBridge;
 let server: RunningSocketServer;
 let chat: SeedCompatChatSocket;
@@ -28,8 +28,6 @@ const rowOf = async (id: string) =>
 const logRows = async () => Number((await db.sql<{ n: string }[]>`select count(*)::text as n from unread_sync.changes`)[0]?.n);
 
 beforeAll(async () => {
-  db = await createTestDb();
-  r = await createTestRedis();
   bridge = startBridge(testConfig(db, r), log);
   server = await startTestSocketServer(
     socketConfig(r, secret, { UNREAD_DEMO: 'true', DATABASE_URL: db.url }),
@@ -41,8 +39,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await server?.close();
   await bridge?.stop();
-  await r?.cleanup();
-  await db?.drop();
 });
 
 describe('markRoomRead / markRoomUnread / markAllRead', () => {

@@ -1,6 +1,7 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDb, createTestRedis, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, testLogger, truth, uuid, waitForBridge } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { connectClient, spawnSocketServer, sum, testSecret, token, until, type BadgeClient, type SocketServerProcess } from './support/socket.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 
@@ -10,8 +11,7 @@ const ROOMS = 600;
 const WRITERS = 4;
 const WRITES_PER_WRITER = 400;
 
-let db: TestDb;
-let r: TestRedis;
+const { db, r } = useEnv();
 let bridge: RunningBridge;
 const servers: SocketServerProcess[] = [];
 const clients: BadgeClient[] = [];
@@ -19,8 +19,6 @@ const secret = testSecret();
 const log = testLogger();
 
 beforeAll(async () => {
-  db = await createTestDb();
-  r = await createTestRedis();
   bridge = startBridge(testConfig(db, r), log);
   // Two socket servers in child processes; reconcile loop off: every change must arrive through
   // sharded pub/sub alone.
@@ -41,8 +39,6 @@ afterAll(async () => {
   for (const c of clients) c.close();
   await Promise.all(servers.map((s) => s.stop()));
   await bridge?.stop();
-  await r?.cleanup();
-  await db?.drop();
 });
 
 // Deterministic pseudo-random numbers so a failure can be replayed.

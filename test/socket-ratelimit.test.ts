@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { ErrorReply, UnreadCountsReply } from '../src/socket/badges.js';
-import { createTestRedis, testLogger, uuid, type TestRedis } from './support/env.js';
+import { testLogger, uuid } from './support/env.js';
+import { useRedis } from './support/fixture.js';
 import {
   connectClient, socketConfig, spawnSocketServer, startTestSocketServer, testSecret, token, type BadgeClient,
 } from './support/socket.js';
@@ -12,13 +13,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 
 describe('get-unread-counts: per-socket rate limit and bounded cost', () => {
-  let r: TestRedis;
-  beforeAll(async () => {
-    r = await createTestRedis();
-  });
-  afterAll(async () => {
-    await r?.cleanup();
-  });
+  const r = useRedis();
 
   it('answers excess requests with an error at once, and refills over time', async () => {
     const secret = testSecret();

@@ -1,13 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import { startSocketServer, type RunningSocketServer } from '../src/socket/server.js';
-import { createTestDb, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, testLogger, truth, uuid, waitForBridge, type TestRedis } from './support/env.js';
+import { useDb } from './support/fixture.js';
 import { privateRedis, type PrivateRedis } from './support/redis-server.js';
 import { connectClient, socketConfig, testSecret, token, until } from './support/socket.js';
 
 /** A real Redis restart (process killed, keyspace gone) while socket clients stay connected. */
 describe('Redis restarted while socket clients are connected', () => {
-  let db: TestDb;
+  const db = useDb();
   let server: PrivateRedis;
   let bridge: RunningBridge;
   let sockets: RunningSocketServer;
@@ -15,7 +16,6 @@ describe('Redis restarted while socket clients are connected', () => {
   const r = { url: '', prefix: 'restart:' } as TestRedis;
 
   beforeAll(async () => {
-    db = await createTestDb();
     server = await privateRedis(6399);
     r.url = server.url;
     bridge = startBridge(testConfig(db, r), testLogger());
@@ -25,7 +25,6 @@ describe('Redis restarted while socket clients are connected', () => {
     await sockets?.close();
     await bridge?.stop();
     await server?.stop();
-    await db?.drop();
   });
 
   it('every client gets the correct total after recovery, and changes flow again', async () => {

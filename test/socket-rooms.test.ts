@@ -1,14 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import type { Socket } from 'socket.io-client';
-import { createTestDb, createTestRedis, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, testLogger, truth, uuid, waitForBridge } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { connectClient, socketConfig, startTestSocketServer, testSecret, token, until, type BadgeClient } from './support/socket.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import type { RunningSocketServer } from '../src/socket/server.js';
 import type { RoomsUpdatedPayload, UnreadCountsReply } from '../src/socket/badges.js';
 
-let db: TestDb;
-let r: TestRedis;
+const { db, r } = useEnv();
 let bridge: RunningBridge;
 let server: RunningSocketServer;
 const secret = testSecret();
@@ -103,8 +103,6 @@ async function expectConverged(client: RoomsClient, userId: string): Promise<voi
 }
 
 beforeAll(async () => {
-  db = await createTestDb();
-  r = await createTestRedis();
   bridge = startBridge(testConfig(db, r), log);
   server = await startTestSocketServer(socketConfig(r, secret), log);
 });
@@ -112,8 +110,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await server?.close();
   await bridge?.stop();
-  await r?.cleanup();
-  await db?.drop();
 });
 
 describe('unread-rooms-updated', () => {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { createTestDb, createTestRedis, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
+import { deletePrefix, testConfig, testLogger, truth, uuid, waitForBridge } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { connectClient, refusal, socketConfig, startTestSocketServer, sum, testSecret, token, until } from './support/socket.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import { mintToken } from '../src/socket/auth.js';
@@ -9,8 +10,7 @@ import type { RunningSocketServer } from '../src/socket/server.js';
 import type { UnreadCountsReply, ErrorReply } from '../src/socket/badges.js';
 import { InvalidIdError } from '../src/ids.js';
 
-let db: TestDb;
-let r: TestRedis;
+const { db, r } = useEnv();
 let bridge: RunningBridge;
 let server: RunningSocketServer;
 const secret = testSecret();
@@ -25,18 +25,7 @@ async function room(userId: string | null, companyId: string | null, userCount =
 
 const truthTotal = async (userId: string) => sum((await truth(db.sql))[userId]);
 
-async function wipePrefix(): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await r.redis.scan(cursor, 'MATCH', `${r.prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await r.redis.unlink(...keys);
-  } while (cursor !== '0');
-}
-
 beforeAll(async () => {
-  db = await createTestDb();
-  r = await createTestRedis();
   bridge = startBridge(testConfig(db, r), log);
   server = await startTestSocketServer(socketConfig(r, secret), log);
 });
@@ -44,8 +33,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await server?.close();
   await bridge?.stop();
-  await r?.cleanup();
-  await db?.drop();
 });
 
 describe('auth', () => {
@@ -170,7 +157,7 @@ describe('badges', () => {
     const r1 = await room(a, null, 4);
     const c = await connectClient(server.url, { token: await token(secret, a) }, a);
     await until(() => c.last()?.totalUnreadCount === 4, 10_000, 'first total');
-    await wipePrefix(); // data loss: no reset is published
+    await deletePrefix(r.redis, r.prefix); // data loss: no reset is published
     await db.sql`update public.chat_rooms set user_unread_count = 6 where id = ${r1}`;
     await until(() => c.last()?.totalUnreadCount === 6, 10_000, 'total after wipe');
     expect(await truthTotal(a)).toBe(6);
@@ -203,7 +190,7 @@ describe('badges', () => {
       const r1 = await room(a, null, 3);
       const c = await connectClient(s2.url, { token: await token(secret, a) }, a);
       await until(() => c.last()?.totalUnreadCount === 3, 10_000, 'first total');
-      await wipePrefix();
+      await deletePrefix(r.redis, r.prefix);
       await db.sql`update public.chat_rooms set user_unread_count = 8 where id = ${r1}`;
       await waitForBridge(db.sql);
       const list = (await r.redis.client('LIST')) as string;

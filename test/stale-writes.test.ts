@@ -1,26 +1,18 @@
 import { roomField } from '../src/store/keys.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startBridge } from '../src/launch.js';
 import { snapshotStamp } from '../src/store/store.js';
 import { sleep } from '../src/sleep.js';
 import {
-  createTestDb, createTestRedis, drifted, testConfig, testLogger, uuid, type TestDb, type TestRedis,
+  createTestRedis, expectNoDrift, testConfig, testLogger, uuid,
 } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { steppedBridge } from './support/bridge.js';
 
 const counter = async (m: { get(): Promise<{ values: Array<{ value: number }> }> }) => (await m.get()).values[0]?.value ?? 0;
 
 describe('nothing older overwrites something newer (issue 10, point 6)', () => {
-  let db: TestDb;
-  let r: TestRedis;
-  beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
-  });
-  afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
-  });
+  const { db, r } = useEnv();
 
   it('Lua: a hydration or repair stamped older than the state it would overwrite is refused', async () => {
     const u = uuid();
@@ -94,7 +86,7 @@ describe('nothing older overwrites something newer (issue 10, point 6)', () => {
     await db.sql`update chat_rooms set user_unread_count = 2 where id = ${room}`;
     await b.drain();
     await b.drain();
-    expect(await drifted(db.sql, r.store, [user])).toEqual([]);
+    await expectNoDrift(db.sql, r.store, [user]);
     expect((await r.store.read(user))?.total).toBe(2);
     expect(await counter(b.bridge.metrics.driftRepairs)).toBe(0);
     await b.stop();

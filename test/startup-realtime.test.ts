@@ -3,10 +3,11 @@
  * Realtime is down waits (its /readyz says the bridge topics are not subscribed), keeps badges
  * right through catch-up reads meanwhile, and joins by itself once Realtime comes up.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../src/migrate.js';
 import { UnreadReader } from '../src/read/reader.js';
-import { createTestDb, createTestRedis, uuid, type TestDb, type TestRedis } from './support/env.js';
+import { uuid } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { ensureBuilt, eventually, freePort, spawnCli, type CliChild } from './support/built-cli.js';
 import { applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
 
@@ -23,19 +24,12 @@ async function sigterm(child: CliChild): Promise<number | null> {
 }
 
 describe('start-up with Realtime down (built CLI, UNREAD_SOURCE=supabase)', () => {
-  let db: TestDb;
-  let r: TestRedis;
+  const { db, r } = useEnv({ db: { migrate: false, prefix: 'sbup' } });
   beforeAll(async () => {
     ensureBuilt();
-    db = await createTestDb({ migrate: false, prefix: 'sbup' });
     await applyRealtimeShim(db.url);
     await migrate({ databaseUrl: db.url, direction: 'up' });
-    r = await createTestRedis();
   }, 60_000);
-  afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
-  });
 
   it('waits with /readyz 503 naming the unsubscribed topics, stays correct by catch-up, joins when Realtime is up; SIGTERM exits 0', async () => {
     const realtimePort = await freePort();

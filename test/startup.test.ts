@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { UnreadStore } from '../src/store/store.js';
-import { createTestDb, createTestRedis, uuid, type TestDb } from './support/env.js';
+import { createTestRedis, uuid } from './support/env.js';
+import { useDb } from './support/fixture.js';
 import { privatePostgres, type PrivatePostgres } from './support/pg-server.js';
 import { ensureBuilt, eventually, freePort, runCli, spawnCli, type CliChild } from './support/built-cli.js';
 import { privateRedis, type PrivateRedis } from './support/redis-server.js';
@@ -23,15 +24,13 @@ async function sigterm(child: CliChild): Promise<number | null> {
 }
 
 describe('start-up with a dependency down (built CLI)', () => {
-  let db: TestDb;
+  const db = useDb({ migrate: false }); // `start` migrates
   let redis: PrivateRedis | null = null;
   beforeAll(async () => {
     ensureBuilt();
-    db = await createTestDb({ migrate: false }); // `start` migrates
   });
   afterAll(async () => {
     await redis?.stop();
-    await db?.drop();
   });
 
   it('`start` with Redis down: /readyz 503 with the reason, recovers when Redis comes up, applies changes, SIGTERM exits 0', async () => {

@@ -1,14 +1,11 @@
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestRedis, uuid, type TestRedis } from './support/env.js';
+import { describe, expect, it } from 'vitest';
+import { createTestRedis, uuid } from './support/env.js';
+import { useRedis } from './support/fixture.js';
 import type { RoomChange } from '../src/store/store.js';
 import { roomField } from '../src/store/keys.js';
 
-let r: TestRedis;
-beforeAll(async () => {
-  r = await createTestRedis();
-});
-afterAll(() => r?.cleanup());
+const r = useRedis();
 
 const apply = (user: string, changes: RoomChange[]) => r.store.apply(new Map([[user, changes]]));
 const set = (roomId: string, unread: number, version: number): RoomChange => ({ roomId, unread, version: String(version) });

@@ -18,12 +18,12 @@ import { startBridge, type RunningBridge } from '../src/launch.js';
 import { connectUnreadBadgesSupabase, parseSnapshotText } from '../src/client/supabase.js';
 import type { UnreadBadgesClient, UnreadState } from '../src/client/types.js';
 import { applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
-import { createTestDb, createTestRedis, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, testLogger, truth, uuid, waitForBridge } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 
 const JWT_SECRET = 'unread-sync-test-secret-with-at-least-32-characters';
 
-let db: TestDb;
-let r: TestRedis;
+const { db, r } = useEnv({ db: { migrate: false, prefix: 'sbdir' } });
 let server: RealtimeServer;
 let bridge: RunningBridge;
 let anonKey: string;
@@ -107,10 +107,8 @@ async function expectEqualsTruth(client: UnreadBadgesClient, userId: string): Pr
 }
 
 beforeAll(async () => {
-  db = await createTestDb({ migrate: false, prefix: 'sbdir' });
   await applyRealtimeShim(db.url);
   await migrate({ databaseUrl: db.url, direction: 'up' });
-  r = await createTestRedis();
   server = await startRealtimeServer({ databaseUrl: db.url, jwtSecret: JWT_SECRET, httpHandler: rpcStandIn });
   anonKey = await signTestJwt(JWT_SECRET, { role: 'anon' });
   bridge = startBridge(testConfig(db, r, { UNREAD_USER_TOPICS: 'true' }), testLogger());
@@ -120,8 +118,6 @@ afterAll(async () => {
   for (const c of clients) c.close();
   await bridge?.stop();
   await server?.close();
-  await r?.cleanup();
-  await db?.drop();
 }, 60_000);
 
 describe('Supabase-direct mode', () => {

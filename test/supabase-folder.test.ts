@@ -7,6 +7,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import postgres from 'postgres';
 import { afterAll, describe, expect, it } from 'vitest';
+import { differences } from '../scripts/supabase-migrations.js';
 import { applyRealtimeShim } from './support/realtime-server.js';
 import { createTestDb, truth, type TestDb } from './support/env.js';
 
@@ -52,7 +53,7 @@ describe('supabase/ mirrors migrations/', () => {
       const text = await readFile(sbMigrations + copy, 'utf8');
       const [header, ...rest] = text.split('\n');
       expect(header, `${copy} header`).toMatch(/^-- /);
-      expect(rest.join('\n'), `supabase/migrations/${copy} differs from the Up section of migrations/${f}; regenerate it (README)`).toBe(up);
+      expect(rest.join('\n'), `supabase/migrations/${copy} differs from the Up section of migrations/${f}; regenerate it (npm run supabase:migrations)`).toBe(up);
     }
   });
 
@@ -67,6 +68,10 @@ describe('supabase/ mirrors migrations/', () => {
       const copy = sb.find((s) => nameOf(s) === nameOf(f));
       expect(statements(await readFile(sbMigrations + copy, 'utf8'))).toEqual(expected);
     }
+  });
+
+  it('is exactly the output of npm run supabase:migrations', async () => {
+    expect(await differences(), 'supabase/migrations/ is out of date: run npm run supabase:migrations').toEqual([]);
   });
 
   it('config.toml enables Realtime and the seed', async () => {

@@ -11,26 +11,22 @@ import { queries } from '../src/db.js';
 import { migrate } from '../src/migrate.js';
 import { SupabaseSource } from '../src/sources/supabase.js';
 import { applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
-import { createTestDb, createTestRedis, drifted, testLogger, uuid, type TestDb, type TestRedis } from './support/env.js';
+import { expectNoDrift, testLogger, uuid } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 
 const JWT_SECRET = 'unread-sync-test-secret-with-at-least-32-characters';
 
-let db: TestDb;
-let r: TestRedis;
+const { db, r } = useEnv({ db: { migrate: false, prefix: 'sbgap' } });
 let server: RealtimeServer;
 
 beforeAll(async () => {
-  db = await createTestDb({ migrate: false, prefix: 'sbgap' });
   await applyRealtimeShim(db.url);
   await migrate({ databaseUrl: db.url, direction: 'up' });
-  r = await createTestRedis();
   server = await startRealtimeServer({ databaseUrl: db.url, jwtSecret: JWT_SECRET });
 }, 60_000);
 
 afterAll(async () => {
   await server?.close();
-  await r?.cleanup();
-  await db?.drop();
 }, 60_000);
 
 describe('supabase catch-up: gaps per bridge (issue 10, point 8)', () => {
@@ -102,7 +98,7 @@ describe('supabase catch-up: gaps per bridge (issue 10, point 8)', () => {
       expect(await r.store.read(u)).toBeNull(); // never the stale 7
       await hydrate();
       expect((await r.store.read(u))?.total).toBe(12);
-      expect(await drifted(db.sql, r.store, [u])).toEqual([]);
+      await expectNoDrift(db.sql, r.store, [u]);
       expect((await bridge.metrics.driftRepairs.get()).values[0]?.value ?? 0).toBe(0);
     } finally {
       server.faults.reset();

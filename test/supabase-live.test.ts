@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectPooled, supabaseQueries, type Sql } from '../src/db.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import { SupabaseSource, userTopic, bridgeTopic } from '../src/sources/supabase.js';
-import { createTestRedis, drifted, testLogger, type TestRedis } from './support/env.js';
+import { createTestRedis, expectNoDrift, testLogger, type TestRedis } from './support/env.js';
 import { loadConfig } from '../src/config.js';
 import { signTestJwt } from './support/realtime-server.js';
 
@@ -122,7 +122,7 @@ describe.skipIf(missing.length > 0)('supabase source against a real Supabase pro
         `live ${src.stats.liveDelivered}, catch-up rows ${src.stats.catchupRows}, replication_ready ${src.stats.replicationReady}`,
     );
     expect(src.stats.liveDelivered, 'nothing arrived through Realtime (all applied by catch-ups)').toBeGreaterThan(0);
-    expect(await drifted(sql, r.store, users)).toEqual([]);
+    await expectNoDrift(sql, r.store, users);
 
     // What issue 11 asks a real project to confirm: partitions ahead, one message per transaction
     // and topic, a green readiness (not rate-limited), replication_ready received.

@@ -10,18 +10,18 @@ import { createServer, type AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import postgres from 'postgres';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrate } from '../src/migrate.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import { SupabaseSource, type SupabaseSourceOptions } from '../src/sources/supabase.js';
 import { applyRealtimeShim, REAL_PROFILE, signTestJwt, startRealtimeServer, type RealtimeServer, type StartRealtimeServerOptions } from './support/realtime-server.js';
-import { createTestDb, createTestRedis, drifted, testConfig, testLogger, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
+import { createTestDb, drifted, expectNoDrift, testConfig, testLogger, uuid, waitForBridge } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 
 const JWT_SECRET = 'unread-sync-limits-secret-with-at-least-32-characters';
 const noop = (): void => {};
 
-let db: TestDb;
-let r: TestRedis;
+const { db, r } = useEnv({ db: { migrate: false, prefix: 'sblim' } });
 let serviceKey: string;
 const cleanups: Array<() => Promise<void>> = [];
 
@@ -124,10 +124,8 @@ async function readiness(src: SupabaseSource): Promise<string> {
 }
 
 beforeAll(async () => {
-  db = await createTestDb({ migrate: false, prefix: 'sblim' });
   await applyRealtimeShim(db.url);
   await migrate({ databaseUrl: db.url, direction: 'up' });
-  r = await createTestRedis();
   serviceKey = await signTestJwt(JWT_SECRET, { role: 'service_role' });
 }, 60_000);
 
@@ -135,11 +133,6 @@ beforeAll(async () => {
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(noop);
 }, 30_000);
-
-afterAll(async () => {
-  await r?.cleanup();
-  await db?.drop();
-}, 60_000);
 
 describe('message quota (events per second)', () => {
   it('at 2x the limit: rate-limited state on /readyz and metric, bounded rejoins, 0 drift, latency in and out printed', { timeout: 120_000 }, async () => {
@@ -203,7 +196,7 @@ describe('message quota (events per second)', () => {
     const joins = s.stats.joins - joinsBefore;
 
     await waitForBridge(db.sql, 'quota', 30_000);
-    expect(await drifted(db.sql, r.store, us.map((u) => u.user))).toEqual([]);
+    await expectNoDrift(db.sql, r.store, us.map((u) => u.user));
 
     const fmt = (xs: number[]) =>
       xs.length ? `p50 ${pct(xs, 50).toFixed(1)} ms, p95 ${pct(xs, 95).toFixed(1)} ms, max ${Math.max(...xs).toFixed(1)} ms (n=${xs.length})` : 'n=0';
@@ -259,7 +252,7 @@ describe('daily partitions of realtime.messages', () => {
     const dbMessagesBefore = s.stats.dbMessages;
     for (const [i, u] of us.entries()) await db.sql`update chat_rooms set user_unread_count = ${i + 3} where id = ${u.room}`;
     await waitForBridge(db.sql, 'partitions', 20_000);
-    expect(await drifted(db.sql, r.store, us.map((u) => u.user))).toEqual([]);
+    await expectNoDrift(db.sql, r.store, us.map((u) => u.user));
     expect(s.stats.dbMessages).toBe(dbMessagesBefore); // nothing was ever inserted, nothing streamed
     expect(src.stats.liveDelivered).toBe(liveBefore); // so the catch-ups applied every one
     await waitFor(() => src.stats.liveMissed - missedBefore >= us.length, 'the loss is counted');
@@ -295,7 +288,7 @@ describe('replication starts after the join', () => {
       10_000,
     );
     expect(src.stats.catchupsOnReady).toBeGreaterThan(catchupsBefore);
-    expect(await drifted(db.sql, r.store, us.map((u) => u.user))).toEqual([]);
+    await expectNoDrift(db.sql, r.store, us.map((u) => u.user));
     for (const [i, u] of us.entries()) expect((await r.store.read(u.user))?.rooms[u.room]).toBe(i + 1);
   });
 
@@ -313,7 +306,7 @@ describe('replication starts after the join', () => {
     for (const [i, u] of us.entries()) await db.sql`update chat_rooms set user_unread_count = ${i + 10} where id = ${u.room}`;
     expect(s.stats.notStreamed).toBeGreaterThanOrEqual(notStreamed); // (counted as the notifications arrive)
     await waitForBridge(db.sql, 'timeout', 10_000);
-    expect(await drifted(db.sql, r.store, us.map((u) => u.user))).toEqual([]);
+    await expectNoDrift(db.sql, r.store, us.map((u) => u.user));
     await waitFor(() => s.stats.notStreamed >= notStreamed + us.length, 'restart window lost the broadcasts');
   });
 });

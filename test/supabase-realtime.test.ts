@@ -12,13 +12,13 @@ import { migrate } from '../src/migrate.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import { SupabaseSource, backoffDelay, parseSnapshot, visibleIn, userTopic, bridgeTopic } from '../src/sources/supabase.js';
 import { applyRealtimeShim, REAL_PROFILE, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
-import { createTestDb, createTestRedis, drifted, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
+import { createTestRedis, expectNoDrift, testConfig, testLogger, truth, uuid, waitForBridge, type TestRedis } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 
 const JWT_SECRET = 'unread-sync-test-secret-with-at-least-32-characters';
 const noop = (): void => {};
 
-let db: TestDb;
-let r: TestRedis;
+const { db, r } = useEnv({ db: { migrate: false, prefix: 'sbrt' } });
 let server: RealtimeServer;
 let serviceKey: string;
 const stops: Array<() => Promise<void>> = [];
@@ -89,10 +89,8 @@ async function roomsOf(users: string[]): Promise<string[]> {
 const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 beforeAll(async () => {
-  db = await createTestDb({ migrate: false, prefix: 'sbrt' });
   await applyRealtimeShim(db.url);
   await migrate({ databaseUrl: db.url, direction: 'up' });
-  r = await createTestRedis();
   server = await startRealtimeServer({ databaseUrl: db.url, jwtSecret: JWT_SECRET });
   serviceKey = await signTestJwt(JWT_SECRET, { role: 'service_role' });
 }, 60_000);
@@ -100,8 +98,6 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const stop of stops.reverse()) await stop().catch(noop);
   await server?.close();
-  await r?.cleanup();
-  await db?.drop();
 }, 60_000);
 
 describe('pure helpers', () => {
@@ -158,7 +154,7 @@ describe('supabase source through the test Realtime server', () => {
       select gen_random_uuid(), gen_random_uuid(), 1 + g % 5, g % 3, true from generate_series(1, 5000) g`;
     await hydrateAll(running, users);
     await waitForBridge(db.sql, 'default');
-    expect(await drifted(db.sql, r.store, users)).toEqual([]);
+    await expectNoDrift(db.sql, r.store, users);
     const rooms = await roomsOf(users);
 
     // --- latency through the live path (catch-ups are rare here: 1 s interval, measured separately)
@@ -232,7 +228,7 @@ describe('supabase source through the test Realtime server', () => {
 
     await waitFor(() => src.subscribedAll(), 'resubscribed after the outage', 30_000);
     await waitForBridge(db.sql, 'default', 30_000);
-    expect(await drifted(db.sql, r.store, users)).toEqual([]);
+    await expectNoDrift(db.sql, r.store, users);
     // Every user is still cached (nothing was forgotten) and equals the truth computed by SQL.
     const t = await truth(db.sql);
     for (const u of users) {

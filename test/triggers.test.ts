@@ -1,22 +1,16 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDb, createTestRedis, testConfig, uuid, type TestDb, type TestRedis } from './support/env.js';
-import { steppedBridge } from './support/bridge.js';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { uuid } from './support/env.js';
+import { useEnv } from './support/fixture.js';
+import type { SteppedBridge } from './support/bridge.js';
 
 type Change = { kind: string; user_id: string | null; room_id: string | null; unread: number | null; negative: boolean };
 
-let db: TestDb;
-let r: TestRedis;
-let stepper: Awaited<ReturnType<typeof steppedBridge>>;
+const env = useEnv();
+const { db, r } = env;
+let stepper: SteppedBridge;
 
 beforeAll(async () => {
-  db = await createTestDb();
-  r = await createTestRedis();
-  stepper = await steppedBridge(testConfig(db, r), r);
-});
-afterAll(async () => {
-  await stepper?.stop();
-  await r?.cleanup();
-  await db?.drop();
+  stepper = await env.steppedBridge(); // stopped by the fixture
 });
 
 let lastId = 0n;

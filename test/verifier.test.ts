@@ -1,18 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDb, createTestRedis, testConfig, uuid, type TestDb, type TestRedis } from './support/env.js';
+import { describe, expect, it } from 'vitest';
+import { testConfig, uuid } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { steppedBridge } from './support/bridge.js';
 
 describe('periodic verifier in the bridge', () => {
-  let db: TestDb;
-  let r: TestRedis;
-  beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis({ db: 4 }); // own keyspace: the rolling scan walks all of it
-  });
-  afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
-  });
+  const { db, r } = useEnv({ redis: { db: 4 } }); // own keyspace: the rolling scan walks all of it
 
   it('walks every cached user, finds nothing in normal operation, repairs and counts injected drift', async () => {
     const stepper = await steppedBridge(testConfig(db, r), r, undefined, { verifyIntervalMs: 1, verifySampleSize: 5 });

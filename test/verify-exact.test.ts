@@ -1,24 +1,16 @@
 import { roomField } from '../src/store/keys.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { UnreadReader } from '../src/read/reader.js';
 import { startBridge } from '../src/launch.js';
 import { sleep } from '../src/sleep.js';
 import { verify } from '../src/commands/verify.js';
-import { createTestDb, createTestRedis, testConfig, testLogger, uuid, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
+import { testConfig, testLogger, waitForBridge } from './support/env.js';
+import { useEnv } from './support/fixture.js';
 import { seedWorld, steadyLoad } from './support/load.js';
 import { bridgeEnv, exited, spawnCli } from './support/processes.js';
 
 describe('verify is exact under load (issue 10, point 5)', () => {
-  let db: TestDb;
-  let r: TestRedis;
-  beforeAll(async () => {
-    db = await createTestDb();
-    r = await createTestRedis();
-  });
-  afterAll(async () => {
-    await r?.cleanup();
-    await db?.drop();
-  });
+  const { db, r } = useEnv();
 
   it('10 runs while a room changes every ~5 ms: 0 false reports; real drift found; --repair exits 0', async () => {
     let running = startBridge(testConfig(db, r, { UNREAD_VERIFY_INTERVAL_MS: '50' }), testLogger());

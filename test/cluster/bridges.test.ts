@@ -2,7 +2,8 @@ import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UnreadReader } from '../../src/read/reader.js';
 import { verify } from '../../src/commands/verify.js';
-import { createTestDb, waitForBridge, type TestDb } from '../support/env.js';
+import { waitForBridge } from '../support/env.js';
+import { useDb } from '../support/fixture.js';
 import { bridgeEnv, exited, spawnCli } from '../support/processes.js';
 import { startCluster, type LocalCluster } from './cluster.js';
 import { clusterRedis, percentile, probe, sleep, type ClusterRedis } from './support.js';
@@ -16,7 +17,7 @@ import { seedWorld, steadyLoad } from '../support/load.js';
 type Bridge = ChildProcess & { output: () => string };
 
 let cluster: LocalCluster;
-let db: TestDb;
+const db = useDb();
 let r: ClusterRedis;
 let env: Record<string, string>;
 const children: Bridge[] = [];
@@ -59,7 +60,6 @@ async function stopAll(list: Bridge[]): Promise<void> {
 
 beforeAll(async () => {
   cluster = await startCluster(7111);
-  db = await createTestDb();
   r = clusterRedis(cluster.seeds);
   env = bridgeEnv(db.url, 'redis://127.0.0.1:6379', r.prefix, {
     REDIS_CLUSTER_NODES: cluster.seeds,
@@ -72,7 +72,6 @@ afterAll(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   await Promise.all(children.map((c) => exited(c)));
   await r?.cleanup();
-  await db?.drop();
   await cluster?.stop();
 });
 

@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UnreadReader } from '../../src/read/reader.js';
 import { startBridge, type RunningBridge } from '../../src/launch.js';
 import { verify } from '../../src/commands/verify.js';
-import { createTestDb, drifted, testLogger, truth, uuid, waitForBridge, type TestDb } from '../support/env.js';
+import { expectNoDrift, testLogger, truth, uuid, waitForBridge } from '../support/env.js';
+import { useDb } from '../support/fixture.js';
 import { runConnection, seedRooms, workloadArbitrary } from '../support/workload.js';
 import { startCluster, type LocalCluster } from './cluster.js';
 import { clusterConfig, clusterRedis, probe, sleep, type ClusterRedis } from './support.js';
@@ -19,13 +20,12 @@ const USERS = 10;
 const workload = workloadArbitrary(ROOMS, USERS, 80);
 
 let cluster: LocalCluster;
-let db: TestDb;
+const db = useDb();
 let r: ClusterRedis;
 let running: RunningBridge;
 
 beforeAll(async () => {
   cluster = await startCluster(7101);
-  db = await createTestDb();
   r = clusterRedis(cluster.seeds);
   // The bridge builds its own cluster client from REDIS_CLUSTER_NODES, as in production.
   running = startBridge(clusterConfig(db, cluster.seeds, r.prefix, { UNREAD_BATCH_SIZE: '50' }), testLogger());
@@ -34,7 +34,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await running?.stop();
   await r?.cleanup();
-  await db?.drop();
   await cluster?.stop();
 });
 
@@ -56,7 +55,7 @@ describe('Redis Cluster (3 masters, 3 replicas)', () => {
         });
         await Promise.all([...connections.map((txs) => runConnection(db.sql, txs, rooms, users)), ...late]);
         await waitForBridge(db.sql);
-        expect(await drifted(db.sql, r.store, users)).toEqual([]);
+        await expectNoDrift(db.sql, r.store, users);
         // Not vacuous: every user is cached (they live in different slots, so on different masters).
         const cached = await Promise.all(users.map((u) => r.store.read(u)));
         expect(cached.every(Boolean)).toBe(true);

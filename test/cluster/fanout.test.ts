@@ -3,7 +3,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startBridge, type RunningBridge } from '../../src/launch.js';
 import { loadSocketConfig } from '../../src/socket/config.js';
 import { startSocketServer, type RunningSocketServer } from '../../src/socket/server.js';
-import { createTestDb, testLogger, truth, uuid, waitForBridge, type TestDb } from '../support/env.js';
+import { testLogger, truth, uuid, waitForBridge } from '../support/env.js';
+import { useDb } from '../support/fixture.js';
 import { connectClient, sum, testSecret, token, until, type BadgeClient } from '../support/socket.js';
 import { startCluster, type LocalCluster } from './cluster.js';
 import { clusterConfig, clusterRedis, sleep, type ClusterRedis } from './support.js';
@@ -19,7 +20,7 @@ const CLIENTS = 180;
 const ROOMS = 240;
 
 let cluster: LocalCluster;
-let db: TestDb;
+const db = useDb();
 let r: ClusterRedis;
 let bridge: RunningBridge;
 const socketRedis: ClusterRedis[] = [];
@@ -29,7 +30,6 @@ const secret = testSecret();
 
 beforeAll(async () => {
   cluster = await startCluster(7121);
-  db = await createTestDb();
   r = clusterRedis(cluster.seeds);
   bridge = startBridge(clusterConfig(db, cluster.seeds, r.prefix), testLogger());
   const config = loadSocketConfig({
@@ -55,7 +55,6 @@ afterAll(async () => {
   await Promise.all(socketRedis.map((s) => s.cleanup()));
   await bridge?.stop();
   await r?.cleanup();
-  await db?.drop();
   await cluster?.stop();
 });
 

@@ -45,3 +45,5 @@ export async function steppedBridge(
     },
   };
 }
+
+export type SteppedBridge = Awaited<ReturnType<typeof steppedBridge>>;

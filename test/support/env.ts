@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { inject } from 'vitest';
+import { expect, inject } from 'vitest';
 import postgres from 'postgres';
 import { Redis } from 'ioredis';
 import { migrate } from '../../src/migrate.js';
@@ -7,6 +7,9 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { queries, type Sql } from '../../src/db.js';
 import { UnreadStore } from '../../src/store/store.js';
 import { createLogger } from '../../src/log.js';
+import { deletePrefix } from './redis-keys.js';
+
+export { deletePrefix };
 
 export const uuid = (): string => randomUUID();
 
@@ -23,20 +26,35 @@ export interface TestDb {
   drop(): Promise<void>;
 }
 
-/** A fresh database for one test file; migrated unless asked not to. */
-export async function createTestDb(options: { migrate?: boolean; prefix?: string } = {}): Promise<TestDb> {
+export interface DbOptions {
+  /** Apply the migrations (default true). */
+  migrate?: boolean;
+  /** Database name prefix (default "us"), to tell whose leftovers are whose. */
+  prefix?: string;
+}
+
+/**
+ * A database for one test file, planned but not created yet: its name, URL and (lazy, not yet
+ * connected) client are known at once, `create()` makes it. useEnv() hands these out at collect time.
+ */
+export function planTestDb(options: DbOptions = {}): TestDb & { create(): Promise<void> } {
   const admin = inject('databaseUrl');
   const name = `${options.prefix ?? 'us'}_${randomBytes(5).toString('hex')}`;
-  const adminSql = postgres(admin, { max: 1, onnotice: () => {} });
-  await adminSql.unsafe(`create database ${name}`);
-  await adminSql.end();
   const url = withDatabase(admin, name);
-  if (options.migrate !== false) await migrate({ databaseUrl: url, direction: 'up' });
   const sql = postgres(url, { max: 8, onnotice: () => {} }) as unknown as Sql;
   return {
     url,
     name,
     sql,
+    async create() {
+      const adminSql = postgres(admin, { max: 1, onnotice: () => {} });
+      try {
+        await adminSql.unsafe(`create database ${name}`);
+      } finally {
+        await adminSql.end();
+      }
+      if (options.migrate !== false) await migrate({ databaseUrl: url, direction: 'up' });
+    },
     async drop() {
       await sql.end({ timeout: 5 });
       const a = postgres(admin, { max: 1, onnotice: () => {} });
@@ -60,6 +78,13 @@ export async function createTestDb(options: { migrate?: boolean; prefix?: string
   };
 }
 
+/** A fresh database for one test file; migrated unless asked not to. */
+export async function createTestDb(options: DbOptions = {}): Promise<TestDb> {
+  const { create, ...db } = planTestDb(options);
+  await create();
+  return db;
+}
+
 export interface TestRedis {
   url: string;
   prefix: string;
@@ -68,13 +93,16 @@ export interface TestRedis {
   cleanup(): Promise<void>;
 }
 
-/** A Redis connection with a key prefix of its own, so test files never see each other's keys. */
-export async function createTestRedis(options: { db?: number } = {}): Promise<TestRedis> {
+/**
+ * A Redis connection with a key prefix of its own, so test files never see each other's keys.
+ * Connects on its first command; `cleanup()` deletes the prefix's keys and disconnects.
+ */
+export function openTestRedis(options: { db?: number } = {}): TestRedis {
   const base = new URL(inject('redisUrl'));
   if (options.db !== undefined) base.pathname = `/${options.db}`;
   const url = base.toString();
   const prefix = `t${randomBytes(4).toString('hex')}:`;
-  const redis = new Redis(url, { enableAutoPipelining: true });
+  const redis = new Redis(url, { enableAutoPipelining: true, lazyConnect: true });
   const store = new UnreadStore(redis, prefix, { tombstoneTtlMs: 600_000, deadLetterMax: 100 });
   return {
     url,
@@ -82,15 +110,15 @@ export async function createTestRedis(options: { db?: number } = {}): Promise<Te
     redis,
     store,
     async cleanup() {
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length) await redis.unlink(...keys);
-      } while (cursor !== '0');
+      await deletePrefix(redis, prefix);
       redis.disconnect();
     },
   };
+}
+
+/** openTestRedis, as a promise (the older spelling). */
+export async function createTestRedis(options: { db?: number } = {}): Promise<TestRedis> {
+  return openTestRedis(options);
 }
 
 /** Config for a bridge under test: fast polling and checkpoints so waits stay short. */
@@ -154,6 +182,11 @@ export async function drifted(sql: Sql, store: UnreadStore, users: string[]): Pr
     if (!same) bad.push(u);
   }
   return bad;
+}
+
+/** Asserts that no user's cached badge differs from the truth computed by SQL (uncached users are not drift). */
+export async function expectNoDrift(sql: Sql, store: UnreadStore, users: string[]): Promise<void> {
+  expect(await drifted(sql, store, users), 'users whose cached badge differs from the truth').toEqual([]);
 }
 
 /**
