@@ -6,6 +6,7 @@ import { startBridge, type RunningBridge } from '../src/launch.js';
 import { UnreadStore } from '../src/store/store.js';
 import type { Dataset } from './dataset.js';
 import { sleep } from './lib.js';
+import { deletePrefix } from '../test/support/redis-keys.js';
 
 export interface BenchOptions {
   users: number;
@@ -88,17 +89,7 @@ export class BenchContext {
 
   /** Removes every key under the bench prefix (SCAN + UNLINK; never FLUSHALL on a shared Redis). */
   async clearRedis(): Promise<number> {
-    let cursor = '0';
-    let n = 0;
-    do {
-      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}*`, 'COUNT', 5000);
-      cursor = next;
-      if (keys.length) {
-        await this.redis.unlink(...keys);
-        n += keys.length;
-      }
-    } while (cursor !== '0');
-    return n;
+    return deletePrefix(this.redis, this.prefix);
   }
 
   async close(): Promise<void> {

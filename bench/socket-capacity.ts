@@ -37,6 +37,7 @@ import { UnreadStore, type RoomChange } from '../src/store/store.js';
 import { fmt, markdownTable, pct, sleep } from './lib.js';
 import type { ServerMessage, ServerStats } from './socket-capacity-server.js';
 import type { WorkerReply, WorkerRequest } from './socket-capacity-client.js';
+import { deletePrefix } from '../test/support/redis-keys.js';
 
 export interface CapacityOptions {
   /** Socket counts to reach, ascending; 'max' = the first server's open-files limit. */
@@ -467,12 +468,7 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
           }),
       ),
     );
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await redis.unlink(...keys);
-    } while (cursor !== '0');
+    await deletePrefix(redis, prefix);
     redis.disconnect();
   };
 

@@ -19,6 +19,7 @@ import { mintToken } from '../src/socket/auth.js';
 import type { TotalUnreadPayload } from '../src/socket/badges.js';
 import { loadSocketConfig } from '../src/socket/config.js';
 import { startSocketServer } from '../src/socket/server.js';
+import { deletePrefix } from '../test/support/redis-keys.js';
 
 const rate = Number(process.argv[2] ?? 200);
 const seconds = Number(process.argv[3] ?? 10);
@@ -152,10 +153,5 @@ await sql.end({ timeout: 5 });
 await adminSql.unsafe(`drop database if exists ${name} with (force)`);
 await adminSql.end();
 const r = new Redis(redisUrl);
-let cursor = '0';
-do {
-  const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-  cursor = next;
-  if (keys.length) await r.unlink(...keys);
-} while (cursor !== '0');
+await deletePrefix(r, prefix);
 r.disconnect();

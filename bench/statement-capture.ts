@@ -20,6 +20,7 @@ import { queries, type Sql } from '../src/db.js';
 import { createLogger } from '../src/log.js';
 import { migrate } from '../src/migrate.js';
 import { startBridge } from '../src/launch.js';
+import { deletePrefix } from '../test/support/redis-keys.js';
 
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -151,12 +152,7 @@ async function main(): Promise<void> {
   } finally {
     await running?.stop();
     await sql.end({ timeout: 5 });
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await redis.unlink(...keys);
-    } while (cursor !== '0');
+    await deletePrefix(redis, prefix);
     redis.disconnect();
     await admin.unsafe(`drop database if exists ${name} with (force)`);
     await admin.end();

@@ -7,7 +7,8 @@ import { UnreadReader } from '../src/read/reader.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import { sleep } from '../src/sleep.js';
 import { LogicalSource, LogicalUnavailableError } from '../src/sources/logical.js';
-import { formatLsn, parseLsn, xidVisibleIn } from '../src/sources/pgoutput.js';
+import { formatLsn, parseLsn } from '../src/sources/pgoutput.js';
+import { xidVisibleIn } from '../src/sources/snapshot.js';
 import { PostgresSource } from '../src/sources/postgres.js';
 import { verify } from '../src/commands/verify.js';
 import {

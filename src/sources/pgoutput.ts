@@ -82,6 +82,3 @@ export function parseLsn(text: string): bigint {
 export function formatLsn(lsn: bigint): string {
   return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
 }
-
-// Moved to snapshot.ts with the other snapshot arithmetic; re-exported for existing imports.
-export { xidVisibleIn } from './snapshot.js';

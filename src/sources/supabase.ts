@@ -15,8 +15,6 @@ import { parseSnapshot, visibleIn, type Snapshot } from './snapshot.js';
 import { startPosition, type ChangeSource, type CycleHandler } from './source.js';
 
 // Imported from here by existing callers; they live in their own modules now.
-export { backoffDelay } from '../backoff.js';
-export { parseSnapshot, visibleIn, type Snapshot } from './snapshot.js';
 
 export interface SupabaseSourceOptions {
   supabaseUrl: string;

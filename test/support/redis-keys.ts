@@ -4,11 +4,13 @@ import type { Redis } from 'ioredis';
  * Deletes every key under `prefix` (SCAN + UNLINK: never blocks Redis, never touches other
  * prefixes). Free of vitest, so scripts outside the test runner (bench/) can use it too.
  */
-export async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
+export async function deletePrefix(redis: Redis, prefix: string): Promise<number> {
   let cursor = '0';
+  let deleted = 0;
   do {
     const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
     cursor = next;
-    if (keys.length) await redis.unlink(...keys);
+    if (keys.length) deleted += await redis.unlink(...keys);
   } while (cursor !== '0');
+  return deleted;
 }
