@@ -14,8 +14,10 @@ const harnessRuns = (path: string) => {
   return (
     Array.isArray(runs) &&
     [100, 1_000, 2_000].every((rate) =>
-      runs.some((r: { targetRate?: unknown; commitToRedis?: { p50?: unknown; p99?: unknown } }) =>
-        r.targetRate === rate && Number.isFinite(r.commitToRedis?.p50) && Number.isFinite(r.commitToRedis?.p99)),
+      runs.some(
+        (r: { targetRate?: unknown; commitToRedis?: { p50?: unknown; p99?: unknown } }) =>
+          r.targetRate === rate && Number.isFinite(r.commitToRedis?.p50) && Number.isFinite(r.commitToRedis?.p99),
+      ),
     )
   );
 };
@@ -30,10 +32,15 @@ const checks: Array<[string, boolean]> = [
   ['7. drift counts', finite('drift.ours.drifted') && finite('drift.seedRedis.driftedTotal')],
   // Issue 13: the external harness for ours and the NOTIFY peer, the idle writes, the overhead
   // with each system running, and the targets table.
-  ...(['ours', 'notify'] as const).flatMap((s): Array<[string, boolean]> => [
-    [`2c. harness commit->Redis, ${s}, 100/1,000/2,000 per s`, harnessRuns(`push.${s}.runs`)],
-    [`2d. harness commit->Redis, ${s}, one write every 2 s`, finite(`push.${s}.idle.commitToRedis.p50`) && finite(`push.${s}.idle.commitToRedis.p99`)],
-  ]),
+  ...(['ours', 'notify'] as const).flatMap(
+    (s): Array<[string, boolean]> => [
+      [`2c. harness commit->Redis, ${s}, 100/1,000/2,000 per s`, harnessRuns(`push.${s}.runs`)],
+      [
+        `2d. harness commit->Redis, ${s}, one write every 2 s`,
+        finite(`push.${s}.idle.commitToRedis.p50`) && finite(`push.${s}.idle.commitToRedis.p99`),
+      ],
+    ],
+  ),
   ...(['uniform', 'hot'] as const).map((c): [string, boolean] => [
     `3b. UPDATE tps ratio with each system running, ${c}`,
     ['none', 'ours', 'notify', 'postgres'].every((s) => finite(`overheadLive.cases.${c === 'uniform' ? 0 : 1}.tps.${s}`)) &&

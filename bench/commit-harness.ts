@@ -101,7 +101,7 @@ async function main(): Promise<void> {
       const target = byKey.get(k.toString());
       if (!target) continue;
       const q = queues.get(target.key);
-      if (!q || !q.some((p) => p.tVis === 0)) continue;
+      if (!q?.some((p) => p.tVis === 0)) continue;
       void reader.hget(target.key, target.field).then((raw) => {
         const v = Number(raw ?? 0);
         for (const p of q) {
@@ -213,7 +213,9 @@ async function main(): Promise<void> {
     }
     const run = await finish(0, start);
     result.idle = run;
-    process.stderr.write(`     one write every ${plan.idle.intervalMs} ms: commit->Redis p50 ${run.commitToRedis.p50.toFixed(2)} p99 ${run.commitToRedis.p99.toFixed(2)} ms, lost ${run.lost}\n`);
+    process.stderr.write(
+      `     one write every ${plan.idle.intervalMs} ms: commit->Redis p50 ${run.commitToRedis.p50.toFixed(2)} p99 ${run.commitToRedis.p99.toFixed(2)} ms, lost ${run.lost}\n`,
+    );
   }
   await writer.end({ timeout: 5 });
   inval.disconnect();

@@ -199,7 +199,9 @@ async function main(): Promise<void> {
     const n = (await cycles()) - c0;
     const changes = (await applied()) - a0 + ((await unknown()) - u0);
 
-    console.log(`\n${total.toLocaleString('en-US')} commits at ${RATE}/s; ${n.toLocaleString('en-US')} cycles in ${seconds.toFixed(1)} s, ${(changes / Math.max(1, n)).toFixed(2)} changes per cycle\n`);
+    console.log(
+      `\n${total.toLocaleString('en-US')} commits at ${RATE}/s; ${n.toLocaleString('en-US')} cycles in ${seconds.toFixed(1)} s, ${(changes / Math.max(1, n)).toFixed(2)} changes per cycle\n`,
+    );
     console.log('| connection | statement | count | per cycle |');
     console.log('|---|---|---:|---:|');
     let all = 0;
@@ -212,7 +214,9 @@ async function main(): Promise<void> {
       }
     }
     const fetches = [...byConnection.values()].reduce((s, c) => s + c.fetches, 0);
-    console.log(`\ncycle statements per cycle: ${(cycleStatements / n).toFixed(2)}; all bridge statements per cycle: ${(all / n).toFixed(2)}; fetches (Execute) per cycle: ${(fetches / n).toFixed(2)}`);
+    console.log(
+      `\ncycle statements per cycle: ${(cycleStatements / n).toFixed(2)}; all bridge statements per cycle: ${(all / n).toFixed(2)}; fetches (Execute) per cycle: ${(fetches / n).toFixed(2)}`,
+    );
   } finally {
     await running.stop();
     await sql.end({ timeout: 5 });

@@ -27,10 +27,7 @@ function arg(name: string, fallback: string): string {
 }
 
 const writes = Number(arg('writes', '20'));
-const rates = arg('rates', '100,1000,2000')
-  .split(',')
-  .filter(Boolean)
-  .map(Number);
+const rates = arg('rates', '100,1000,2000').split(',').filter(Boolean).map(Number);
 const durationMs = Number(arg('duration', '5000'));
 const jsonOut = arg('json', '');
 
@@ -84,7 +81,20 @@ async function main(): Promise<void> {
   const users = await allUserIds(ds.sql);
   const ctx = new BenchContext(
     // Not the main bench's database or prefix: both may run at once on shared servers.
-    { users: 2_000, rooms: 10_000, durationMs, quick: false, out: '', svg: '', drainChanges: 0, reuse: true, only: null, db: 'unread_bench_idle', prefix: 'bench-idle:', readme: null },
+    {
+      users: 2_000,
+      rooms: 10_000,
+      durationMs,
+      quick: false,
+      out: '',
+      svg: '',
+      drainChanges: 0,
+      reuse: true,
+      only: null,
+      db: 'unread_bench_idle',
+      prefix: 'bench-idle:',
+      readme: null,
+    },
     ds,
     REDIS_URL,
     log,
@@ -101,7 +111,9 @@ async function main(): Promise<void> {
       const deadline = Date.now() + 120_000;
       while (Date.now() < deadline) {
         const text = await metricsText(ctx);
-        const ready = ctx.bridge!.bridge.status().lastCycleAt !== null && (source === 'postgres' || /unread_sync_source_mode\{mode="logical"\} 1/.test(text));
+        const ready =
+          ctx.bridge!.bridge.status().lastCycleAt !== null &&
+          (source === 'postgres' || /unread_sync_source_mode\{mode="logical"\} 1/.test(text));
         if (ready) break;
         await sleep(50);
       }
@@ -124,7 +136,14 @@ async function main(): Promise<void> {
   for (const r of results) {
     rows.push([`${r.source} (${r.mode})`, 'one write / 2 s', fmt(r.idle.p50), fmt(r.idle.p99), fmt(r.idle.max), String(r.idle.count)]);
     for (const run of r.rates) {
-      rows.push([`${r.source} (${r.mode})`, `${run.targetRate}/s (achieved ${run.achievedRate.toFixed(0)})`, fmt(run.commitToRedis.p50), fmt(run.commitToRedis.p99), fmt(run.commitToRedis.max), `${run.delivered} (lost ${run.lost})`]);
+      rows.push([
+        `${r.source} (${r.mode})`,
+        `${run.targetRate}/s (achieved ${run.achievedRate.toFixed(0)})`,
+        fmt(run.commitToRedis.p50),
+        fmt(run.commitToRedis.p99),
+        fmt(run.commitToRedis.max),
+        `${run.delivered} (lost ${run.lost})`,
+      ]);
     }
   }
   process.stdout.write(`${markdownTable(['source', 'load', 'commit->Redis p50 ms', 'p99 ms', 'max ms', 'samples'], rows)}\n`);

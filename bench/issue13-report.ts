@@ -22,7 +22,9 @@ export interface Target {
 
 const pp = (l: LatencySummary | null | undefined) => (l && l.count > 0 ? `${fmt(l.p50)} / ${fmt(l.p99)} ms` : 'n/a');
 const runCell = (r: HarnessRun | null | undefined) =>
-  r ? `${pp(r.commitToRedis)}${r.lost ? ` (**${r.lost} of ${r.commits} commits never visible**)` : ''}${r.unacked ? ` (${r.unacked} of ${r.sent} not committed in time)` : ''}${r.targetRate && r.achievedRate < r.targetRate * 0.95 ? ` (only ${fmt(r.achievedRate)} commits/s)` : ''}` : 'n/a';
+  r
+    ? `${pp(r.commitToRedis)}${r.lost ? ` (**${r.lost} of ${r.commits} commits never visible**)` : ''}${r.unacked ? ` (${r.unacked} of ${r.sent} not committed in time)` : ''}${r.targetRate && r.achievedRate < r.targetRate * 0.95 ? ` (only ${fmt(r.achievedRate)} commits/s)` : ''}`
+    : 'n/a';
 
 /** Issue 13's comparison: the same figures for ours and both peers, from this run. */
 export function sideBySide(res: Issue13Inputs): string {
@@ -39,7 +41,13 @@ export function sideBySide(res: Issue13Inputs): string {
     }
   }
   for (const r of res.writeToBadge?.runs ?? []) {
-    if (r.commitToSocket) rows.push([`commit → Socket.IO client p50 / p99 @${fmt(r.targetRate, 0)}/s (scenario 2b; SPUBLISH ${pp(r.commitToRedis)})`, pp(r.commitToSocket), '–', '–']);
+    if (r.commitToSocket)
+      rows.push([
+        `commit → Socket.IO client p50 / p99 @${fmt(r.targetRate, 0)}/s (scenario 2b; SPUBLISH ${pp(r.commitToRedis)})`,
+        pp(r.commitToSocket),
+        '–',
+        '–',
+      ]);
   }
   for (const c of res.overheadLive?.cases ?? []) {
     const cell = (s: 'ours' | 'notify' | 'postgres') => `**${c.ratio[s].toFixed(2)}** (${fmt(c.tps[s])} tps)`;
@@ -81,11 +89,21 @@ export function issue13Targets(res: Issue13Inputs): Target[] {
   out.push({
     target: '1c. commit → Socket.IO client within 1 ms of commit → Redis (same commits, scenario 2)',
     achieved: sock.length
-      ? sock.map((r) => `${fmt(r.targetRate, 0)}/s: +${fmt(r.commitToSocket!.p50 - r.commitToRedis.p50)} ms p50, +${fmt(r.commitToSocket!.p99 - r.commitToRedis.p99)} ms p99`).join('; ')
+      ? sock
+          .map(
+            (r) =>
+              `${fmt(r.targetRate, 0)}/s: +${fmt(r.commitToSocket!.p50 - r.commitToRedis.p50)} ms p50, +${fmt(r.commitToSocket!.p99 - r.commitToRedis.p99)} ms p99`,
+          )
+          .join('; ')
       : 'not measured in this run',
-    met: sock.length ? sock.every((r) => r.commitToSocket!.p50 - r.commitToRedis.p50 <= 1 && r.commitToSocket!.p99 - r.commitToRedis.p99 <= 1) : null,
+    met: sock.length
+      ? sock.every((r) => r.commitToSocket!.p50 - r.commitToRedis.p50 <= 1 && r.commitToSocket!.p99 - r.commitToRedis.p99 <= 1)
+      : null,
   });
-  for (const [name, goal] of [['uniform', 0.75], ['hot', 0.7]] as const) {
+  for (const [name, goal] of [
+    ['uniform', 0.75],
+    ['hot', 0.7],
+  ] as const) {
     const c = res.overheadLive?.cases.find((x) => x.name === name);
     out.push({
       target: `2${name === 'uniform' ? 'a' : 'b'}. UPDATE throughput with the bridge running ≥ ${goal.toFixed(2)} of no-trigger (8 clients${name === 'hot' ? ', hot: 100 rooms of one company' : ''})`,
@@ -93,11 +111,21 @@ export function issue13Targets(res: Issue13Inputs): Target[] {
       met: c ? c.ratio.ours >= goal : null,
     });
   }
-  out.push({ target: '3. no stalls from maintenance (prune and checkpoint never move p99; prune cost bounded, 5M-row log)', achieved: 'not measured by this bench run', met: null });
-  out.push({ target: '4. plans that do not depend on statistics (cycle read, poll, prune use their indexes)', achieved: 'checked by EXPLAIN in the test suite, not by the bench', met: null });
+  out.push({
+    target: '3. no stalls from maintenance (prune and checkpoint never move p99; prune cost bounded, 5M-row log)',
+    achieved: 'not measured by this bench run',
+    met: null,
+  });
+  out.push({
+    target: '4. plans that do not depend on statistics (cycle read, poll, prune use their indexes)',
+    achieved: 'checked by EXPLAIN in the test suite, not by the bench',
+    met: null,
+  });
   out.push({
     target: '5a. cold rebuild ≥ 50,000 users/s',
-    achieved: res.rebuild ? `cli path ${fmt(res.rebuild.cliPath.usersPerSec)}/s; bulk enqueue ${fmt(res.rebuild.bulkEnqueue.usersPerSec)}/s` : 'not measured in this run',
+    achieved: res.rebuild
+      ? `cli path ${fmt(res.rebuild.cliPath.usersPerSec)}/s; bulk enqueue ${fmt(res.rebuild.bulkEnqueue.usersPerSec)}/s`
+      : 'not measured in this run',
     met: res.rebuild ? res.rebuild.cliPath.usersPerSec >= 50_000 : null,
   });
   out.push({
@@ -105,7 +133,11 @@ export function issue13Targets(res: Issue13Inputs): Target[] {
     achieved: res.drain ? `${fmt(res.drain.changesPerSec)} changes/s` : 'not measured in this run',
     met: res.drain ? res.drain.changesPerSec >= 100_000 : null,
   });
-  out.push({ target: '6. socket capacity measured (memory per socket, emit p99 at 10k and 50k sockets)', achieved: 'not measured by this bench run', met: null });
+  out.push({
+    target: '6. socket capacity measured (memory per socket, emit p99 at 10k and 50k sockets)',
+    achieved: 'not measured by this bench run',
+    met: null,
+  });
   return out;
 }
 

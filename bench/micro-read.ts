@@ -24,8 +24,20 @@ const pick = () => users[k++ % users.length] as string;
 const cases: Array<[string, (r: Redis) => () => Promise<unknown>]> = [
   ['redis.hget(total)', (r) => () => r.hget(`${prefix}u:{${pick()}}`, 'total')],
   ['redis.hmget(t,n,s)', (r) => () => r.hmget(`${prefix}u:{${pick()}}`, 't', 'n', 's')],
-  ['store.readTotals', (r) => { const s = new UnreadStore(r, prefix); return () => s.readTotals(pick()); }],
-  ['reader.getTotals', (r) => { const rd = new UnreadReader(new UnreadStore(r, prefix)); return () => rd.getTotals(pick()); }],
+  [
+    'store.readTotals',
+    (r) => {
+      const s = new UnreadStore(r, prefix);
+      return () => s.readTotals(pick());
+    },
+  ],
+  [
+    'reader.getTotals',
+    (r) => {
+      const rd = new UnreadReader(new UnreadStore(r, prefix));
+      return () => rd.getTotals(pick());
+    },
+  ],
 ];
 for (let round = 0; round < 2; round++) {
   for (const [name, make] of cases) {
@@ -33,7 +45,9 @@ for (let round = 0; round < 2; round++) {
     const op = make(r);
     await closedLoop(32, 300, op);
     const res = await closedLoop(32, 2_000, op);
-    console.log(`round ${round} ${name.padEnd(20)} ${res.opsPerSec.toFixed(0).padStart(7)} ops/s  p50 ${res.latency.p50.toFixed(3)} p99 ${res.latency.p99.toFixed(3)} ms`);
+    console.log(
+      `round ${round} ${name.padEnd(20)} ${res.opsPerSec.toFixed(0).padStart(7)} ops/s  p50 ${res.latency.p50.toFixed(3)} p99 ${res.latency.p99.toFixed(3)} ms`,
+    );
     r.disconnect();
   }
 }

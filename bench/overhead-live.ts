@@ -46,7 +46,12 @@ function pgbenchPath(): string {
   return process.env.PGBENCH ?? '/usr/lib/postgresql/15/bin/pgbench';
 }
 
-export async function overheadLive(ctx: BenchContext, triggers: TriggerSwitch, rounds: number, seconds: number): Promise<OverheadLiveResult> {
+export async function overheadLive(
+  ctx: BenchContext,
+  triggers: TriggerSwitch,
+  rounds: number,
+  seconds: number,
+): Promise<OverheadLiveResult> {
   const clients = 8;
   // Pick tables, so pgbench can choose a room id by a random integer.
   await ctx.sql.unsafe(`
@@ -72,16 +77,40 @@ export async function overheadLive(ctx: BenchContext, triggers: TriggerSwitch, r
     uniform: join(dir, 'uniform.sql'),
     hot: join(dir, 'hot.sql'),
   };
-  writeFileSync(scripts.uniform, `\\set i random(1, ${u})\nupdate chat_rooms set user_unread_count = user_unread_count + 1 where id = (select id from bench_pick_uniform where i = :i);\n`);
-  writeFileSync(scripts.hot, `\\set i random(1, ${h})\nupdate chat_rooms set company_unread_count = company_unread_count + 1 where id = (select id from bench_pick_hot where i = :i);\n`);
+  writeFileSync(
+    scripts.uniform,
+    `\\set i random(1, ${u})\nupdate chat_rooms set user_unread_count = user_unread_count + 1 where id = (select id from bench_pick_uniform where i = :i);\n`,
+  );
+  writeFileSync(
+    scripts.hot,
+    `\\set i random(1, ${h})\nupdate chat_rooms set company_unread_count = company_unread_count + 1 where id = (select id from bench_pick_hot where i = :i);\n`,
+  );
 
   const url = new URL(ctx.ds.url);
   const env = { ...process.env, PGPASSWORD: decodeURIComponent(url.password), PGAPPNAME: 'unread-sync-bench' };
   const pgbench = async (script: string) => {
     const { stdout } = await run(
       pgbenchPath(),
-      ['-n', '-M', 'prepared', '-c', String(clients), '-j', '2', '-T', String(seconds), '-f', script,
-        '-h', url.hostname, '-p', url.port || '5432', '-U', decodeURIComponent(url.username) || 'postgres', url.pathname.slice(1)],
+      [
+        '-n',
+        '-M',
+        'prepared',
+        '-c',
+        String(clients),
+        '-j',
+        '2',
+        '-T',
+        String(seconds),
+        '-f',
+        script,
+        '-h',
+        url.hostname,
+        '-p',
+        url.port || '5432',
+        '-U',
+        decodeURIComponent(url.username) || 'postgres',
+        url.pathname.slice(1),
+      ],
       { env, maxBuffer: 1 << 20 },
     );
     const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(stdout)?.[1]);
@@ -127,7 +156,9 @@ export async function overheadLive(ctx: BenchContext, triggers: TriggerSwitch, r
       catchUpMs = await listener.drain();
       await listener.stop();
     }
-    process.stderr.write(`     ${system}: ${tps.toFixed(0)} tps${catchUpMs === null ? '' : `, caught up ${catchUpMs.toFixed(0)} ms after`}\n`);
+    process.stderr.write(
+      `     ${system}: ${tps.toFixed(0)} tps${catchUpMs === null ? '' : `, caught up ${catchUpMs.toFixed(0)} ms after`}\n`,
+    );
     return { system, tps, latencyAvgMs: lat, catchUpMs };
   };
 

@@ -41,10 +41,12 @@ const notices: string[] = [];
 function scans(): string {
   const found = new Set<string>();
   const walk = (n: { 'Node Type': string; 'Relation Name'?: string; 'Index Name'?: string; Plans?: unknown[] }) => {
-    if (n['Relation Name'] === 'changes' && n['Node Type'] !== 'ModifyTable') found.add(n['Index Name'] ? `${n['Node Type']} using ${n['Index Name']}` : n['Node Type']);
+    if (n['Relation Name'] === 'changes' && n['Node Type'] !== 'ModifyTable')
+      found.add(n['Index Name'] ? `${n['Node Type']} using ${n['Index Name']}` : n['Node Type']);
     for (const c of (n.Plans ?? []) as (typeof n)[]) walk(c);
   };
-  for (const m of notices) if (m.includes('plan:')) walk((JSON.parse(m.slice(m.indexOf('{'))) as { Plan: Parameters<typeof walk>[0] }).Plan);
+  for (const m of notices)
+    if (m.includes('plan:')) walk((JSON.parse(m.slice(m.indexOf('{'))) as { Plan: Parameters<typeof walk>[0] }).Plan);
   notices.length = 0;
   return [...found].join(', ');
 }
@@ -103,7 +105,9 @@ async function main(): Promise<void> {
 
     t = performance.now();
     await migrate({ databaseUrl: url, direction: 'up', count: 1 });
-    console.log(`migration ${MIGRATION} (CREATE INDEX CONCURRENTLY on ${ROWS.toLocaleString('en-US')} rows): ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    console.log(
+      `migration ${MIGRATION} (CREATE INDEX CONCURRENTLY on ${ROWS.toLocaleString('en-US')} rows): ${((performance.now() - t) / 1000).toFixed(1)} s`,
+    );
     notices.length = 0;
     results.push(['after', 'nothing to delete', await round(sql, 10_000)]);
     await addOld(sql, DELETE);
@@ -113,7 +117,9 @@ async function main(): Promise<void> {
     console.log('\n| prune round | log rows | deleted | calls | ms | read |');
     console.log('|---|---:|---:|---:|---:|---|');
     for (const [when, what, r] of results) {
-      console.log(`| ${when}: ${what} | ${ROWS.toLocaleString('en-US')} | ${r.deleted.toLocaleString('en-US')} | ${r.calls} | ${r.ms.toFixed(1)} | ${r.plan} |`);
+      console.log(
+        `| ${when}: ${what} | ${ROWS.toLocaleString('en-US')} | ${r.deleted.toLocaleString('en-US')} | ${r.calls} | ${r.ms.toFixed(1)} | ${r.plan} |`,
+      );
     }
   } finally {
     await sql.end({ timeout: 5 });

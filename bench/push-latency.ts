@@ -99,7 +99,10 @@ export async function pushLatency(ctx: BenchContext, triggers: TriggerSwitch, pl
   } finally {
     await listener.stop();
     await triggers.use('ours');
-    await touchRooms(ctx, rooms.map((r) => r.room));
+    await touchRooms(
+      ctx,
+      rooms.map((r) => r.room),
+    );
     ctx.startBridge();
     await ctx.waitForBridge();
   }

@@ -108,7 +108,14 @@ async function main(): Promise<void> {
     startedAt: new Date().toISOString(),
     options: { ...opts, only: opts.only ? [...opts.only] : null },
     machine: { cpus: cpus().length, node: process.version },
-    dataset: { users: ds.users, rooms: ds.rooms, loadSeconds: ds.loadSeconds, reused: ds.reused, unreadPairs: stats?.pairs ?? 0, usersWithUnread: stats?.users ?? 0 },
+    dataset: {
+      users: ds.users,
+      rooms: ds.rooms,
+      loadSeconds: ds.loadSeconds,
+      reused: ds.reused,
+      unreadPairs: stats?.pairs ?? 0,
+      usersWithUnread: stats?.users ?? 0,
+    },
   };
   const triggers = new TriggerSwitch(ds.sql);
   const peers = want('push') || want('idle') || want('overhead-live');
@@ -132,7 +139,9 @@ async function main(): Promise<void> {
         step('1. badge read');
         results.read = await badgeRead(ctx, sample);
         for (const run of results.read.runs) {
-          step(`   ${run.system} c=${run.concurrency}: ${fmt(run.opsPerSec)} ops/s p50 ${fmt(run.latency.p50, 3)} p99 ${fmt(run.latency.p99, 3)} ms db xacts ${run.dbXacts ?? 'n/a'}`);
+          step(
+            `   ${run.system} c=${run.concurrency}: ${fmt(run.opsPerSec)} ops/s p50 ${fmt(run.latency.p50, 3)} p99 ${fmt(run.latency.p99, 3)} ms db xacts ${run.dbXacts ?? 'n/a'}`,
+          );
         }
       }
       if (want('memory')) {
@@ -179,22 +188,33 @@ async function main(): Promise<void> {
 
     if (want('overhead-live')) {
       step('3b. UPDATE throughput with each system running (pgbench, 8 clients)');
-      results.overheadLive = await overheadLive(ctx, triggers, opts.quick ? 1 : 2, opts.quick ? 1 : Math.max(1, Math.round(opts.durationMs / 1000)));
+      results.overheadLive = await overheadLive(
+        ctx,
+        triggers,
+        opts.quick ? 1 : 2,
+        opts.quick ? 1 : Math.max(1, Math.round(opts.durationMs / 1000)),
+      );
       for (const c of results.overheadLive.cases) {
-        step(`   ${c.name}: ours ${c.ratio.ours.toFixed(2)}, notify peer ${c.ratio.notify.toFixed(2)}, postgres peer ${c.ratio.postgres.toFixed(2)} of no-trigger`);
+        step(
+          `   ${c.name}: ours ${c.ratio.ours.toFixed(2)}, notify peer ${c.ratio.notify.toFixed(2)}, postgres peer ${c.ratio.postgres.toFixed(2)} of no-trigger`,
+        );
       }
     }
 
     if (want('drain')) {
       step(`4. bridge drain of ${opts.drainChanges} changes`);
       results.drain = await drain(ctx, opts.drainChanges);
-      step(`   ${fmt(results.drain.changesPerSec)} changes/s (${results.drain.applied} applied, ${results.drain.unknownUser} unknown-user)`);
+      step(
+        `   ${fmt(results.drain.changesPerSec)} changes/s (${results.drain.applied} applied, ${results.drain.unknownUser} unknown-user)`,
+      );
     }
 
     if (want('drift')) {
       step('7. drift under concurrency');
       results.drift = await driftUnderConcurrency(ctx, opts.quick ? 200 : 500, opts.quick ? 2 : 5);
-      step(`   seed-redis drifted totals ${results.drift.seedRedis.driftedTotal}/${results.drift.users * results.drift.rounds}, ours ${results.drift.ours.drifted}`);
+      step(
+        `   seed-redis drifted totals ${results.drift.seedRedis.driftedTotal}/${results.drift.users * results.drift.rounds}, ours ${results.drift.ours.drifted}`,
+      );
     }
   } finally {
     await ctx.stopBridge();
@@ -221,13 +241,20 @@ async function main(): Promise<void> {
   mkdirSync(dirname(opts.out), { recursive: true });
   writeFileSync(opts.out, JSON.stringify(results, null, 2));
   mkdirSync(dirname(opts.svg), { recursive: true });
-  writeFileSync(opts.svg, latencySvg(chartPanels(results), `${opts.users} users, ${opts.rooms} rooms, ${opts.durationMs / 1000} s per run, ${results.startedAt}`));
+  writeFileSync(
+    opts.svg,
+    latencySvg(chartPanels(results), `${opts.users} users, ${opts.rooms} rooms, ${opts.durationMs / 1000} s per run, ${results.startedAt}`),
+  );
   step(`wrote ${opts.out} and ${opts.svg}`);
 }
 
 function chartPanels(res: Results): ChartPanel[] {
   const panels: ChartPanel[] = [];
-  if (res.read) panels.push({ title: '1. Badge read', series: res.read.runs.map((r) => ({ name: `${r.system} c=${r.concurrency}`, latency: r.latency })) });
+  if (res.read)
+    panels.push({
+      title: '1. Badge read',
+      series: res.read.runs.map((r) => ({ name: `${r.system} c=${r.concurrency}`, latency: r.latency })),
+    });
   if (res.writeToBadge) {
     panels.push({
       title: '2. Commit -> SPUBLISH on the user channel',
@@ -249,7 +276,10 @@ function chartPanels(res: Results): ChartPanel[] {
   if (res.overhead) {
     panels.push({
       title: '3. UPDATE latency, 8 connections',
-      series: [...res.overhead.phases, ...(res.overhead.noNotify ? [res.overhead.noNotify] : [])].map((p) => ({ name: p.label, latency: p.latency })),
+      series: [...res.overhead.phases, ...(res.overhead.noNotify ? [res.overhead.noNotify] : [])].map((p) => ({
+        name: p.label,
+        latency: p.latency,
+      })),
     });
   }
   return panels;
@@ -294,28 +324,107 @@ function renderReport(res: Results, heading: string | null): string {
   if (res.overhead) {
     const o = res.overhead;
     for (const p of [...o.phases, ...(o.noNotify ? [o.noNotify] : [])]) {
-      rows.push([`3. UPDATE, ${p.label}`, p.label.includes('off') ? 'no capture' : 'ours', ...lat(p.latency), `${fmt(p.opsPerSec)} updates/s`, `${(p.opsPerSec / o.offMean).toFixed(2)} of off-mean`, '']);
+      rows.push([
+        `3. UPDATE, ${p.label}`,
+        p.label.includes('off') ? 'no capture' : 'ours',
+        ...lat(p.latency),
+        `${fmt(p.opsPerSec)} updates/s`,
+        `${(p.opsPerSec / o.offMean).toFixed(2)} of off-mean`,
+        '',
+      ]);
     }
-    rows.push(['3. UPDATE, on-mean / off-mean', 'ours', '', '', '', `${fmt(o.onMean)} vs ${fmt(o.offMean)} updates/s`, o.ratio.toFixed(2), '8 connections, bridge stopped']);
+    rows.push([
+      '3. UPDATE, on-mean / off-mean',
+      'ours',
+      '',
+      '',
+      '',
+      `${fmt(o.onMean)} vs ${fmt(o.offMean)} updates/s`,
+      o.ratio.toFixed(2),
+      '8 connections, bridge stopped',
+    ]);
   }
   if (res.drain) {
     const d = res.drain;
-    rows.push(['4. bridge drain', 'ours', '', '', '', `${fmt(d.changesPerSec)} changes/s`, '', `${d.changes} changes in ${d.drainSeconds.toFixed(2)} s (applied ${d.applied}, unknown ${d.unknownUser}, skipped ${d.skipped}, ${d.cycles} cycles${d.bridgeErrors ? `, ${d.bridgeErrors} FAILED CYCLES: connections killed from outside, replayed; number not clean` : ''})`]);
+    rows.push([
+      '4. bridge drain',
+      'ours',
+      '',
+      '',
+      '',
+      `${fmt(d.changesPerSec)} changes/s`,
+      '',
+      `${d.changes} changes in ${d.drainSeconds.toFixed(2)} s (applied ${d.applied}, unknown ${d.unknownUser}, skipped ${d.skipped}, ${d.cycles} cycles${d.bridgeErrors ? `, ${d.bridgeErrors} FAILED CYCLES: connections killed from outside, replayed; number not clean` : ''})`,
+    ]);
   }
   if (res.rebuild) {
     const b = res.rebuild;
-    rows.push(['5. cold rebuild (cli path)', 'ours', '', '', '', `${fmt(b.cliPath.usersPerSec)} users/s`, '', `${b.cliPath.users} users in ${b.cliPath.seconds.toFixed(2)} s${b.cliPath.timedOut ? ' (time-boxed, not finished)' : ''}; bridge hydrated ${b.cliPath.hydrationsDone}`]);
-    rows.push(['5. cold rebuild (bulk enqueue)', 'ours', '', '', '', `${fmt(b.bulkEnqueue.usersPerSec)} users/s`, '', `${b.bulkEnqueue.users} users in ${b.bulkEnqueue.seconds.toFixed(2)} s`]);
+    rows.push([
+      '5. cold rebuild (cli path)',
+      'ours',
+      '',
+      '',
+      '',
+      `${fmt(b.cliPath.usersPerSec)} users/s`,
+      '',
+      `${b.cliPath.users} users in ${b.cliPath.seconds.toFixed(2)} s${b.cliPath.timedOut ? ' (time-boxed, not finished)' : ''}; bridge hydrated ${b.cliPath.hydrationsDone}`,
+    ]);
+    rows.push([
+      '5. cold rebuild (bulk enqueue)',
+      'ours',
+      '',
+      '',
+      '',
+      `${fmt(b.bulkEnqueue.usersPerSec)} users/s`,
+      '',
+      `${b.bulkEnqueue.users} users in ${b.bulkEnqueue.seconds.toFixed(2)} s`,
+    ]);
   }
   if (res.memory) {
     const m = res.memory;
-    rows.push(['6. memory', 'ours', '', '', '', `${fmt(m.ours.perPair, 1)} B/(user,room)`, `${(m.ours.perPair / m.seed.perPair).toFixed(2)}x seed`, `${fmt(m.ours.perUser, 1)} B/user, enc ${JSON.stringify(m.ours.encodings)}`]);
-    rows.push(['6. memory', 'seed-redis', '', '', '', `${fmt(m.seed.perPair, 1)} B/(user,room)`, '1.00', `${fmt(m.seed.perUser, 1)} B/user, enc ${JSON.stringify(m.seed.encodings)}`]);
+    rows.push([
+      '6. memory',
+      'ours',
+      '',
+      '',
+      '',
+      `${fmt(m.ours.perPair, 1)} B/(user,room)`,
+      `${(m.ours.perPair / m.seed.perPair).toFixed(2)}x seed`,
+      `${fmt(m.ours.perUser, 1)} B/user, enc ${JSON.stringify(m.ours.encodings)}`,
+    ]);
+    rows.push([
+      '6. memory',
+      'seed-redis',
+      '',
+      '',
+      '',
+      `${fmt(m.seed.perPair, 1)} B/(user,room)`,
+      '1.00',
+      `${fmt(m.seed.perUser, 1)} B/user, enc ${JSON.stringify(m.seed.encodings)}`,
+    ]);
   }
   if (res.drift) {
     const d = res.drift;
-    rows.push(['7. drift', 'seed-redis', '', '', '', '', '', `${d.seedRedis.driftedTotal}/${d.users * d.rounds} user-rounds with wrong total, ${d.seedRedis.driftedRooms} with wrong rooms (${d.rounds} rounds x ${d.users} users, ${d.ops} ops, ${d.writers} writers)`]);
-    rows.push(['7. drift', 'ours', '', '', '', '', '', `${d.ours.drifted}/${d.users * d.rounds} user-rounds drifted (${d.ours.notCached} not cached)`]);
+    rows.push([
+      '7. drift',
+      'seed-redis',
+      '',
+      '',
+      '',
+      '',
+      '',
+      `${d.seedRedis.driftedTotal}/${d.users * d.rounds} user-rounds with wrong total, ${d.seedRedis.driftedRooms} with wrong rooms (${d.rounds} rounds x ${d.users} users, ${d.ops} ops, ${d.writers} writers)`,
+    ]);
+    rows.push([
+      '7. drift',
+      'ours',
+      '',
+      '',
+      '',
+      '',
+      '',
+      `${d.ours.drifted}/${d.users * d.rounds} user-rounds drifted (${d.ours.notCached} not cached)`,
+    ]);
   }
   const main = markdownTable(['scenario', 'system', 'p50 ms', 'p95 ms', 'p99 ms', 'throughput', 'ratio', 'notes'], rows);
   const t = markdownTable(
@@ -325,12 +434,14 @@ function renderReport(res: Results, heading: string | null): string {
   const env = `bridge cycle failures during the run: ${res.bridgeErrors ?? 0}${res.bridgeErrors ? ' (connections killed from outside, e.g. a concurrent fault-injection test: affected numbers are not clean)' : ''}; load average at end ${(res.loadAverage ?? []).map((x) => x.toFixed(2)).join(' ')} on ${res.machine.cpus} CPUs`;
   const title = (s: string) => (heading ? `${heading} ${s}` : `**${s}.**`);
   const conditions = `${res.dataset.users.toLocaleString('en-US')} users, ${res.dataset.rooms.toLocaleString('en-US')} rooms, ${res.options.durationMs / 1000} s per run${res.options.quick ? ' (--quick)' : ''}, started ${res.startedAt}, Node ${res.machine.node}`;
-  return [
-    `${title('Results')}\n\n${conditions}\n\n${main}\n\n${env}`,
-    `${title('Side by side with the peers (issue 13)')}\n\n${sideBySide(res)}`,
-    `${title('Targets (issue 13)')}\n\n${targetsTable(res.targets13 ?? [])}`,
-    `${title('Targets (earlier issues)')}\n\n${t}`,
-  ].join('\n\n') + '\n';
+  return (
+    `${[
+      `${title('Results')}\n\n${conditions}\n\n${main}\n\n${env}`,
+      `${title('Side by side with the peers (issue 13)')}\n\n${sideBySide(res)}`,
+      `${title('Targets (issue 13)')}\n\n${targetsTable(res.targets13 ?? [])}`,
+      `${title('Targets (earlier issues)')}\n\n${t}`,
+    ].join('\n\n')}\n`
+  );
 }
 
 function targets(res: Results): Array<{ target: string; achieved: string; met: boolean | null }> {
@@ -369,7 +480,8 @@ function targets(res: Results): Array<{ target: string; achieved: string; met: b
       met: res.overhead.ratio >= 0.75,
     });
   }
-  if (res.drain) out.push({ target: 'drain >= 50k changes/s', achieved: `${fmt(res.drain.changesPerSec)}/s`, met: res.drain.changesPerSec >= 50_000 });
+  if (res.drain)
+    out.push({ target: 'drain >= 50k changes/s', achieved: `${fmt(res.drain.changesPerSec)}/s`, met: res.drain.changesPerSec >= 50_000 });
   if (res.rebuild) {
     out.push({
       target: 'rebuild >= 50k users/s',
@@ -377,8 +489,18 @@ function targets(res: Results): Array<{ target: string; achieved: string; met: b
       met: res.rebuild.cliPath.usersPerSec >= 50_000,
     });
   }
-  if (res.memory) out.push({ target: '<= 100 bytes per (user, unread room)', achieved: `${fmt(res.memory.ours.perPair, 1)} B`, met: res.memory.ours.perPair <= 100 });
-  if (res.drift) out.push({ target: '0 drifted users', achieved: `ours ${res.drift.ours.drifted}; seed-redis ${res.drift.seedRedis.driftedTotal}`, met: res.drift.ours.drifted === 0 });
+  if (res.memory)
+    out.push({
+      target: '<= 100 bytes per (user, unread room)',
+      achieved: `${fmt(res.memory.ours.perPair, 1)} B`,
+      met: res.memory.ours.perPair <= 100,
+    });
+  if (res.drift)
+    out.push({
+      target: '0 drifted users',
+      achieved: `ours ${res.drift.ours.drifted}; seed-redis ${res.drift.seedRedis.driftedTotal}`,
+      met: res.drift.ours.drifted === 0,
+    });
   return out;
 }
 

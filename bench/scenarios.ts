@@ -35,7 +35,7 @@ export interface RebuildResult {
  * (b) every user (also those with nothing unread, needed so later scenarios apply changes
  * instead of skipping unknown users) enqueued at once, waiting on the bridge's hydration counter.
  */
-export async function coldRebuild(ctx: BenchContext, budgetMs: number, cliPath: boolean): Promise<RebuildResult> {
+export async function coldRebuild(ctx: BenchContext, _budgetMs: number, cliPath: boolean): Promise<RebuildResult> {
   const bridge = ctx.bridge;
   if (!bridge) throw new Error('bridge not running');
   const config = ctx.config();
@@ -47,7 +47,14 @@ export async function coldRebuild(ctx: BenchContext, budgetMs: number, cliPath: 
   const timedOut = false;
   if (cliPath) {
     // Exactly what `unread-sync rebuild` runs.
-    const report = await rebuildAll({ sql: ctx.sql, store: ctx.store, reader, pageSize: config.hydrateBatchSize * 4, bridgeName: config.bridgeName, bridgeWaitMs: 30_000 });
+    const report = await rebuildAll({
+      sql: ctx.sql,
+      store: ctx.store,
+      reader,
+      pageSize: config.hydrateBatchSize * 4,
+      bridgeName: config.bridgeName,
+      bridgeWaitMs: 30_000,
+    });
     count = report.users;
   }
   const cliSeconds = (now() - t0) / 1000;
@@ -71,8 +78,19 @@ export async function coldRebuild(ctx: BenchContext, budgetMs: number, cliPath: 
     cached += got.reduce((a, b) => a + b, 0);
   }
   return {
-    cliPath: { users: count, seconds: cliSeconds, usersPerSec: cliPath ? count / cliSeconds : NaN, hydrationsDone: cliHydrations, timedOut },
-    bulkEnqueue: { users: ctx.users.length, seconds: bulkSeconds, usersPerSec: ctx.users.length / bulkSeconds, hydrationsDone: bulkHydrations },
+    cliPath: {
+      users: count,
+      seconds: cliSeconds,
+      usersPerSec: cliPath ? count / cliSeconds : NaN,
+      hydrationsDone: cliHydrations,
+      timedOut,
+    },
+    bulkEnqueue: {
+      users: ctx.users.length,
+      seconds: bulkSeconds,
+      usersPerSec: ctx.users.length / bulkSeconds,
+      hydrationsDone: bulkHydrations,
+    },
     cachedAfter: cached,
   };
 }
@@ -128,7 +146,7 @@ export async function badgeRead(ctx: BenchContext, sample: string[]): Promise<{ 
   const c1 = await dbCounters(stats, dbName);
   const ownXacts = c1.xact - c0.xact;
   const ours: Array<Awaited<ReturnType<typeof closedLoop>> & { concurrency: number }> = [];
-    // Each system gets the same short unmeasured warm-up (JIT, connection buffers) before each run.
+  // Each system gets the same short unmeasured warm-up (JIT, connection buffers) before each run.
   const warm = (c: number, op: () => Promise<unknown>) => closedLoop(c, 500, op);
   for (const concurrency of [1, 32]) {
     await warm(concurrency, () => reader.getTotals(pick()));
@@ -154,7 +172,13 @@ export async function badgeRead(ctx: BenchContext, sample: string[]): Promise<{ 
     const sc = await closedLoop(concurrency, dur, () => current.sendTotalUnreadCount(pick()));
     await seedSql.end();
     const b1 = await dbCounters(stats, dbName);
-    runs.push({ system: 'seed-current (DB query)', concurrency, ...sc, dbXacts: b1.xact - b0.xact - ownXacts, chatRoomScans: b1.scans - b0.scans });
+    runs.push({
+      system: 'seed-current (DB query)',
+      concurrency,
+      ...sc,
+      dbXacts: b1.xact - b0.xact - ownXacts,
+      chatRoomScans: b1.scans - b0.scans,
+    });
   }
   await stats.end();
   seedRedis.disconnect();
@@ -205,7 +229,13 @@ export async function memory(ctx: BenchContext, sample: string[]): Promise<Memor
     perPair: bytes / Math.max(1, pairs),
     encodings: enc,
   });
-  return { sampledUsers: users.length, usersWithUnread: withUnread, unreadPairs: pairs, ours: side(ours, oursEnc), seed: side(seed, seedEnc) };
+  return {
+    sampledUsers: users.length,
+    usersWithUnread: withUnread,
+    unreadPairs: pairs,
+    ours: side(ours, oursEnc),
+    seed: side(seed, seedEnc),
+  };
 }
 
 // ---------------------------------------------------------------- 2. write -> badge
@@ -350,7 +380,6 @@ export async function writeToBadge(
       }
       await sleep(1);
     }
-    const sendSeconds = (now() - start) / 1000;
     const drainDeadline = now() + 10_000;
     while ((outstanding > 0 || commits < sent) && now() < drainDeadline) await sleep(5);
     if (socket) {
@@ -640,7 +669,7 @@ export async function driftUnderConcurrency(ctx: BenchContext, opsPerWriter: num
       if (!same) oursDrift++;
     }
   }
-  clients.forEach((c) => c.disconnect());
+  for (const c of clients) c.disconnect();
   await db.end();
   return {
     users: users.length,

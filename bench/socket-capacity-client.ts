@@ -94,7 +94,15 @@ process.on('message', (m: WorkerRequest) => {
       }
     };
     void Promise.all(Array.from({ length: Math.min(m.concurrency, m.users.length) }, lane)).then(() =>
-      send({ type: 'connected', ok, failed, notTried: m.users.length - Math.min(next, m.users.length), errors, ms: clock() - started, rss: process.memoryUsage().rss }),
+      send({
+        type: 'connected',
+        ok,
+        failed,
+        notTried: m.users.length - Math.min(next, m.users.length),
+        errors,
+        ms: clock() - started,
+        rss: process.memoryUsage().rss,
+      }),
     );
   } else if (m.type === 'record') {
     recording = m.on;

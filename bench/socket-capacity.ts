@@ -225,7 +225,9 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
     const base = await stats(true);
     const s: ServerProc = { child, url: listening.url, pid: listening.pid, base, sockets: 0, stats };
     servers.push(s);
-    log(`server ${servers.length}: pid ${s.pid} ${s.url}, RSS ${fmt(base.rss / 2 ** 20, 1)} MB, heap ${fmt(base.heapUsed / 2 ** 20, 1)} MB before any client`);
+    log(
+      `server ${servers.length}: pid ${s.pid} ${s.url}, RSS ${fmt(base.rss / 2 ** 20, 1)} MB, heap ${fmt(base.heapUsed / 2 ** 20, 1)} MB before any client`,
+    );
     return s;
   }
 
@@ -263,7 +265,16 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
       w.used += n;
       jobs.push(
         w.request(
-          { type: 'connect', url: server.url, secret, offset: nextUser, users: users.slice(nextUser, nextUser + n), concurrency: 64, timeoutMs: 15_000, deadline },
+          {
+            type: 'connect',
+            url: server.url,
+            secret,
+            offset: nextUser,
+            users: users.slice(nextUser, nextUser + n),
+            concurrency: 64,
+            timeoutMs: 15_000,
+            deadline,
+          },
           'connected',
         ),
       );
@@ -284,7 +295,8 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
     return { failed, notTried, errors };
   }
 
-  const cpuPct = (a: ServerStats, b: ServerStats) => (100 * (b.cpuUserUs + b.cpuSystemUs - a.cpuUserUs - a.cpuSystemUs)) / 1000 / (b.at - a.at);
+  const cpuPct = (a: ServerStats, b: ServerStats) =>
+    (100 * (b.cpuUserUs + b.cpuSystemUs - a.cpuUserUs - a.cpuSystemUs)) / 1000 / (b.at - a.at);
 
   async function measure(
     label: string,
@@ -301,7 +313,9 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
     const rssDelta = mem.reduce((a, m, i) => a + m.rss - (servers[i] as ServerProc).base.rss, 0);
     const heapDelta = mem.reduce((a, m, i) => a + m.heapUsed - (servers[i] as ServerProc).base.heapUsed, 0);
     const fds = servers.map((s) => fdCount(s.pid));
-    log(`${label}: ${sockets} sockets on ${servers.length} server(s) (${failed} failed), RSS ${fmt(rss / 2 ** 20, 0)} MB; idle ${o.idleSeconds} s...`);
+    log(
+      `${label}: ${sockets} sockets on ${servers.length} server(s) (${failed} failed), RSS ${fmt(rss / 2 ** 20, 0)} MB; idle ${o.idleSeconds} s...`,
+    );
 
     const load1 = loadavg()[0] as number;
     const idleA = await Promise.all(servers.map((s) => s.stats(false)));
@@ -401,7 +415,7 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
     const loadB = await Promise.all(servers.map((s) => s.stats(false)));
     const loadCpu = loadA.reduce((a, x, i) => a + cpuPct(x, loadB[i] as ServerStats), 0);
     const window = (loadB[0] as ServerStats).at - (loadA[0] as ServerStats).at;
-    const cpuMsPerChange = ((loadCpu - idleCpu) / 100) * window / sent;
+    const cpuMsPerChange = (((loadCpu - idleCpu) / 100) * window) / sent;
     const load2 = loadavg()[0] as number;
     probe.disconnect();
     await Promise.all(workers.map((w) => w.child.send({ type: 'record', on: false } satisfies WorkerRequest)));
@@ -453,9 +467,7 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
 
   const cleanup = async () => {
     await Promise.all(
-      workers.map((w) =>
-        w.child.exitCode === null ? w.request({ type: 'close' }, 'closed').catch(() => undefined) : undefined,
-      ),
+      workers.map((w) => (w.child.exitCode === null ? w.request({ type: 'close' }, 'closed').catch(() => undefined) : undefined)),
     );
     for (const w of workers) if (w.child.exitCode === null) w.child.kill('SIGTERM');
     await Promise.all(
@@ -496,9 +508,13 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
         for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
       };
       if (s === 'max') {
-        log(`max: filling server 1 to its open-files limit (${openFilesLimit(first.pid).soft}) and ${maxTarget - openFilesLimit(first.pid).soft} past it...`);
+        log(
+          `max: filling server 1 to its open-files limit (${openFilesLimit(first.pid).soft}) and ${maxTarget - openFilesLimit(first.pid).soft} past it...`,
+        );
         add(await connect(first, maxTarget - first.sockets, deadline));
-        result.stoppedBy.push(`server open-files limit ${openFilesLimit(first.pid).soft} (hard ${openFilesLimit(first.pid).hard}); first server holds ${first.sockets} sockets with ${fdCount(first.pid)} descriptors open`);
+        result.stoppedBy.push(
+          `server open-files limit ${openFilesLimit(first.pid).soft} (hard ${openFilesLimit(first.pid).hard}); first server holds ${first.sockets} sockets with ${fdCount(first.pid)} descriptors open`,
+        );
       } else {
         let want = s - connected.length;
         // Each server takes up to perServer sockets (below its open-files limit); beyond that, more processes.
@@ -521,7 +537,9 @@ export async function runSocketCapacity(o: CapacityOptions): Promise<CapacityRes
       }
       log(`${label}: connected ${connected.length - before} in ${fmt((clock() - started) / 1000, 1)} s`);
       if (notTried > 0) {
-        result.stoppedBy.push(`${label}: connecting ran out of its ${o.connectSeconds} s (${notTried} sockets not tried, ${failed} failed); ${connected.length} connected`);
+        result.stoppedBy.push(
+          `${label}: connecting ran out of its ${o.connectSeconds} s (${notTried} sockets not tried, ${failed} failed); ${connected.length} connected`,
+        );
       }
       result.steps.push(await measure(label, failed, notTried, errors, clock() - started, connected.length - before));
     }
@@ -539,7 +557,9 @@ export function capacityTable(r: CapacityResult): string {
     s.loads.forEach((l, k) => {
       const first = k === 0;
       rows.push([
-        first ? `${s.sockets.toLocaleString('en-US')}${s.servers > 1 ? ` (${s.servers} processes: ${s.socketsPerServer.map((n) => n.toLocaleString('en-US')).join(' + ')})` : ''}` : '',
+        first
+          ? `${s.sockets.toLocaleString('en-US')}${s.servers > 1 ? ` (${s.servers} processes: ${s.socketsPerServer.map((n) => n.toLocaleString('en-US')).join(' + ')})` : ''}`
+          : '',
         first ? `${fmt(s.rssMB, 0)} MB` : '',
         first ? `${fmt(s.rssKBPerSocket, 1)} KB` : '',
         first ? `${fmt(s.heapKBPerSocket, 1)} KB` : '',
@@ -581,7 +601,8 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   };
   const quick = argv.includes('--quick');
   const steps = (get('steps') ?? (quick ? '300' : '1000,10000,max,50000')).split(',').map((s) => (s === 'max' ? 'max' : Number(s)));
-  if (steps.some((s) => s !== 'max' && !(Number.isSafeInteger(s) && s > 0))) throw new Error('--steps takes positive integers or max, comma-separated');
+  if (steps.some((s) => s !== 'max' && !(Number.isSafeInteger(s) && s > 0)))
+    throw new Error('--steps takes positive integers or max, comma-separated');
   const result = await runSocketCapacity({
     steps: steps as Array<number | 'max'>,
     rates: (get('rates') ?? (quick ? '200' : '1000')).split(',').map(Number),

@@ -51,7 +51,14 @@ for (const u of users) {
 // Production defaults except where the services are.
 const bridge = startBridge(loadConfig({ DATABASE_URL: url, REDIS_URL: redisUrl, UNREAD_KEY_PREFIX: prefix, LOG_LEVEL: 'silent' }), log);
 const server = await startSocketServer(
-  loadSocketConfig({ PORT: '0', REDIS_URL: redisUrl, UNREAD_KEY_PREFIX: prefix, SUPABASE_JWT_SECRET: secret, LOG_LEVEL: 'silent', UNREAD_SOCKET_COALESCE_MS: process.env.UNREAD_SOCKET_COALESCE_MS }),
+  loadSocketConfig({
+    PORT: '0',
+    REDIS_URL: redisUrl,
+    UNREAD_KEY_PREFIX: prefix,
+    SUPABASE_JWT_SECRET: secret,
+    LOG_LEVEL: 'silent',
+    UNREAD_SOCKET_COALESCE_MS: process.env.UNREAD_SOCKET_COALESCE_MS,
+  }),
   log,
 );
 
@@ -65,7 +72,10 @@ const sockets: Socket[] = [];
 await Promise.all(
   users.map(async (u) => {
     pending.set(u, []);
-    const socket = ioClient(server.url, { transports: ['websocket'], auth: { token: await mintToken(secret, u, { expiresInSeconds: 3600 }) } });
+    const socket = ioClient(server.url, {
+      transports: ['websocket'],
+      auth: { token: await mintToken(secret, u, { expiresInSeconds: 3600 }) },
+    });
     sockets.push(socket);
     await new Promise<void>((resolve, reject) => {
       socket.once('total-unread-count-updated', () => resolve());
@@ -78,7 +88,8 @@ await Promise.all(
       while (list.length > 0 && (list[0] as [number, number])[0] <= p.totalUnreadCount) {
         const [, at] = list.shift() as [number, number];
         latencies.push(Math.max(0, now - at));
-        if (now - at > 200) slow.push([Math.round(at - start), Math.round(now - at), Math.round((publishedAt(u, p.totalUnreadCount) ?? NaN) - at)]);
+        if (now - at > 200)
+          slow.push([Math.round(at - start), Math.round(now - at), Math.round((publishedAt(u, p.totalUnreadCount) ?? NaN) - at)]);
       }
     });
   }),

@@ -96,7 +96,16 @@ async function main(): Promise<void> {
         for each statement execute function public.bench_capture_statement();`);
     await setMode(sql, 'row');
 
-    const config = loadConfig({ DATABASE_URL: url.toString(), REDIS_URL, UNREAD_KEY_PREFIX: prefix, UNREAD_METRICS_PORT: '0', UNREAD_CHECKPOINT_INTERVAL_MS: '0', UNREAD_DB_CHECK_INTERVAL_MS: '3600000', UNREAD_VERIFY_INTERVAL_MS: '0', LOG_LEVEL: 'warn' });
+    const config = loadConfig({
+      DATABASE_URL: url.toString(),
+      REDIS_URL,
+      UNREAD_KEY_PREFIX: prefix,
+      UNREAD_METRICS_PORT: '0',
+      UNREAD_CHECKPOINT_INTERVAL_MS: '0',
+      UNREAD_DB_CHECK_INTERVAL_MS: '3600000',
+      UNREAD_VERIFY_INTERVAL_MS: '0',
+      LOG_LEVEL: 'warn',
+    });
     running = startBridge(config, createLogger('warn'), { redis });
     await waitDrained(sql);
     // Some users cached, so the drain writes to Redis too.
@@ -134,7 +143,9 @@ async function main(): Promise<void> {
         await one.end();
         results[mode].singlePerSec = Math.max(results[mode].singlePerSec, Math.round(ids.length / ((Date.now() - s0) / 1000)));
         await waitDrained(sql);
-        step(`round ${round + 1} ${mode}: 100k UPDATE ${results[mode].bigMs.at(-1)} ms, drained in ${results[mode].drainMs.at(-1)} ms, single-row ${results[mode].singlePerSec}/s`);
+        step(
+          `round ${round + 1} ${mode}: 100k UPDATE ${results[mode].bigMs.at(-1)} ms, drained in ${results[mode].drainMs.at(-1)} ms, single-row ${results[mode].singlePerSec}/s`,
+        );
       }
     }
     await setMode(sql, 'row');
@@ -144,11 +155,20 @@ async function main(): Promise<void> {
       '|---|---:|---:|---:|---:|---:|',
       ...(['none', 'row', 'statement'] as Mode[]).map((m) => {
         const r = results[m];
-        const label = m === 'none' ? 'none (triggers disabled)' : m === 'row' ? 'row-level (installed)' : 'statement-level, transition tables (prototype)';
+        const label =
+          m === 'none'
+            ? 'none (triggers disabled)'
+            : m === 'row'
+              ? 'row-level (installed)'
+              : 'statement-level, transition tables (prototype)';
         return `| ${label} | ${median(r.bigMs)} ms | ${(median(r.bigMs) / none).toFixed(2)}x | ${r.logged.toLocaleString('en')} | ${m === 'none' ? '-' : `${median(r.drainMs)} ms`} | ${r.singlePerSec}/s |`;
       }),
     ];
-    console.log(`\nStatement capture (bridge running; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')})\n${lines.join('\n')}\n`);
+    console.log(
+      `\nStatement capture (bridge running; load average ${loadavg()
+        .map((x) => x.toFixed(1))
+        .join(' ')})\n${lines.join('\n')}\n`,
+    );
   } finally {
     await running?.stop();
     await sql.end({ timeout: 5 });

@@ -27,8 +27,8 @@ export function latencySvg(panels: ChartPanel[], subtitle: string): string {
     const y0 = 30 + pi * (PH + M.t + M.b) + M.t;
     const pw = W - M.l - M.r;
     const all = panel.series.flatMap((s) => s.latency.cdf.map(([, v]) => v)).filter((v) => v > 0);
-    const lo = Math.pow(10, Math.floor(Math.log10(Math.max(1e-3, Math.min(...all, 1)))));
-    const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...all, 1))));
+    const lo = 10 ** Math.floor(Math.log10(Math.max(1e-3, Math.min(...all, 1))));
+    const hi = 10 ** Math.ceil(Math.log10(Math.max(...all, 1)));
     const x = (ms: number) => M.l + ((Math.log10(Math.max(ms, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * pw;
     const y = (p: number) => y0 + PH - (p / 100) * PH;
     out.push(`<text x="${M.l}" y="${y0 - 8}" font-size="12" font-weight="bold">${esc(panel.title)}</text>`);

@@ -53,10 +53,10 @@ const defaultNote = {
 };
 
 function supabaseName(file: string): string {
-  const match = /^(\d+)_(.+)\.(sql|js)$/.exec(file);
-  if (!match) throw new Error(`not a migration file name: ${file}`);
-  const version = SUPABASE_FIRST_VERSION + (BigInt(match[1]!) - FIRST_VERSION);
-  return `${version}_${match[2]}.sql`;
+  const [, number, name] = /^(\d+)_(.+)\.(sql|js)$/.exec(file) ?? [];
+  if (number === undefined || name === undefined) throw new Error(`not a migration file name: ${file}`);
+  const version = SUPABASE_FIRST_VERSION + (BigInt(number) - FIRST_VERSION);
+  return `${version}_${name}.sql`;
 }
 
 function upSection(file: string, text: string): string {
@@ -76,7 +76,12 @@ async function renderJs(file: string): Promise<string> {
   await mod.up({ noTransaction: () => {}, db: { select: async () => [] }, sql: (s: string) => ran.push(s) });
   const note = notes[file] ?? defaultNote;
   const byHand = ran.filter((s) => s.includes(' CONCURRENTLY') && !/^DROP /.test(s)).map((s) => `--   ${s};`);
-  const header = [`-- Supabase copy of migrations/${file} (test/supabase-folder.test.ts checks it).`, ...note.before.map((l) => `-- ${l}`), ...byHand, `-- ${note.after}`];
+  const header = [
+    `-- Supabase copy of migrations/${file} (test/supabase-folder.test.ts checks it).`,
+    ...note.before.map((l) => `-- ${l}`),
+    ...byHand,
+    `-- ${note.after}`,
+  ];
   // One-line statements stay together; a blank line sets off every multi-line one.
   let body = '';
   ran.forEach((s, i) => {
@@ -90,7 +95,9 @@ async function renderJs(file: string): Promise<string> {
 
 /** The folder's expected content: Supabase file name -> text. */
 export async function render(): Promise<Map<string, string>> {
-  const files = readdirSync(source).filter((f) => /^\d+_.+\.(sql|js)$/.test(f)).sort();
+  const files = readdirSync(source)
+    .filter((f) => /^\d+_.+\.(sql|js)$/.test(f))
+    .sort();
   const out = new Map<string, string>();
   for (const file of files) {
     const text = file.endsWith('.sql')

@@ -45,10 +45,7 @@ async function withStore<T>(config: Config, fn: (store: UnreadStore) => Promise<
   redis.on('error', () => {}); // reported below as one line
   try {
     try {
-      await Promise.race([
-        redis.ping(),
-        new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), 3_000).unref()),
-      ]);
+      await Promise.race([redis.ping(), new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), 3_000).unref())]);
     } catch (err) {
       throw new CliError(ErrorCode.REDIS_UNAVAILABLE, redisProblem(err, config.redisUrl, config.redisClusterNodes));
     }
@@ -101,7 +98,10 @@ async function runUntilSignal(running: RunningProcess): Promise<void> {
  * A command that runs until stopped with the main config: its logger, the guard against writes
  * to Postgres from this process, then the launcher, until SIGINT/SIGTERM.
  */
-function runProcess(logName: string, launch: (config: Config, log: Logger) => RunningProcess | Promise<RunningProcess>): () => Promise<void> {
+function runProcess(
+  logName: string,
+  launch: (config: Config, log: Logger) => RunningProcess | Promise<RunningProcess>,
+): () => Promise<void> {
   return async () => {
     const config = loadConfig();
     const log = createLogger(config.logLevel, logName);
@@ -207,7 +207,7 @@ function printStartBanner(config: Config, url: string): void {
     '  demo page:       stop this, run `npm run demo` and open http://127.0.0.1:3000/demo',
     '',
   ];
-  process.stdout.write(lines.filter((l) => l !== null).join('\n') + '\n');
+  process.stdout.write(`${lines.filter((l) => l !== null).join('\n')}\n`);
 }
 
 program

@@ -151,7 +151,11 @@ export type Scope = 'bridge' | 'socket';
 /** The fields `scope` reads, typed by their schemas (the socket's own schema where it has one). */
 export type ScopedConfig<S extends Scope> = {
   -readonly [K in keyof Settings as Settings[K]['scope'] extends S | 'both' ? K : never]: z.output<
-    S extends 'socket' ? (Settings[K] extends { socketSchema: infer O extends z.ZodType } ? O : Settings[K]['schema']) : Settings[K]['schema']
+    S extends 'socket'
+      ? Settings[K] extends { socketSchema: infer O extends z.ZodType }
+        ? O
+        : Settings[K]['schema']
+      : Settings[K]['schema']
   >;
 };
 

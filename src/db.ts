@@ -11,10 +11,7 @@ export type SqlClient = Sql | postgres.Sql;
 type AnySql = postgres.Sql<Record<string, unknown>>;
 const anySql = (sql: SqlClient) => sql as unknown as AnySql;
 
-export function connect(
-  url: string,
-  options: { max?: number; applicationName?: string; keepAlive?: boolean } = {},
-): Sql {
+export function connect(url: string, options: { max?: number; applicationName?: string; keepAlive?: boolean } = {}): Sql {
   return postgres(url, {
     max: options.max ?? 4,
     // A session that holds the bridge lock must not be recycled (postgres.js closes connections
@@ -555,7 +552,14 @@ export const supabaseQueries = {
   /** One page of the catch-up (see unread_sync.read_changes in the realtime migration). */
   readChanges(
     sql: Sql,
-    args: { previous: string; upto: string | null; after: { xid: string; id: string } | null; hydrate: string[]; maxRows: number; bridge: string },
+    args: {
+      previous: string;
+      upto: string | null;
+      after: { xid: string; id: string } | null;
+      hydrate: string[];
+      maxRows: number;
+      bridge: string;
+    },
   ) {
     return sql<CatchupRow[]>`
       select part, snapshot, gap, more, id, xid, kind, user_id, room_id, unread, negative, created_at

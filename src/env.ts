@@ -53,7 +53,7 @@ export const envList = () =>
 
 /** The seed nodes of a `redis+cluster://h:p,h:p/...` URL (the URL parser does not take a host list). */
 export function clusterNodesOf(url: string): string[] {
-  if (url.startsWith('redis+cluster://')) return url.slice('redis+cluster://'.length).split('/')[0]!.split(',');
+  if (url.startsWith('redis+cluster://')) return (url.slice('redis+cluster://'.length).split('/')[0] ?? '').split(',');
   return [];
 }
 
@@ -61,11 +61,7 @@ export function clusterNodesOf(url: string): string[] {
  * Parses `env` with `schema`; empty strings count as unset (as in most .env tooling). Every bad
  * variable is named in one ConfigError; values of `secrets` are never echoed.
  */
-export function parseEnv<S extends z.ZodObject>(
-  schema: S,
-  env: Record<string, string | undefined>,
-  secrets: string[] = [],
-): z.output<S> {
+export function parseEnv<S extends z.ZodObject>(schema: S, env: Record<string, string | undefined>, secrets: string[] = []): z.output<S> {
   const input = Object.fromEntries(Object.keys(schema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]));
   const parsed = schema.safeParse(input);
   const ignored = 'REDIS_URL' in schema.shape ? LEGACY_REDIS_VARS.filter((k) => env[k]) : [];

@@ -42,7 +42,7 @@ export type ParsedEvent = { ok: true; event: ChangeEvent } | { ok: false; reason
 
 const VERSION = /^[1-9][0-9]{0,15}$/;
 const XID = /^[0-9]{1,20}$/;
-// eslint-disable-next-line no-control-regex
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what this rejects
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /**

@@ -42,5 +42,5 @@ export const roomIdSchema = z
   .refine((s) => s.length >= 1 && s.length <= ROOM_ID_MAX_LENGTH, {
     error: `room id must be 1-${ROOM_ID_MAX_LENGTH} characters`,
   })
-  // eslint-disable-next-line no-control-regex
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what this rejects
   .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), { error: 'room id must not contain control characters' });

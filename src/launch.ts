@@ -282,7 +282,9 @@ export async function startServe(
         const jwtSecret = config.jwtSecret;
         return {
           close: release,
-          ...(jwtSecret ? { handle: (req, res) => handleDemoRequest(req, res, { jwtSecret, audience: config.jwtAudience, chat: adapter }) } : {}),
+          ...(jwtSecret
+            ? { handle: (req, res) => handleDemoRequest(req, res, { jwtSecret, audience: config.jwtAudience, chat: adapter }) }
+            : {}),
         };
       },
     });
@@ -300,7 +302,11 @@ export async function startServe(
  * can say what is awaited. Without SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL sockets use an
  * ephemeral secret.
  */
-export async function startLocal(config: Config, log: Logger, env: Record<string, string | undefined> = process.env): Promise<RunningLocal> {
+export async function startLocal(
+  config: Config,
+  log: Logger,
+  env: Record<string, string | undefined> = process.env,
+): Promise<RunningLocal> {
   const socketEnv: Record<string, string | undefined> = { ...env, REDIS_URL: config.redisUrl, UNREAD_KEY_PREFIX: config.keyPrefix };
   if (!socketEnv.SUPABASE_JWT_SECRET && !socketEnv.SUPABASE_JWKS_URL) {
     // Local default only: nobody outside this process knows this secret, so set

@@ -112,13 +112,9 @@ export async function pendingMigrations(databaseUrl: string): Promise<string[]> 
     // Installed by another tool (the Supabase CLI applies supabase/migrations and records them
     // elsewhere): the schema is there, which is all this check can know.
     if (!found?.table) return found?.schema ? [] : shipped;
-    const applied = new Set(
-      (await sql<{ name: string }[]>`select name from ${sql('public')}.${sql(MIGRATIONS_TABLE)}`).map((r) => r.name),
-    );
+    const applied = new Set((await sql<{ name: string }[]>`select name from ${sql('public')}.${sql(MIGRATIONS_TABLE)}`).map((r) => r.name));
     return shipped.filter((n) => !applied.has(n));
   } finally {
     await sql.end({ timeout: 5 });
   }
 }
-
-

@@ -7,8 +7,7 @@ import { SqlState, errorCode } from './errors.js';
  */
 
 /** The one line to show when the database lacks unread-sync's schema. */
-export const NOT_MIGRATED =
-  'the database is not migrated: run `unread-sync migrate up` (or set UNREAD_AUTO_MIGRATE=true)';
+export const NOT_MIGRATED = 'the database is not migrated: run `unread-sync migrate up` (or set UNREAD_AUTO_MIGRATE=true)';
 
 /** Node's socket error codes for a host that cannot be reached. */
 const NETWORK_UNREACHABLE = ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET'];
@@ -21,7 +20,8 @@ const REDIS_UNREACHABLE = new Set(NETWORK_UNREACHABLE);
  * timeout says "timed out" (whatever code it carries), and an error passed on as text keeps the
  * socket code only in its message.
  */
-const REDIS_UNREACHABLE_TEXT = /max retries|ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|Connection is closed|timed out|ECONNRESET|EHOSTUNREACH/i;
+const REDIS_UNREACHABLE_TEXT =
+  /max retries|ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|Connection is closed|timed out|ECONNRESET|EHOSTUNREACH/i;
 
 function redisUnreachable(err: unknown, message: string): boolean {
   const code = errorCode(err);

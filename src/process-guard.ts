@@ -13,9 +13,7 @@ export function installPostgresWriteGuard(log: Logger): void {
   process.on('uncaughtException', (err) => {
     // A TypeError from the runtime has no code: its text and where it was thrown are all there is.
     const known =
-      err instanceof TypeError &&
-      err.message.includes("reading 'write'") &&
-      /postgres[\\/]src[\\/]connection\.js/.test(err.stack ?? '');
+      err instanceof TypeError && err.message.includes("reading 'write'") && /postgres[\\/]src[\\/]connection\.js/.test(err.stack ?? '');
     if (known) {
       log.warn({ err: err.message }, 'postgres.js wrote to a closed socket (known driver bug); recovering');
       return;

@@ -122,7 +122,9 @@ describe('bench peers', () => {
     const rooms: Array<{ user: string; room: string }> = [];
     for (let i = 0; i < 5; i++) {
       const user = uuid();
-      const [row] = await db.sql<{ id: string }[]>`insert into chat_rooms (user_id, company_id) values (${user}, ${uuid()}) returning id::text as id`;
+      const [row] = await db.sql<
+        { id: string }[]
+      >`insert into chat_rooms (user_id, company_id) values (${user}, ${uuid()}) returning id::text as id`;
       rooms.push({ user, room: row!.id });
     }
     await sw.use('notify');

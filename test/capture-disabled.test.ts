@@ -25,10 +25,7 @@ describe('capture triggers disabled (issue 10, point 3, bridge side)', () => {
       },
     });
     const log = pino({ level: 'info' }, sink);
-    const running = startBridge(
-      testConfig(db, r, { UNREAD_METRICS_PORT: String(port), UNREAD_DB_CHECK_INTERVAL_MS: '20' }),
-      log,
-    );
+    const running = startBridge(testConfig(db, r, { UNREAD_METRICS_PORT: String(port), UNREAD_DB_CHECK_INTERVAL_MS: '20' }), log);
     try {
       await db.sql`insert into chat_rooms (id, user_id, company_id, user_unread_count) values (${uuid()}, ${uuid()}, ${uuid()}, 1)`;
       await waitForBridge(db.sql);
@@ -85,7 +82,8 @@ describe('capture triggers disabled (issue 10, point 3, bridge side)', () => {
     );
     try {
       const [u, room] = [uuid(), uuid()];
-      const resetsLogged = async () => (await db.sql<{ n: number }[]>`select count(*)::int as n from unread_sync.changes where kind = 'reset'`)[0]?.n;
+      const resetsLogged = async () =>
+        (await db.sql<{ n: number }[]>`select count(*)::int as n from unread_sync.changes where kind = 'reset'`)[0]?.n;
       await db.sql`insert into chat_rooms (id, user_id, company_id, user_unread_count) values (${room}, ${u}, ${uuid()}, 1)`;
       await waitForBridge(db.sql);
       // Counted once the bridge has checked capture: an episode a previous bridge left open (it

@@ -216,7 +216,9 @@ describe('a partitioned chat_rooms', () => {
         select count(*)::int as n from pg_trigger where tgrelid = 'chat_rooms_ap'::regclass and tgenabled = 'A'`;
       expect(row?.n).toBe(3);
     } finally {
-      await db.sql.unsafe(`alter table chat_rooms owner to postgres; drop table if exists chat_rooms_ap; drop owned by ${role}; drop role ${role}`);
+      await db.sql.unsafe(
+        `alter table chat_rooms owner to postgres; drop table if exists chat_rooms_ap; drop owned by ${role}; drop role ${role}`,
+      );
     }
   });
 
@@ -296,11 +298,19 @@ describe('column types the capture does not support are refused before anything 
       const db = await createTestDb({ migrate: false, prefix: 'capbad' });
       cleanups.push(() => db.drop());
       const cols: Record<string, string> = {
-        id: 'uuid primary key', user_id: 'uuid', company_id: 'uuid', user_unread_count: 'int',
-        company_unread_count: 'int', is_active: 'boolean',
+        id: 'uuid primary key',
+        user_id: 'uuid',
+        company_id: 'uuid',
+        user_unread_count: 'int',
+        company_unread_count: 'int',
+        is_active: 'boolean',
       };
       cols[column] = type + (column === 'id' ? ' primary key' : '');
-      await db.sql.unsafe(`create table chat_rooms (${Object.entries(cols).map(([c, t]) => `${c} ${t}`).join(', ')})`);
+      await db.sql.unsafe(
+        `create table chat_rooms (${Object.entries(cols)
+          .map(([c, t]) => `${c} ${t}`)
+          .join(', ')})`,
+      );
       await expect(migrate({ databaseUrl: db.url, direction: 'up' })).rejects.toThrow(
         `public.chat_rooms.${column} is of type ${type}, supported: ${expected}`,
       );
@@ -321,7 +331,9 @@ describe('column types the capture does not support are refused before anything 
     await db.sql`update chat_rooms set user_unread_count = 2`;
     await migrate({ databaseUrl: db.url, direction: 'up' });
     await db.sql`update chat_rooms set user_unread_count = 3`;
-    const [row] = await db.sql<{ room_id: string; unread: number }[]>`select room_id, unread from unread_sync.changes order by id desc limit 1`;
+    const [row] = await db.sql<
+      { room_id: string; unread: number }[]
+    >`select room_id, unread from unread_sync.changes order by id desc limit 1`;
     expect(row).toEqual({ room_id: '1', unread: 3 });
     // And back: down/up/down leaves the app's table with its rows and no unread-sync trigger.
     await migrate({ databaseUrl: db.url, direction: 'down' });

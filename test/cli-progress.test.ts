@@ -12,9 +12,14 @@ const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 function onTerminal(args: string[], env: Record<string, string>): Promise<{ code: number; output: string }> {
   const command = [process.execPath, CLI, ...args].map((a) => `'${a}'`).join(' ');
   return new Promise((resolve) => {
-    execFile('script', ['-qec', command, '/dev/null'], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 60_000 }, (err, stdout) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, output: stdout });
-    });
+    execFile(
+      'script',
+      ['-qec', command, '/dev/null'],
+      { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 60_000 },
+      (err, stdout) => {
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, output: stdout });
+      },
+    );
   });
 }
 
@@ -24,7 +29,12 @@ describe('progress of verify and rebuild', () => {
   beforeAll(async () => {
     ensureBuilt();
     bridge = startBridge(testConfig(db, r, { UNREAD_VERIFY_INTERVAL_MS: '0' }), testLogger());
-    const rows = Array.from({ length: 300 }, (_, i) => ({ id: uuid(), user_id: uuid(), company_id: uuid(), user_unread_count: 1 + (i % 4) }));
+    const rows = Array.from({ length: 300 }, (_, i) => ({
+      id: uuid(),
+      user_id: uuid(),
+      company_id: uuid(),
+      user_unread_count: 1 + (i % 4),
+    }));
     await db.sql`insert into chat_rooms ${db.sql(rows)}`;
   });
   afterAll(async () => {

@@ -77,11 +77,15 @@ describe('CLI: secrets and one-line errors (built CLI)', () => {
       UNREAD_METRICS_PORT: String(port),
       LOG_LEVEL: 'debug',
     });
-    const body = await eventually(async () => {
-      const res = await fetch(`http://127.0.0.1:${port}/readyz`);
-      const text = await res.text();
-      return res.status === 503 && text.includes('Postgres at') ? text : undefined;
-    }, 20_000, '/readyz did not report Postgres down');
+    const body = await eventually(
+      async () => {
+        const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+        const text = await res.text();
+        return res.status === 503 && text.includes('Postgres at') ? text : undefined;
+      },
+      20_000,
+      '/readyz did not report Postgres down',
+    );
     expect(body).toContain(`Postgres at 127.0.0.1:${DOWN_PG} is unreachable`);
     child.kill('SIGTERM');
     const code = await new Promise((res) => child.once('exit', res));
@@ -95,9 +99,7 @@ describe('CLI: secrets and one-line errors (built CLI)', () => {
     for (const args of [['badge', uuid()], ['verify']]) {
       const res = await runCli(args, env);
       expect(res.code, args.join(' ')).toBe(1);
-      expect(res.stderr.trim()).toBe(
-        `unread-sync: Redis at 127.0.0.1:${DOWN_REDIS} is unreachable (check REDIS_URL, and that Redis runs)`,
-      );
+      expect(res.stderr.trim()).toBe(`unread-sync: Redis at 127.0.0.1:${DOWN_REDIS} is unreachable (check REDIS_URL, and that Redis runs)`);
       oneCleanLine(res);
     }
   });
@@ -115,14 +117,24 @@ describe('CLI: secrets and one-line errors (built CLI)', () => {
   it('a bridge on an unmigrated database says so in /readyz and its log once, and starts after `migrate up`', async () => {
     const target = await createTestDb({ migrate: false });
     const port = await freePort();
-    const env = { DATABASE_URL: target.url, REDIS_URL: r.url, UNREAD_KEY_PREFIX: r.prefix, UNREAD_METRICS_PORT: String(port), LOG_LEVEL: 'info' };
+    const env = {
+      DATABASE_URL: target.url,
+      REDIS_URL: r.url,
+      UNREAD_KEY_PREFIX: r.prefix,
+      UNREAD_METRICS_PORT: String(port),
+      LOG_LEVEL: 'info',
+    };
     const child = spawnCli(['bridge'], env);
     try {
-      const body = await eventually(async () => {
-        const res = await fetch(`http://127.0.0.1:${port}/readyz`);
-        const text = await res.text();
-        return res.status === 503 && text.includes('migrate') ? text : undefined;
-      }, 20_000, '/readyz did not report the missing schema');
+      const body = await eventually(
+        async () => {
+          const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+          const text = await res.text();
+          return res.status === 503 && text.includes('migrate') ? text : undefined;
+        },
+        20_000,
+        '/readyz did not report the missing schema',
+      );
       expect(JSON.parse(body).checks.startup).toBe(
         'the database is not migrated: run `unread-sync migrate up` (or set UNREAD_AUTO_MIGRATE=true)',
       );
@@ -131,7 +143,11 @@ describe('CLI: secrets and one-line errors (built CLI)', () => {
       const migrated = await runCli(['migrate', 'up'], { DATABASE_URL: target.url });
       expect(migrated.code).toBe(0);
       expect(migrated.stderr).toContain('migration up: 1764000000000_unread-sync-core');
-      await eventually(async () => ((await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200 ? true : undefined), 20_000, 'bridge did not become ready');
+      await eventually(
+        async () => ((await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200 ? true : undefined),
+        20_000,
+        'bridge did not become ready',
+      );
     } finally {
       child.kill('SIGTERM');
       expect(await new Promise((res) => child.once('exit', res))).toBe(0);

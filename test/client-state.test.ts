@@ -110,7 +110,7 @@ function interleave(parts: ClientEvent[][], seed: number[]): ClientEvent[] {
   const out: ClientEvent[] = [];
   let step = 0;
   for (;;) {
-    const open = parts.map((p, i) => i).filter((i) => (idx[i] as number) < (parts[i] as ClientEvent[]).length);
+    const open = parts.map((_p, i) => i).filter((i) => (idx[i] as number) < (parts[i] as ClientEvent[]).length);
     if (open.length === 0) return out;
     const pick = open[(seed[step++ % seed.length] as number) % open.length] as number;
     out.push((parts[pick] as ClientEvent[])[(idx[pick] as number)++] as ClientEvent);
@@ -174,7 +174,10 @@ describe('client reducer', () => {
   });
 
   it('duplicates are no-ops: the same object comes back', () => {
-    const s = history([{ room: 0, value: 2, jump: 0 }, { room: 1, value: 1, jump: 0 }]);
+    const s = history([
+      { room: 0, value: 2, jump: 0 },
+      { room: 1, value: 1, jump: 0 },
+    ]);
     let m = reduce(initialModel(), full(s[0] as Snapshot));
     const d = delta(s[0] as Snapshot, s[2] as Snapshot, [], (id) => id === 'r1' || id === 'r2');
     m = reduce(m, d);
@@ -185,9 +188,16 @@ describe('client reducer', () => {
   });
 
   it('a delta that skips over the rooms seq is a gap; its newer total still shows', () => {
-    const s = history([{ room: 0, value: 2, jump: 0 }, { room: 1, value: 1, jump: 0 }, { room: 0, value: 0, jump: 0 }]);
+    const s = history([
+      { room: 0, value: 2, jump: 0 },
+      { room: 1, value: 1, jump: 0 },
+      { room: 0, value: 0, jump: 0 },
+    ]);
     let m = reduce(initialModel(), full(s[0] as Snapshot));
-    m = reduce(m, delta(s[1] as Snapshot, s[3] as Snapshot, [], (id) => id === 'r1' || id === 'r2'));
+    m = reduce(
+      m,
+      delta(s[1] as Snapshot, s[3] as Snapshot, [], (id) => id === 'r1' || id === 'r2'),
+    );
     expect(hasGap(m)).toBe(true);
     expect(m.state.total).toBe(1);
     expect(m.state.rooms).toEqual({});

@@ -45,7 +45,10 @@ interface Recorded {
   tokens: number;
 }
 
-function connect(userId: string, opts: { lifetimeS?: number; refreshBeforeExpiryMs?: number; getToken?: () => Promise<string> } = {}): Recorded {
+function connect(
+  userId: string,
+  opts: { lifetimeS?: number; refreshBeforeExpiryMs?: number; getToken?: () => Promise<string> } = {},
+): Recorded {
   const rec: Recorded = { client: undefined as unknown as UnreadBadgesClient, states: [], errors: [], tokens: 0 };
   rec.client = connectUnreadBadges({
     url: server.url,
@@ -189,16 +192,20 @@ describe('connectUnreadBadges', () => {
           ];
           const rec = connect(a);
           const second = connect(a); // a second device of the same user
-          await Promise.all(ops.map(async (op, i) => {
-            await new Promise((res) => setTimeout(res, i * 15));
-            const id = rooms[op.room] as string;
-            if (op.op === 'drop-connections') {
-              for (const s of await server.io.fetchSockets()) if (s.data.unreadUserId === a && Math.random() < 0.5) s.disconnect(true);
-            } else if (op.op === 'set' && op.side) await db.sql`update public.chat_rooms set user_unread_count = ${op.value} where id = ${id}`;
-            else if (op.op === 'set') await db.sql`update public.chat_rooms set company_unread_count = ${op.value} where id = ${id}`;
-            else if (op.op === 'inc') await db.sql`update public.chat_rooms set user_unread_count = user_unread_count + 1, company_unread_count = company_unread_count + 1 where id = ${id}`;
-            else await db.sql`update public.chat_rooms set is_active = ${op.op === 'activate'} where id = ${id}`;
-          }));
+          await Promise.all(
+            ops.map(async (op, i) => {
+              await new Promise((res) => setTimeout(res, i * 15));
+              const id = rooms[op.room] as string;
+              if (op.op === 'drop-connections') {
+                for (const s of await server.io.fetchSockets()) if (s.data.unreadUserId === a && Math.random() < 0.5) s.disconnect(true);
+              } else if (op.op === 'set' && op.side)
+                await db.sql`update public.chat_rooms set user_unread_count = ${op.value} where id = ${id}`;
+              else if (op.op === 'set') await db.sql`update public.chat_rooms set company_unread_count = ${op.value} where id = ${id}`;
+              else if (op.op === 'inc')
+                await db.sql`update public.chat_rooms set user_unread_count = user_unread_count + 1, company_unread_count = company_unread_count + 1 where id = ${id}`;
+              else await db.sql`update public.chat_rooms set is_active = ${op.op === 'activate'} where id = ${id}`;
+            }),
+          );
           await until(() => matches(a, rec.client.getState()), 20_000, 'client 1 equal to Redis and the database');
           await until(() => matches(a, second.client.getState()), 20_000, 'client 2 equal to Redis and the database');
           assertMonotonic(rec.states);

@@ -18,8 +18,11 @@ const base: Record<Scope, Env> = {
 const load = (scope: Scope, env: Env): Record<string, unknown> =>
   ({ ...(scope === 'bridge' ? loadConfig(env) : loadSocketConfig(env)) }) as Record<string, unknown>;
 
-const good = ['1', '200', '5000', 'true', 'debug', 'logical', 'name_1', 'h1:1,h2:2', 'a'.repeat(40)]
-  .concat(['redis://10.0.0.1:6380', 'postgres://u@h/db', 'https://x.supabase.co']);
+const good = ['1', '200', '5000', 'true', 'debug', 'logical', 'name_1', 'h1:1,h2:2', 'a'.repeat(40)].concat([
+  'redis://10.0.0.1:6380',
+  'postgres://u@h/db',
+  'https://x.supabase.co',
+]);
 const bad = ['maybe', '-1', '99999999999', 'x{', 'ftp://x'];
 /** Free text: no value is wrong. */
 const anyValue = new Set(['UNREAD_METRICS_HOST', 'SUPABASE_JWT_AUDIENCE', 'UNREAD_SOCKET_CORS_ORIGIN']);

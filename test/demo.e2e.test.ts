@@ -83,9 +83,7 @@ it('shows a live badge: send raises it, open room drops it to 0', async () => {
     await expect.poll(async () => Number(await badge.textContent()), { timeout: 15_000 }).toBe(total + 2);
 
     await page.getByTestId(`open-${room.id}`).click();
-    await expect
-      .poll(async () => Number(await page.getByTestId(`room-unread-${room.id}`).textContent()), { timeout: 15_000 })
-      .toBe(0);
+    await expect.poll(async () => Number(await page.getByTestId(`room-unread-${room.id}`).textContent()), { timeout: 15_000 }).toBe(0);
     const after = await truthTotal(alice);
     expect(after).toBe(total - room.unreadBefore);
     await expect.poll(async () => Number(await badge.textContent()), { timeout: 15_000 }).toBe(after);
@@ -162,7 +160,9 @@ it('is styled under its CSP, shows per-room counts live through the client, mark
     await expect.poll(() => count(r1.id), { timeout: 15_000 }).toBe(3);
     await expectRooms();
     // The unread room is highlighted (a class the stylesheet paints).
-    expect(await page.locator(`li[data-room="${r1.id}"]`).evaluate((li) => getComputedStyle(li).backgroundColor)).toBe('rgb(248, 250, 255)');
+    expect(await page.locator(`li[data-room="${r1.id}"]`).evaluate((li) => getComputedStyle(li).backgroundColor)).toBe(
+      'rgb(248, 250, 255)',
+    );
 
     const dir = resolve('test-artifacts');
     mkdirSync(dir, { recursive: true });

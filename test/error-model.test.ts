@@ -30,8 +30,16 @@ describe('error model', () => {
 
   it('redisProblem: unreachable by socket code, by ioredis error type, or by text where no code exists', () => {
     const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' });
-    const maxRetries = Object.assign(new Error('Reached the max retries per request limit (which is 3).'), { name: 'MaxRetriesPerRequestError' });
-    for (const err of [refused, maxRetries, new Error('Connection is closed.'), new Error('timed out'), new Error('PING timed out after 1500 ms')]) {
+    const maxRetries = Object.assign(new Error('Reached the max retries per request limit (which is 3).'), {
+      name: 'MaxRetriesPerRequestError',
+    });
+    for (const err of [
+      refused,
+      maxRetries,
+      new Error('Connection is closed.'),
+      new Error('timed out'),
+      new Error('PING timed out after 1500 ms'),
+    ]) {
       expect(redisProblem(err, url)).toBe(unreachable);
     }
     const other = redisProblem(new Error('NOAUTH Authentication required.'), url);

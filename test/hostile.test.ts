@@ -114,7 +114,14 @@ describe('configuration', () => {
     } catch (err) {
       expect(err).toBeInstanceOf(ConfigError);
       const text = (err as ConfigError).message;
-      for (const name of ['DATABASE_URL', 'REDIS_URL', 'UNREAD_KEY_PREFIX', 'UNREAD_BATCH_SIZE', 'UNREAD_HYDRATE_TIMEOUT_MS', 'UNREAD_AUTO_MIGRATE']) {
+      for (const name of [
+        'DATABASE_URL',
+        'REDIS_URL',
+        'UNREAD_KEY_PREFIX',
+        'UNREAD_BATCH_SIZE',
+        'UNREAD_HYDRATE_TIMEOUT_MS',
+        'UNREAD_AUTO_MIGRATE',
+      ]) {
         expect(text).toContain(name);
       }
       expect(text).toMatch(/UNREAD_BATCH_SIZE must be at least 1/);

@@ -21,12 +21,21 @@ function importGraph(): Map<string, string[]> {
     const text = readFileSync(file, 'utf8');
     const deps: string[] = [];
     // import ... from '...', export ... from '...', import '...' (side effect) and import('...').
-    const re = /(?:^|\n)\s*(import|export)\s+(type\s+)?([^'";]*?)\s*from\s*['"]([^'"]+)['"]|(?:^|\n)\s*import\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g;
+    const re =
+      /(?:^|\n)\s*(import|export)\s+(type\s+)?([^'";]*?)\s*from\s*['"]([^'"]+)['"]|(?:^|\n)\s*import\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g;
     for (const m of text.matchAll(re)) {
       if (m[2]) continue; // import type / export type
       // `import { type A, type B } from` is erased too when every name is a type.
       const names = m[3]?.trim();
-      if (names && /^\{[^}]*\}$/.test(names) && names.slice(1, -1).split(',').every((n) => n.trim() === '' || /^type\s/.test(n.trim()))) continue;
+      if (
+        names &&
+        /^\{[^}]*\}$/.test(names) &&
+        names
+          .slice(1, -1)
+          .split(',')
+          .every((n) => n.trim() === '' || /^type\s/.test(n.trim()))
+      )
+        continue;
       const spec = m[4] ?? m[5] ?? m[6];
       if (!spec?.startsWith('.')) continue;
       const target = resolve(dirname(file), spec).replace(/\.js$/, '.ts');
@@ -61,8 +70,14 @@ function chainTo(from: string, bad: (m: string) => boolean): string[] | null {
 }
 
 const under = (folder: string) => (m: string) => m.startsWith(`${folder}/`);
-const anyOf = (...rules: ((m: string) => boolean)[]) => (m: string) => rules.some((r) => r(m));
-const is = (...files: string[]) => (m: string) => files.includes(m);
+const anyOf =
+  (...rules: ((m: string) => boolean)[]) =>
+  (m: string) =>
+    rules.some((r) => r(m));
+const is =
+  (...files: string[]) =>
+  (m: string) =>
+    files.includes(m);
 
 /** Every chain from a module of `folder` to a forbidden module, reachable or direct. */
 function violations(modules: (m: string) => boolean, forbidden: (m: string) => boolean, direct = false): string[] {

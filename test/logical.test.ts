@@ -11,9 +11,7 @@ import { formatLsn, parseLsn } from '../src/sources/pgoutput.js';
 import { xidVisibleIn } from '../src/sources/snapshot.js';
 import { PostgresSource } from '../src/sources/postgres.js';
 import { verify } from '../src/commands/verify.js';
-import {
-  testConfig, testLogger, waitForBridge, withDatabase, type TestDb, type TestRedis,
-} from './support/env.js';
+import { testConfig, testLogger, waitForBridge, withDatabase, type TestDb, type TestRedis } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 import { seedWorld, steadyLoad } from './support/load.js';
 import { bridgeEnv, exited, spawnCli } from './support/processes.js';
@@ -53,7 +51,6 @@ async function expectClean(db: TestDb, r: TestRedis, users: string[]) {
   const cached = await Promise.all(users.map((u) => r.store.read(u)));
   expect(cached.filter(Boolean).length).toBe(users.length);
 }
-
 
 /**
  * A TCP proxy to Postgres that can stall replication connections (those whose startup packet
@@ -113,7 +110,17 @@ describe('pgoutput helpers', () => {
       // Private helpers only; every public method must be forwarded.
       (m) =>
         !(m in LogicalSource.prototype) &&
-        !['reconnect', 'persist', 'notify', 'sleepOrWake', 'readSmall', 'readLarge', 'readInSnapshot', 'writeCheckpoint', 'checkpointBeside'].includes(m),
+        ![
+          'reconnect',
+          'persist',
+          'notify',
+          'sleepOrWake',
+          'readSmall',
+          'readLarge',
+          'readInSnapshot',
+          'writeCheckpoint',
+          'checkpointBeside',
+        ].includes(m),
     );
     expect(missing).toEqual([]);
   });
@@ -199,7 +206,11 @@ describe('logical source (UNREAD_SOURCE=auto on a wal_level=logical server)', ()
       await sleep(300); // writes while polling
       await until('a new slot streams', async () => {
         const now = await slots(db);
-        return (await metric(running, 'unread_sync_source_mode', '{mode="logical"}')) === 1 && now.length === 1 && now[0]!.slot_name !== first!.slot_name;
+        return (
+          (await metric(running, 'unread_sync_source_mode', '{mode="logical"}')) === 1 &&
+          now.length === 1 &&
+          now[0]!.slot_name !== first!.slot_name
+        );
       });
       await sleep(300); // writes on the new stream
       done = true;
@@ -215,9 +226,16 @@ describe('logical source (UNREAD_SOURCE=auto on a wal_level=logical server)', ()
     const proxy = await stallingProxy(new URL(db.url));
     const config = testConfig(db, r);
     const source = new LogicalSource({
-      databaseUrl: proxy.url, bridgeName: config.bridgeName, batchSize: config.batchSize, checkpointIntervalMs: 0,
-      pollMinMs: config.pollMinMs, logMinAgeSeconds: config.logMinAgeSeconds, logMaxAgeSeconds: config.logMaxAgeSeconds,
-      log: testLogger(), mode: 'auto', stallMs: 1_000,
+      databaseUrl: proxy.url,
+      bridgeName: config.bridgeName,
+      batchSize: config.batchSize,
+      checkpointIntervalMs: 0,
+      pollMinMs: config.pollMinMs,
+      logMinAgeSeconds: config.logMinAgeSeconds,
+      logMaxAgeSeconds: config.logMaxAgeSeconds,
+      log: testLogger(),
+      mode: 'auto',
+      stallMs: 1_000,
     });
     const running = startBridge(config, testLogger(), { source });
     try {
@@ -326,13 +344,22 @@ describe('logical source without the REPLICATION attribute', () => {
 
   it('UNREAD_SOURCE=logical refuses to start with a clear error', async () => {
     const source = new LogicalSource({
-      databaseUrl: url, bridgeName: 'default', batchSize: 100, checkpointIntervalMs: 0, pollMinMs: 2,
-      logMinAgeSeconds: 3600, logMaxAgeSeconds: 86400, log: testLogger(), mode: 'logical',
+      databaseUrl: url,
+      bridgeName: 'default',
+      batchSize: 100,
+      checkpointIntervalMs: 0,
+      pollMinMs: 2,
+      logMinAgeSeconds: 3600,
+      logMaxAgeSeconds: 86400,
+      log: testLogger(),
+      mode: 'logical',
     });
     try {
       const err = await source.start(new AbortController().signal).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(LogicalUnavailableError);
-      expect((err as Error).message).toMatch(/UNREAD_SOURCE=logical, but logical decoding is unavailable: the role has neither REPLICATION nor superuser/);
+      expect((err as Error).message).toMatch(
+        /UNREAD_SOURCE=logical, but logical decoding is unavailable: the role has neither REPLICATION nor superuser/,
+      );
     } finally {
       await source.stop();
     }

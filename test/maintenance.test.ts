@@ -67,7 +67,8 @@ describe('log maintenance beside the apply loop (issue 13, goal 3)', () => {
       return (row?.n ?? 0) > 0;
     };
     const oldRows = async () =>
-      (await db.sql<{ n: number }[]>`select count(*)::int as n from unread_sync.changes where created_at < now() - interval '1 hour'`)[0]?.n ?? -1;
+      (await db.sql<{ n: number }[]>`select count(*)::int as n from unread_sync.changes where created_at < now() - interval '1 hour'`)[0]
+        ?.n ?? -1;
     try {
       await until('the prune to wait on the locked row', pruneWaiting);
       // A hydration and a change, both applied while that prune runs.
@@ -111,7 +112,8 @@ describe('log maintenance beside the apply loop (issue 13, goal 3)', () => {
         log,
       });
     const checkpoint = async () =>
-      (await db.sql<{ snapshot: string }[]>`select snapshot::text as snapshot from unread_sync.bridge_state where name = 'ousted'`)[0]?.snapshot;
+      (await db.sql<{ snapshot: string }[]>`select snapshot::text as snapshot from unread_sync.bridge_state where name = 'ousted'`)[0]
+        ?.snapshot;
     const [u, room] = [uuid(), uuid()];
     const a = sourceOf(3_600_000);
     const b = sourceOf(0);

@@ -14,7 +14,9 @@ async function appTable(db: TestDb, rows: number): Promise<string[]> {
       is_active boolean default true)`;
   const ids = Array.from({ length: rows }, () => uuid());
   for (let i = 0; i < ids.length; i += 1000) {
-    const page = ids.slice(i, i + 1000).map((id, j) => ({ id, user_id: uuid(), company_id: uuid(), user_unread_count: j % 5, company_unread_count: 0 }));
+    const page = ids
+      .slice(i, i + 1000)
+      .map((id, j) => ({ id, user_id: uuid(), company_id: uuid(), user_unread_count: j % 5, company_unread_count: 0 }));
     await db.sql`insert into chat_rooms ${db.sql(page)}`;
   }
   return ids;
@@ -77,7 +79,9 @@ describe('migrations never freeze app writes (lock_timeout + bounded retries)', 
     const holder = await holdRow(db, ids[0]!);
     const lines: string[] = [];
     try {
-      const err = await migrate({ databaseUrl: db.url, direction: 'up', lockTimeoutMs: 200, retries: 2, log: (m) => lines.push(m) }).catch((e: unknown) => e);
+      const err = await migrate({ databaseUrl: db.url, direction: 'up', lockTimeoutMs: 200, retries: 2, log: (m) => lines.push(m) }).catch(
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(MigrationLockError);
       expect((err as Error).message).toMatch(/gave up after 3 attempts: each waited 200 ms for a lock/);
       expect(lines.filter((l) => l.includes('rolled back, retry'))).toHaveLength(2);
@@ -101,11 +105,16 @@ describe('migrations never freeze app writes (lock_timeout + bounded retries)', 
     const duringHold = w.latencies.length;
     const worstDuringHold = Math.max(...w.latencies);
     await holder.commit();
-    const ran = await Promise.race([migrating, new Promise<string[]>((_, rej) => setTimeout(() => rej(new Error(`migrate still waiting: ${lines.join(' | ')}`)), 60_000))]);
+    const ran = await Promise.race([
+      migrating,
+      new Promise<string[]>((_, rej) => setTimeout(() => rej(new Error(`migrate still waiting: ${lines.join(' | ')}`)), 60_000)),
+    ]);
     await w.stop();
     // Without lock_timeout every write would queue behind CREATE TRIGGER for the whole hold (4 s).
     // With it a write waits at most about one lock_timeout; 2 s leaves room for a loaded machine.
-    console.log(`writes during a ${holdMs} ms hold: ${duringHold}, worst ${worstDuringHold} ms; migrated after ${Date.now() - started} ms, ${lines.filter((l) => l.includes("retry")).length} retries`);
+    console.log(
+      `writes during a ${holdMs} ms hold: ${duringHold}, worst ${worstDuringHold} ms; migrated after ${Date.now() - started} ms, ${lines.filter((l) => l.includes('retry')).length} retries`,
+    );
     expect(duringHold).toBeGreaterThan(10);
     expect(worstDuringHold).toBeLessThan(holdMs / 2);
     expect(lines.some((l) => l.includes('rolled back, retry'))).toBe(true);

@@ -4,7 +4,9 @@ import { migrate, MIGRATIONS_DIR } from '../src/migrate.js';
 import { createTestDb, uuid, type TestDb } from './support/env.js';
 
 /** Every migration file; counted rather than hard-coded, so adding a migration needs no edit here. */
-const MIGRATIONS = readdirSync(MIGRATIONS_DIR).filter((f) => /^\d+_.+\.(sql|js)$/.test(f)).sort();
+const MIGRATIONS = readdirSync(MIGRATIONS_DIR)
+  .filter((f) => /^\d+_.+\.(sql|js)$/.test(f))
+  .sort();
 /** Migrations from the index migration (0001) on: `down` this many leaves only the core. */
 /** Capture triggers on chat_rooms: insert/delete, update (no column list), truncate. */
 const TRIGGERS = 3;
@@ -36,7 +38,14 @@ describe('migrations: up, down, up again', () => {
     const cols = await empty.sql<{ column_name: string }[]>`
       select column_name from information_schema.columns where table_name = 'chat_rooms' order by ordinal_position`;
     expect(cols.map((c) => c.column_name)).toEqual([
-      'id', 'user_id', 'company_id', 'user_unread_count', 'company_unread_count', 'is_active', 'created_at', 'updated_at',
+      'id',
+      'user_id',
+      'company_id',
+      'user_unread_count',
+      'company_unread_count',
+      'is_active',
+      'created_at',
+      'updated_at',
     ]);
     await migrate({ databaseUrl: empty.url, direction: 'down' });
     expect(await objects(empty)).toEqual({ schema: false, table: false, triggers: 0, indexes: 0, migrations: 0 });
@@ -50,7 +59,13 @@ describe('migrations: up, down, up again', () => {
         id uuid primary key, user_id uuid, company_id uuid, user_unread_count int, company_unread_count int,
         is_active boolean, last_message text, created_at timestamptz default now())`;
     const rows = Array.from({ length: 500 }, (_, i) => ({
-      id: uuid(), user_id: uuid(), company_id: uuid(), user_unread_count: i % 7, company_unread_count: i % 3, is_active: i % 5 !== 0, last_message: `m${i}`,
+      id: uuid(),
+      user_id: uuid(),
+      company_id: uuid(),
+      user_unread_count: i % 7,
+      company_unread_count: i % 3,
+      is_active: i % 5 !== 0,
+      last_message: `m${i}`,
     }));
     await live.sql`insert into chat_rooms ${live.sql(rows)}`;
     const fingerprint = () => live.sql`select md5(string_agg(t::text, ',' order by id)) as h from chat_rooms t`;

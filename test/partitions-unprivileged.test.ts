@@ -69,10 +69,19 @@ describe('partitions of chat_rooms without superuser rights', () => {
     expect(events?.n).toBe(0); // no superuser: no DDL event trigger to rely on
 
     const users = Array.from({ length: 6 }, () => uuid());
-    const room = (i: number, region: string, unread: number) => ({ id: uuid(), user_id: users[i % users.length]!, company_id: users[(i + 1) % users.length]!, user_unread_count: unread, company_unread_count: 1, region });
+    const room = (i: number, region: string, unread: number) => ({
+      id: uuid(),
+      user_id: users[i % users.length]!,
+      company_id: users[(i + 1) % users.length]!,
+      user_unread_count: unread,
+      company_unread_count: 1,
+      region,
+    });
     await db.sql`insert into chat_rooms ${db.sql(Array.from({ length: 30 }, (_, i) => room(i, 'eu', i % 4)))}`;
 
-    const running = startBridge(testConfig(db, r, { UNREAD_DB_CHECK_INTERVAL_MS: '100', UNREAD_VERIFY_INTERVAL_MS: '100' }), testLogger(), { redis: r.redis });
+    const running = startBridge(testConfig(db, r, { UNREAD_DB_CHECK_INTERVAL_MS: '100', UNREAD_VERIFY_INTERVAL_MS: '100' }), testLogger(), {
+      redis: r.redis,
+    });
     cleanups.push(() => running.stop());
     const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 20_000 });
     const readAll = () => Promise.all(users.map((u) => reader.getTotal(u)));

@@ -102,7 +102,10 @@ describe('plans that do not depend on statistics (issue 13, goal 4)', () => {
         })
         .catch((err: Error) => expect(err.message).toBe('rollback'));
     });
-    const types = plans.flat().filter((n) => n['Relation Name'] === 'changes').map((n) => n['Node Type']);
+    const types = plans
+      .flat()
+      .filter((n) => n['Relation Name'] === 'changes')
+      .map((n) => n['Node Type']);
     expect(types).toContain('Seq Scan');
   });
 
@@ -147,7 +150,14 @@ describe('plans that do not depend on statistics (issue 13, goal 4)', () => {
   it('Supabase catch-up: unread_sync.read_changes uses the xid index', async () => {
     const plans = await plansOf(async () => {
       for (let i = 0; i < RUNS; i++) {
-        const rows = await supabaseQueries.readChanges(ex, { previous, upto: null, after: null, hydrate: [], maxRows: 5_000, bridge: 'plans' });
+        const rows = await supabaseQueries.readChanges(ex, {
+          previous,
+          upto: null,
+          after: null,
+          hydrate: [],
+          maxRows: 5_000,
+          bridge: 'plans',
+        });
         expect(rows.filter((r) => r.part === 'change')).toHaveLength(10);
       }
     });
@@ -156,7 +166,10 @@ describe('plans that do not depend on statistics (issue 13, goal 4)', () => {
 
   it('prune: by the created_at index, reading only what it deletes (plus the row it stops at)', async () => {
     const readByAge = (plans: PlanNode[][]) =>
-      plans.flat().filter((n) => n['Index Name'] === 'changes_created_at_idx').reduce((a, n) => a + (n['Actual Rows'] ?? 0), 0);
+      plans
+        .flat()
+        .filter((n) => n['Index Name'] === 'changes_created_at_idx')
+        .reduce((a, n) => a + (n['Actual Rows'] ?? 0), 0);
 
     // Nothing old enough: nothing read.
     let deleted = -1;

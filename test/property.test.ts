@@ -2,9 +2,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UnreadReader } from '../src/read/reader.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
-import {
-  drifted, testConfig, testLogger, truth, uuid, waitForBridge,
-} from './support/env.js';
+import { drifted, testConfig, testLogger, truth, uuid, waitForBridge } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 import { extendedSchema, runConnection, seedRooms, workloadArbitrary } from './support/workload.js';
 import { sleep } from '../src/sleep.js';
@@ -22,7 +20,6 @@ const workload = fc.record({
   connections: workloadArbitrary(ROOMS, USERS, 120, true),
   readers: fc.array(fc.nat(USERS - 1), { maxLength: 10 }),
 });
-
 
 /** The bridge's current source mode (unread_sync_source_mode), or null for the polling-only source. */
 async function sourceMode(running: RunningBridge): Promise<string | null> {

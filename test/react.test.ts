@@ -17,7 +17,12 @@ import { socketConfig, startTestSocketServer, testSecret, token, until } from '.
  * scripts through `new URL(..., import.meta.url)`.
  */
 const dom = new JSDOM('<!doctype html><html><body></body></html>', { url: 'http://localhost/' });
-Object.assign(globalThis, { window: dom.window, document: dom.window.document, navigator: dom.window.navigator, IS_REACT_ACT_ENVIRONMENT: false });
+Object.assign(globalThis, {
+  window: dom.window,
+  document: dom.window.document,
+  navigator: dom.window.navigator,
+  IS_REACT_ACT_ENVIRONMENT: false,
+});
 // react-dom decides at load time whether a DOM exists: load it after the globals are in place.
 const { createRoot } = await import('react-dom/client');
 

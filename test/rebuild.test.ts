@@ -8,9 +8,7 @@ import { startBridge } from '../src/launch.js';
 import { sleep } from '../src/sleep.js';
 import { snapshotStamp } from '../src/store/store.js';
 import { steppedBridge } from './support/bridge.js';
-import {
-  createTestRedis, expectNoDrift, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb,
-} from './support/env.js';
+import { createTestRedis, expectNoDrift, testConfig, testLogger, truth, uuid, waitForBridge, type TestDb } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 import { steadyLoad } from './support/load.js';
 
@@ -71,7 +69,14 @@ describe('rebuild and drain throughput paths (issue 13 goal 5)', () => {
     const plan = (await db.sql.unsafe(`explain ${usersSql}`)).map((x) => Object.values(x)[0]).join('\n');
     expect(plan).not.toMatch(/Memoize|Nested Loop/);
     const { string: roomsSql } = await queries.unreadRoomsQuery(db.sql, [a]).describe();
-    const roomsPlan = (await db.sql.unsafe(`explain ${roomsSql}`, [[a, b], [a, b]])).map((x) => Object.values(x)[0]).join('\n');
+    const roomsPlan = (
+      await db.sql.unsafe(`explain ${roomsSql}`, [
+        [a, b],
+        [a, b],
+      ])
+    )
+      .map((x) => Object.values(x)[0])
+      .join('\n');
     expect(roomsPlan).not.toMatch(/Memoize|Nested Loop/);
     await db.sql`truncate chat_rooms`;
   });
@@ -85,7 +90,18 @@ describe('rebuild and drain throughput paths (issue 13 goal 5)', () => {
     for (const [i, u] of users.entries()) {
       if (i % 3 === 0) await r.store.apply(new Map([[u, [{ roomId: room, unread: 0, version: '77' }]]]), newer);
     }
-    const written = await r.store.hydrate(new Map(users.map((u, i) => [u, [{ roomId: room, unread: i + 1 }, { roomId: uuid(), unread: 2 }]])), old);
+    const written = await r.store.hydrate(
+      new Map(
+        users.map((u, i) => [
+          u,
+          [
+            { roomId: room, unread: i + 1 },
+            { roomId: uuid(), unread: 2 },
+          ],
+        ]),
+      ),
+      old,
+    );
     expect([...written.keys()].sort()).toEqual(users.filter((_, i) => i % 3 !== 0).sort());
     for (const [i, u] of users.entries()) {
       const cached = await r.store.read(u);
@@ -95,7 +111,9 @@ describe('rebuild and drain throughput paths (issue 13 goal 5)', () => {
     // A reset newer than the hydration's snapshot refuses every user of the call.
     await r.store.forgetAll(newer);
     expect((await r.store.hydrate(new Map(users.map((u) => [u, [{ roomId: room, unread: 1 }]])), old)).size).toBe(0);
-    expect((await r.store.hydrate(new Map(users.map((u) => [u, [{ roomId: room, unread: 1 }]])), snapshotStamp('1000:1011:'))).size).toBe(300);
+    expect((await r.store.hydrate(new Map(users.map((u) => [u, [{ roomId: room, unread: 1 }]])), snapshotStamp('1000:1011:'))).size).toBe(
+      300,
+    );
   });
 
   it('rebuild of many users while writes go on: read by the workers in the cycle snapshot, 0 drift', async () => {
@@ -183,7 +201,12 @@ describe('rebuild and drain throughput paths (issue 13 goal 5)', () => {
         id: fc.oneof(fc.bigInt({ min: 0n, max: 2n ** 54n }).map(String), fc.constant('01'), fc.integer()),
         xid: fc.oneof(fc.bigInt({ min: 0n, max: 2n ** 64n }).map(String), fc.constant('x')),
         kind: fc.constantFrom('set', 'reset', 'other'),
-        user_id: fc.oneof(fc.uuid(), fc.uuid().map((u) => u.toUpperCase()), fc.string(), fc.constant(null)),
+        user_id: fc.oneof(
+          fc.uuid(),
+          fc.uuid().map((u) => u.toUpperCase()),
+          fc.string(),
+          fc.constant(null),
+        ),
         room_id: roomId,
         unread: fc.oneof(fc.integer({ min: -5, max: 2 ** 31 }), fc.double(), fc.constant(null)),
         negative: fc.oneof(fc.boolean(), fc.constant('no')),

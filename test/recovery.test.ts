@@ -2,14 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { UnreadReader } from '../src/read/reader.js';
 import { startBridge } from '../src/launch.js';
 import { verify } from '../src/commands/verify.js';
-import {
-  createTestDb, createTestRedis, testConfig, testLogger, waitForBridge, type TestDb, type TestRedis,
-} from './support/env.js';
+import { createTestDb, createTestRedis, testConfig, testLogger, waitForBridge, type TestDb, type TestRedis } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 import { seedWorld, steadyLoad } from './support/load.js';
 import { bridgeEnv, exited, spawnCli } from './support/processes.js';
 import { sleep } from '../src/sleep.js';
-
 
 async function expectClean(db: TestDb, r: TestRedis, users: string[]) {
   const report = await verify({ sql: db.sql, store: r.store, bridgeName: 'default' });

@@ -2,15 +2,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { queries } from '../src/db.js';
 import { UnreadReader } from '../src/read/reader.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
-import {
-  testConfig, testLogger, truth, uuid, waitForBridge, type TestDb,
-} from './support/env.js';
+import { testConfig, testLogger, truth, uuid, waitForBridge, type TestDb } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 import { bridgeEnv, exited, spawnCli } from './support/processes.js';
 import { steppedBridge } from './support/bridge.js';
 
-const count = async (db: TestDb) =>
-  (await db.sql<{ n: number }[]>`select count(*)::int as n from unread_sync.changes`)[0]?.n ?? 0;
+const count = async (db: TestDb) => (await db.sql<{ n: number }[]>`select count(*)::int as n from unread_sync.changes`)[0]?.n ?? 0;
 
 describe('log retention', () => {
   const { db, r } = useEnv();

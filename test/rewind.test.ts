@@ -4,9 +4,7 @@ import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { describe, expect, inject, it } from 'vitest';
 import type { Sql } from '../src/db.js';
-import {
-  createTestDb, createTestRedis, expectNoDrift, testConfig, uuid, withDatabase,
-} from './support/env.js';
+import { createTestDb, createTestRedis, expectNoDrift, testConfig, uuid, withDatabase } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 import { steppedBridge } from './support/bridge.js';
 
@@ -68,7 +66,7 @@ describe('database rewound or moved (issue 10, point 4)', () => {
     }
   });
 
-  it('pg_dump/pg_restore into a fresh database (another cluster\'s xids) with the same Redis prefix', async () => {
+  it("pg_dump/pg_restore into a fresh database (another cluster's xids) with the same Redis prefix", async () => {
     const source = await createTestDb();
     const admin = inject('databaseUrl');
     const name = `usmove_${randomBytes(5).toString('hex')}`;

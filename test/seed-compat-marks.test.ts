@@ -23,16 +23,15 @@ async function room(userId: string | null, companyId: string | null, userCount =
 }
 
 const rowOf = async (id: string) =>
-  (await db.sql<{ user_unread_count: number; company_unread_count: number }[]>`
-    select user_unread_count, company_unread_count from public.chat_rooms where id = ${id}`)[0];
+  (
+    await db.sql<{ user_unread_count: number; company_unread_count: number }[]>`
+    select user_unread_count, company_unread_count from public.chat_rooms where id = ${id}`
+  )[0];
 const logRows = async () => Number((await db.sql<{ n: string }[]>`select count(*)::text as n from unread_sync.changes`)[0]?.n);
 
 beforeAll(async () => {
   bridge = startBridge(testConfig(db, r), log);
-  server = await startTestSocketServer(
-    socketConfig(r, secret, { UNREAD_DEMO: 'true', DATABASE_URL: db.url }),
-    log,
-  );
+  server = await startTestSocketServer(socketConfig(r, secret, { UNREAD_DEMO: 'true', DATABASE_URL: db.url }), log);
   chat = new SeedCompatChatSocket(db.sql, server.badges);
 });
 
@@ -106,7 +105,7 @@ describe('markRoomRead / markRoomUnread / markAllRead', () => {
       ['user id', () => chat.markRoomRead("x' or 1=1 --", id), /user id must be a UUID/],
       ['empty room id', () => chat.markRoomRead(a, ''), /room id must be a non-empty string/],
       ['control characters', () => chat.markRoomRead(a, 'a\u0000b'), /room id must be/],
-      ['room id not a uuid for a uuid column', () => chat.markRoomRead(a, "1; drop table chat_rooms"), /is not a valid chat_rooms id/],
+      ['room id not a uuid for a uuid column', () => chat.markRoomRead(a, '1; drop table chat_rooms'), /is not a valid chat_rooms id/],
       ['count 0', () => chat.markRoomUnread(a, id, 0), /count must be an integer from 1/],
       ['count negative', () => chat.markRoomUnread(a, id, -3), /count must be an integer/],
       ['count fraction', () => chat.markRoomUnread(a, id, 1.5), /count must be an integer/],
@@ -129,7 +128,11 @@ describe('markRoomRead / markRoomUnread / markAllRead', () => {
 
 describe('demo endpoints', () => {
   const post = async (path: string, body: unknown) => {
-    const res = await fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const res = await fetch(`${server.url}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   };
 
@@ -138,9 +141,18 @@ describe('demo endpoints', () => {
     const alice = DEMO_USERS[0]?.id as string;
     const [r1, r2] = DEMO_ROOMS.filter((x) => x.userId === alice).map((x) => x.id) as [string, string];
     const rooms = await fetch(`${server.url}/demo/rooms?userId=${alice}`);
-    expect(await rooms.json()).toEqual({ ok: true, rooms: [{ id: r1, title: 'Acme Corp' }, { id: r2, title: 'Globex' }] });
+    expect(await rooms.json()).toEqual({
+      ok: true,
+      rooms: [
+        { id: r1, title: 'Acme Corp' },
+        { id: r2, title: 'Globex' },
+      ],
+    });
 
-    expect(await post('/demo/mark-unread', { userId: alice, roomId: r1, count: 3 })).toMatchObject({ status: 200, body: { ok: true, unread: 3 } });
+    expect(await post('/demo/mark-unread', { userId: alice, roomId: r1, count: 3 })).toMatchObject({
+      status: 200,
+      body: { ok: true, unread: 3 },
+    });
     expect(await post('/demo/mark-unread', { userId: alice, roomId: r2 })).toMatchObject({ status: 200, body: { ok: true, unread: 1 } });
     expect(await rowOf(r1)).toMatchObject({ user_unread_count: 3 });
     expect(await post('/demo/mark-read', { userId: alice, roomId: r1 })).toMatchObject({ status: 200, body: { ok: true } });

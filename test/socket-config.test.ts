@@ -14,7 +14,13 @@ describe('socket config', () => {
   it('names every bad variable, without echoing the secret', () => {
     let err: unknown;
     try {
-      loadSocketConfig({ PORT: 'x', REDIS_URL: 'http://nope', UNREAD_DEMO: 'maybe', SUPABASE_JWT_SECRET: 'short', SUPABASE_JWKS_URL: 'ftp://x' });
+      loadSocketConfig({
+        PORT: 'x',
+        REDIS_URL: 'http://nope',
+        UNREAD_DEMO: 'maybe',
+        SUPABASE_JWT_SECRET: 'short',
+        SUPABASE_JWKS_URL: 'ftp://x',
+      });
     } catch (e) {
       err = e;
     }
@@ -30,9 +36,9 @@ describe('socket config', () => {
 
   it('needs a way to verify tokens, and demo mode needs a secret and a database', () => {
     expect(() => loadSocketConfig({})).toThrow(/SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL/);
-    expect(() => loadSocketConfig({ SUPABASE_JWKS_URL: 'https://x.supabase.co/auth/v1/.well-known/jwks.json', UNREAD_DEMO: 'true' })).toThrow(
-      /needs SUPABASE_JWT_SECRET[\s\S]*needs DATABASE_URL/,
-    );
+    expect(() =>
+      loadSocketConfig({ SUPABASE_JWKS_URL: 'https://x.supabase.co/auth/v1/.well-known/jwks.json', UNREAD_DEMO: 'true' }),
+    ).toThrow(/needs SUPABASE_JWT_SECRET[\s\S]*needs DATABASE_URL/);
     const c = loadSocketConfig({ SUPABASE_JWT_SECRET: secret, UNREAD_DEMO: 'true', DATABASE_URL: 'postgres://u@h/db', PORT: '0' });
     expect(c).toMatchObject({ demo: true, port: 0, databaseUrl: 'postgres://u@h/db' });
   });

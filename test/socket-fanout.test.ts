@@ -2,7 +2,16 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { testConfig, testLogger, truth, uuid, waitForBridge } from './support/env.js';
 import { useEnv } from './support/fixture.js';
-import { connectClient, spawnSocketServer, sum, testSecret, token, until, type BadgeClient, type SocketServerProcess } from './support/socket.js';
+import {
+  connectClient,
+  spawnSocketServer,
+  sum,
+  testSecret,
+  token,
+  until,
+  type BadgeClient,
+  type SocketServerProcess,
+} from './support/socket.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 
 const USERS = 250;

@@ -6,7 +6,13 @@ import type { ErrorReply, UnreadCountsReply } from '../src/socket/badges.js';
 import { testLogger, uuid } from './support/env.js';
 import { useRedis } from './support/fixture.js';
 import {
-  connectClient, socketConfig, spawnSocketServer, startTestSocketServer, testSecret, token, type BadgeClient,
+  connectClient,
+  socketConfig,
+  spawnSocketServer,
+  startTestSocketServer,
+  testSecret,
+  token,
+  type BadgeClient,
 } from './support/socket.js';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -22,9 +28,10 @@ describe('get-unread-counts: per-socket rate limit and bounded cost', () => {
     await r.store.hydrate(new Map([[user, [{ roomId: uuid(), unread: 2 }]]]));
     const c = await connectClient(server.url, { token: await token(secret, user) }, user);
     try {
-      const replies = (await Promise.all(
-        Array.from({ length: 40 }, () => c.socket.timeout(5_000).emitWithAck('get-unread-counts')),
-      )) as (UnreadCountsReply | ErrorReply)[];
+      const replies = (await Promise.all(Array.from({ length: 40 }, () => c.socket.timeout(5_000).emitWithAck('get-unread-counts')))) as (
+        | UnreadCountsReply
+        | ErrorReply
+      )[];
       const ok = replies.filter((x) => !('error' in x));
       const limited = replies.filter((x) => 'error' in x && x.error.startsWith('rate limited'));
       // Burst 10, at most 2 reads in flight: most of the 40 are refused, none waits in a queue.
@@ -43,7 +50,12 @@ describe('get-unread-counts: per-socket rate limit and bounded cost', () => {
 
   it('an empty hydrated user (e.g. a random id) expires; a real change makes it permanent', async () => {
     const [ghost, real] = [uuid(), uuid()];
-    await r.store.hydrate(new Map([[ghost, []], [real, []]]));
+    await r.store.hydrate(
+      new Map([
+        [ghost, []],
+        [real, []],
+      ]),
+    );
     const ttl = await r.redis.pttl(r.store.keys.user(ghost));
     expect(ttl).toBeGreaterThan(3_500_000);
     expect(ttl).toBeLessThanOrEqual(3_600_000);
@@ -68,7 +80,12 @@ describe('get-unread-counts: per-socket rate limit and bounded cost', () => {
       LOG_LEVEL: 'error',
     });
     const [flooder, victim, room] = [uuid(), uuid(), uuid()];
-    await r.store.hydrate(new Map([[flooder, [{ roomId: uuid(), unread: 1 }]], [victim, [{ roomId: room, unread: 1 }]]]));
+    await r.store.hydrate(
+      new Map([
+        [flooder, [{ roomId: uuid(), unread: 1 }]],
+        [victim, [{ roomId: room, unread: 1 }]],
+      ]),
+    );
     const b: BadgeClient = await connectClient(server.url, { token: await token(secret, victim) }, victim);
     let version = 1;
     // Badge latency: a change applied to Redis (as the bridge does) until the victim's socket has it.
@@ -99,10 +116,14 @@ describe('get-unread-counts: per-socket rate limit and bounded cost', () => {
       // At the lowest CPU priority: on a 2-core machine a flooder at normal priority would slow
       // everything by taking a core, which says nothing about the server. It still sends as fast
       // as the server reads whenever a core is idle.
-      const flood = spawn('nice', ['-n', '19', process.execPath, '--import', 'tsx', fileURLToPath(new URL('./support/flood-client.ts', import.meta.url))], {
-        env: { ...process.env, FLOOD_URL: server.url, FLOOD_TOKEN: await token(secret, flooder) },
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
+      const flood = spawn(
+        'nice',
+        ['-n', '19', process.execPath, '--import', 'tsx', fileURLToPath(new URL('./support/flood-client.ts', import.meta.url))],
+        {
+          env: { ...process.env, FLOOD_URL: server.url, FLOOD_TOKEN: await token(secret, flooder) },
+          stdio: ['ignore', 'pipe', 'inherit'],
+        },
+      );
       let floodOut = '';
       flood.stdout.on('data', (d: Buffer) => (floodOut += d.toString()));
       const floodDone = new Promise((res) => flood.once('exit', res));

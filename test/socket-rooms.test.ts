@@ -151,7 +151,10 @@ describe('unread-rooms-updated', () => {
     const first = await connectRooms(a);
     await until(() => first.ready, 10_000, 'first client ready');
     const writes = Promise.all(
-      Array.from({ length: 40 }, (_, i) => db.sql`update public.chat_rooms set user_unread_count = ${i + 1} where id = ${rooms[0] as string}`),
+      Array.from(
+        { length: 40 },
+        (_, i) => db.sql`update public.chat_rooms set user_unread_count = ${i + 1} where id = ${rooms[0] as string}`,
+      ),
     );
     const second = await connectRooms(a);
     await writes;
@@ -171,7 +174,10 @@ describe('unread-rooms-updated', () => {
     await until(() => client.ready, 10_000, 'ready');
     const before = client.events.length;
     await Promise.all(
-      Array.from({ length: 100 }, (_, i) => db.sql`update public.chat_rooms set user_unread_count = user_unread_count + 1 where id = ${rooms[i % 5] as string}`),
+      Array.from(
+        { length: 100 },
+        (_, i) => db.sql`update public.chat_rooms set user_unread_count = user_unread_count + 1 where id = ${rooms[i % 5] as string}`,
+      ),
     );
     await expectConverged(client, a);
     const burst = client.events.slice(before);

@@ -269,12 +269,16 @@ for (const subject of subjects) {
       const t0 = Date.now();
       await source.stop();
       expect(Date.now() - t0).toBeLessThan(10_000);
-      await waitFor(async () => {
-        const [row] = await db.sql<{ n: number }[]>`
+      await waitFor(
+        async () => {
+          const [row] = await db.sql<{ n: number }[]>`
           select count(*)::int as n from pg_stat_activity
           where datname = current_database() and application_name like 'unread-sync bridge%'`;
-        return row!.n === 0;
-      }, 'the source connections closed', 10_000);
+          return row!.n === 0;
+        },
+        'the source connections closed',
+        10_000,
+      );
       // Lock or lease released: the next instance does not stand by.
       const next = subject.make(name);
       started.push(next);

@@ -3,9 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { startBridge } from '../src/launch.js';
 import { snapshotStamp } from '../src/store/store.js';
 import { sleep } from '../src/sleep.js';
-import {
-  createTestRedis, expectNoDrift, testConfig, testLogger, uuid,
-} from './support/env.js';
+import { createTestRedis, expectNoDrift, testConfig, testLogger, uuid } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 import { steppedBridge } from './support/bridge.js';
 

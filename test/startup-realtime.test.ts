@@ -47,10 +47,14 @@ describe('start-up with Realtime down (built CLI, UNREAD_SOURCE=supabase)', () =
     });
     let server: RealtimeServer | null = null;
     try {
-      const down = await eventually(async () => {
-        const res = await readyz(opsPort).catch(() => undefined);
-        return res?.status === 503 && /bridge topics subscribed/.test(String(res.body.checks.source)) ? res : undefined;
-      }, 30_000, '/readyz did not say the Realtime topics are down');
+      const down = await eventually(
+        async () => {
+          const res = await readyz(opsPort).catch(() => undefined);
+          return res?.status === 503 && /bridge topics subscribed/.test(String(res.body.checks.source)) ? res : undefined;
+        },
+        30_000,
+        '/readyz did not say the Realtime topics are down',
+      );
       expect(String(down.body.checks.source)).toMatch(/realtime: 0\/\d+ bridge topics subscribed/);
 
       // Catch-up reads keep the badge right while the live path is down.
@@ -60,10 +64,18 @@ describe('start-up with Realtime down (built CLI, UNREAD_SOURCE=supabase)', () =
       const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 15_000 });
       expect(await reader.getTotal(user)).toBe(4);
       await db.sql`update chat_rooms set user_unread_count = 9 where id = ${room}`;
-      await eventually(async () => ((await r.store.read(user))?.total === 9 ? true : undefined), 15_000, 'catch-up did not apply the change');
+      await eventually(
+        async () => ((await r.store.read(user))?.total === 9 ? true : undefined),
+        15_000,
+        'catch-up did not apply the change',
+      );
 
       server = await startRealtimeServer({ databaseUrl: db.url, jwtSecret: JWT_SECRET, port: realtimePort });
-      await eventually(async () => ((await readyz(opsPort)).status === 200 ? true : undefined), 60_000, '/readyz did not recover after Realtime came up');
+      await eventually(
+        async () => ((await readyz(opsPort)).status === 200 ? true : undefined),
+        60_000,
+        '/readyz did not recover after Realtime came up',
+      );
     } finally {
       expect(await sigterm(child)).toBe(0);
       expect(child.stderrText()).not.toMatch(/uncaught/i);

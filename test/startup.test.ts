@@ -52,10 +52,14 @@ describe('start-up with a dependency down (built CLI)', () => {
         20_000,
         'start did not print its URL',
       );
-      const down = await eventually(async () => {
-        const r = await readyz(url);
-        return r.status === 503 && String(r.body.checks.startup).includes('Redis') ? r : undefined;
-      }, 20_000, '/readyz did not say Redis is down');
+      const down = await eventually(
+        async () => {
+          const r = await readyz(url);
+          return r.status === 503 && String(r.body.checks.startup).includes('Redis') ? r : undefined;
+        },
+        20_000,
+        '/readyz did not say Redis is down',
+      );
       expect(down.body.checks.redis).toBe(`Redis at 127.0.0.1:${START_REDIS} is unreachable (check REDIS_URL, and that Redis runs)`);
       expect((await readyz(`http://127.0.0.1:${metricsPort}`)).status).toBe(503); // the bridge's own /readyz agrees
       expect(child.stdoutText()).toContain('Next steps:');
@@ -103,20 +107,28 @@ describe('start-up with a dependency down (built CLI)', () => {
     let serveRedis: PrivateRedis | null = null;
     try {
       const url = await eventually(async () => /"url":"(http:[^"]+)"/.exec(child.stderrText())?.[1], 20_000, 'serve did not log its URL');
-      const down = await eventually(async () => {
-        const r = await readyz(url);
-        return r.status === 503 ? r : undefined;
-      }, 20_000, '/readyz did not say Redis is down');
+      const down = await eventually(
+        async () => {
+          const r = await readyz(url);
+          return r.status === 503 ? r : undefined;
+        },
+        20_000,
+        '/readyz did not say Redis is down',
+      );
       expect(down.body.checks.redis).toBe(`Redis at 127.0.0.1:${SERVE_REDIS} is unreachable (check REDIS_URL, and that Redis runs)`);
       serveRedis = await privateRedis(SERVE_REDIS);
       await eventually(async () => ((await readyz(url)).status === 200 ? true : undefined), 30_000, '/readyz did not recover');
       // The reset channel (TRUNCATE, gap) was first tried while Redis was down: subscribed now.
       const probe = new Redis(serveRedis.url);
       try {
-        await eventually(async () => {
-          const [, n] = (await probe.call('PUBSUB', 'NUMSUB', 'unread:reset')) as [string, number];
-          return n >= 1 ? true : undefined;
-        }, 10_000, 'the socket server never subscribed to the reset channel');
+        await eventually(
+          async () => {
+            const [, n] = (await probe.call('PUBSUB', 'NUMSUB', 'unread:reset')) as [string, number];
+            return n >= 1 ? true : undefined;
+          },
+          10_000,
+          'the socket server never subscribed to the reset channel',
+        );
       } finally {
         probe.disconnect();
       }
@@ -135,7 +147,9 @@ describe('start-up with a dependency down (built CLI)', () => {
     try {
       const res = await runCli(['serve'], { PORT: String(port), SUPABASE_JWT_SECRET: testSecret(), LOG_LEVEL: 'silent' }, 20_000);
       expect(res.code).toBe(1);
-      expect(res.stderr.trim()).toBe(`unread-sync: 127.0.0.1:${port} is already in use (another unread-sync? set PORT or UNREAD_METRICS_PORT)`);
+      expect(res.stderr.trim()).toBe(
+        `unread-sync: 127.0.0.1:${port} is already in use (another unread-sync? set PORT or UNREAD_METRICS_PORT)`,
+      );
     } finally {
       await new Promise((r) => taken.close(r));
     }
@@ -154,10 +168,14 @@ describe('start-up with a dependency down (built CLI)', () => {
     let pg: PrivatePostgres | null = null;
     try {
       const url = await eventually(async () => /socket server\s+(http:\/\/\S+)/.exec(child.stdoutText())?.[1], 20_000, 'no URL');
-      const down = await eventually(async () => {
-        const res = await readyz(url);
-        return res.status === 503 && String(res.body.checks.startup).includes('Postgres') ? res : undefined;
-      }, 20_000, '/readyz did not say Postgres is down');
+      const down = await eventually(
+        async () => {
+          const res = await readyz(url);
+          return res.status === 503 && String(res.body.checks.startup).includes('Postgres') ? res : undefined;
+        },
+        20_000,
+        '/readyz did not say Postgres is down',
+      );
       expect(down.body.checks.startup).toBe(`Postgres at 127.0.0.1:${DOWN_PG} is unreachable (check DATABASE_URL, and that Postgres runs)`);
       pg = privatePostgres(DOWN_PG); // initdb + start: several seconds in which `start` keeps retrying
       await eventually(async () => ((await readyz(url)).status === 200 ? true : undefined), 60_000, '/readyz did not recover');

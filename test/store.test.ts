@@ -21,13 +21,26 @@ describe('Redis store (Lua scripts)', () => {
 
   it('text room ids named like the reserved fields (t, n, s) or a prototype never collide with them', async () => {
     const u = uuid();
-    await r.store.hydrate(new Map([[u, [{ roomId: 't', unread: 2 }, { roomId: '__proto__', unread: 1 }]]]));
+    await r.store.hydrate(
+      new Map([
+        [
+          u,
+          [
+            { roomId: 't', unread: 2 },
+            { roomId: '__proto__', unread: 1 },
+          ],
+        ],
+      ]),
+    );
     await apply(u, [set('n', 4, 1), set('s', 3, 2), set('t', 5, 3)]);
     expect(await r.store.read(u)).toMatchObject({ total: 13, unreadRooms: 4, rooms: { t: 5, n: 4, s: 3, ['__proto__']: 1 } });
     await apply(u, [set('t', 0, 4), set('n', 0, 5)]);
     const c = await r.store.read(u);
     expect(c).toMatchObject({ total: 4, unreadRooms: 2 });
-    expect(Object.entries(c?.rooms ?? {}).sort()).toEqual([['__proto__', 1], ['s', 3]]);
+    expect(Object.entries(c?.rooms ?? {}).sort()).toEqual([
+      ['__proto__', 1],
+      ['s', 3],
+    ]);
     expect(await r.store.readTotals(u)).toMatchObject({ total: 4, unreadRooms: 2 });
   });
 
@@ -83,7 +96,11 @@ describe('Redis store (Lua scripts)', () => {
           const delivery = [...log, ...noise.map((k) => log[k % log.length] as RoomChange)];
           const order = delivery.map((c, i) => ({ c, k: noise[i % Math.max(1, noise.length)] ?? i }));
           order.sort((x, y) => x.k - y.k);
-          for (let i = 0; i < order.length; i += chunk) await apply(u, order.slice(i, i + chunk).map((o) => o.c));
+          for (let i = 0; i < order.length; i += chunk)
+            await apply(
+              u,
+              order.slice(i, i + chunk).map((o) => o.c),
+            );
           const expected: Record<string, number> = {};
           for (const c of log) {
             if (c.unread > 0) expected[c.roomId] = c.unread;

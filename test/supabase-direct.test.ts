@@ -132,13 +132,19 @@ describe('Supabase-direct mode', () => {
     const b = uuid();
     const ra = await room(a, b, 3, 4);
     const jwt = await signTestJwt(JWT_SECRET, { role: 'authenticated', sub: a });
-    const res = await fetch(`${server.url}/rest/v1/rpc/unread_sync_my_rooms`, { method: 'POST', headers: { authorization: `Bearer ${jwt}` } });
+    const res = await fetch(`${server.url}/rest/v1/rpc/unread_sync_my_rooms`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${jwt}` },
+    });
     const body = (await res.json()) as { userId: string; rooms: Record<string, number>; snapshot: string; seq: number };
     expect(body.userId).toBe(a);
     expect(body.rooms).toEqual({ [ra]: 3 });
     expect(parseSnapshotText(body.snapshot)).not.toBeNull();
     expect(body.seq).toBeGreaterThan(0);
-    const anon = await fetch(`${server.url}/rest/v1/rpc/unread_sync_my_rooms`, { method: 'POST', headers: { authorization: `Bearer ${anonKey}` } });
+    const anon = await fetch(`${server.url}/rest/v1/rpc/unread_sync_my_rooms`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${anonKey}` },
+    });
     expect(anon.status).toBe(403);
     expect(((await anon.json()) as { message: string }).message).toMatch(/permission denied/);
   });
@@ -209,7 +215,14 @@ describe('Supabase-direct mode', () => {
     const { client, states } = await connectAs(a, { resyncIntervalMs: 0 });
     await waitFor(() => client.getState().ready, 'ready');
     const send = async (unread: number, version: string, xid: string) => {
-      const payload = { userId: a, seq: Number(version), full: false, rooms: { [r1]: unread }, versions: { [r1]: version }, xids: { [r1]: xid } };
+      const payload = {
+        userId: a,
+        seq: Number(version),
+        full: false,
+        rooms: { [r1]: unread },
+        versions: { [r1]: version },
+        xids: { [r1]: xid },
+      };
       await db.sql`select realtime.send(${db.sql.json(payload)}, 'unread-rooms-updated', ${`unread-sync:user:${a}`}, true)`;
     };
     // xid 3 committed long before the RPC's snapshot: its value is already in the state.
@@ -274,7 +287,9 @@ describe('migration 1764000000005', () => {
       (await db.sql<{ ok: boolean }[]>`select to_regprocedure('public.unread_sync_my_rooms()') is not null as ok`)[0]?.ok;
     expect(await installed()).toBe(true);
     // Down through 0005: every migration from it on (later ones are undone first).
-    const files = readdirSync(MIGRATIONS_DIR).filter((f) => /^\d+_.+\.(sql|js)$/.test(f)).sort();
+    const files = readdirSync(MIGRATIONS_DIR)
+      .filter((f) => /^\d+_.+\.(sql|js)$/.test(f))
+      .sort();
     const fromThis = files.length - files.findIndex((f) => f.startsWith('1764000000005'));
     await migrate({ databaseUrl: db.url, direction: 'down', count: fromThis });
     expect(await installed()).toBe(false);

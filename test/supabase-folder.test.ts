@@ -53,7 +53,10 @@ describe('supabase/ mirrors migrations/', () => {
       const text = await readFile(sbMigrations + copy, 'utf8');
       const [header, ...rest] = text.split('\n');
       expect(header, `${copy} header`).toMatch(/^-- /);
-      expect(rest.join('\n'), `supabase/migrations/${copy} differs from the Up section of migrations/${f}; regenerate it (npm run supabase:migrations)`).toBe(up);
+      expect(
+        rest.join('\n'),
+        `supabase/migrations/${copy} differs from the Up section of migrations/${f}; regenerate it (npm run supabase:migrations)`,
+      ).toBe(up);
     }
   });
 
@@ -112,7 +115,18 @@ describe('applying supabase/migrations and seed.sql', () => {
     expect(total('11111111-1111-4111-8111-111111111111')).toBe(4);
     expect(total('22222222-2222-4222-8222-222222222222')).toBe(0); // its unread room is inactive
     expect(total('99999999-9999-4999-8999-999999999999')).toBe(8);
-    const [row] = await db.sql<{ trigger: boolean; rowTrigger: boolean; policies: number; logged: number; shards: number; bridgeSent: number; carried: number; userSent: number }[]>`
+    const [row] = await db.sql<
+      {
+        trigger: boolean;
+        rowTrigger: boolean;
+        policies: number;
+        logged: number;
+        shards: number;
+        bridgeSent: number;
+        carried: number;
+        userSent: number;
+      }[]
+    >`
       select exists (select 1 from pg_trigger where tgname = 'broadcast_transaction') as trigger,
              exists (select 1 from pg_trigger where tgname = 'broadcast_change') as "rowTrigger",
              (select count(*)::int from pg_policies where schemaname = 'realtime' and policyname like 'unread_sync%') as policies,
@@ -124,7 +138,16 @@ describe('applying supabase/migrations and seed.sql', () => {
     // The seed is one transaction: one bridge message per shard it touched, carrying all 6 changes
     // (one per row before migration 0006). The deferred trigger reads meta at COMMIT, after the
     // seed switched per-user topics on: one message per user too.
-    expect(row).toEqual({ trigger: true, rowTrigger: false, policies: 3, logged: 6, shards: row!.shards, bridgeSent: row!.shards, carried: 6, userSent: 3 });
+    expect(row).toEqual({
+      trigger: true,
+      rowTrigger: false,
+      policies: 3,
+      logged: 6,
+      shards: row!.shards,
+      bridgeSent: row!.shards,
+      carried: 6,
+      userSent: 3,
+    });
     expect(row!.shards).toBeLessThanOrEqual(3);
   });
 

@@ -143,27 +143,31 @@ describe.skipIf(missing.length > 0)('supabase source against a real Supabase pro
     expect(src.stats.replicationReady).toBeGreaterThanOrEqual(config.realtimeShards);
   }, 120_000);
 
-  it.skipIf(!env.jwtSecret)('RLS: a user JWT joins its own badge topic only', async () => {
-    const token = await signTestJwt(env.jwtSecret!, { role: 'authenticated', sub: users[0]!, aud: 'authenticated' });
-    const join = async (topic: string) => {
-      const client = new RealtimeClient(`${env.url!.replace(/^http/, 'ws')}/realtime/v1`, {
-        params: { apikey: env.key! },
-        transport: WebSocket as unknown as WebSocketLikeConstructor,
-      });
-      await client.setAuth(token);
-      const started = Date.now();
-      const status = await new Promise<string>((resolve) => {
-        client.channel(topic, { config: { private: true } }).subscribe((s) => {
-          if (s !== 'CLOSED') resolve(s);
+  it.skipIf(!env.jwtSecret)(
+    'RLS: a user JWT joins its own badge topic only',
+    async () => {
+      const token = await signTestJwt(env.jwtSecret!, { role: 'authenticated', sub: users[0]!, aud: 'authenticated' });
+      const join = async (topic: string) => {
+        const client = new RealtimeClient(`${env.url!.replace(/^http/, 'ws')}/realtime/v1`, {
+          params: { apikey: env.key! },
+          transport: WebSocket as unknown as WebSocketLikeConstructor,
         });
-      });
-      // Real join errors come after CHANNEL_ERROR_BACKOFF_MS (5 s): printed to confirm it.
-      console.log(`real Supabase: join ${topic} -> ${status} after ${Date.now() - started} ms`);
-      await client.removeAllChannels();
-      return status;
-    };
-    expect(await join(userTopic(users[0]!))).toBe('SUBSCRIBED');
-    expect(await join(userTopic(users[1]!))).toBe('CHANNEL_ERROR');
-    expect(await join(bridgeTopic(0))).toBe('CHANNEL_ERROR');
-  }, 60_000);
+        await client.setAuth(token);
+        const started = Date.now();
+        const status = await new Promise<string>((resolve) => {
+          client.channel(topic, { config: { private: true } }).subscribe((s) => {
+            if (s !== 'CLOSED') resolve(s);
+          });
+        });
+        // Real join errors come after CHANNEL_ERROR_BACKOFF_MS (5 s): printed to confirm it.
+        console.log(`real Supabase: join ${topic} -> ${status} after ${Date.now() - started} ms`);
+        await client.removeAllChannels();
+        return status;
+      };
+      expect(await join(userTopic(users[0]!))).toBe('SUBSCRIBED');
+      expect(await join(userTopic(users[1]!))).toBe('CHANNEL_ERROR');
+      expect(await join(bridgeTopic(0))).toBe('CHANNEL_ERROR');
+    },
+    60_000,
+  );
 });

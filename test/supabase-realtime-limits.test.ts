@@ -14,7 +14,13 @@ import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrate } from '../src/migrate.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import { SupabaseSource, type SupabaseSourceOptions } from '../src/sources/supabase.js';
-import { applyRealtimeShim, REAL_PROFILE, signTestJwt, startRealtimeServer, type RealtimeServer, type StartRealtimeServerOptions } from './support/realtime-server.js';
+import {
+  applyRealtimeShim,
+  signTestJwt,
+  startRealtimeServer,
+  type RealtimeServer,
+  type StartRealtimeServerOptions,
+} from './support/realtime-server.js';
 import { createTestDb, drifted, expectNoDrift, testConfig, testLogger, uuid, waitForBridge } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 
@@ -135,7 +141,9 @@ afterEach(async () => {
 }, 30_000);
 
 describe('message quota (events per second)', () => {
-  it('at 2x the limit: rate-limited state on /readyz and metric, bounded rejoins, 0 drift, latency in and out printed', { timeout: 120_000 }, async () => {
+  it('at 2x the limit: rate-limited state on /readyz and metric, bounded rejoins, 0 drift, latency in and out printed', {
+    timeout: 120_000,
+  }, async () => {
     // Scaled-down real counter: 40 events/s averaged over 8 ticks of 250 ms (a 2 s window; the
     // real one is 100/s over 12 x 5 s). channelLagMs 20: a delivery handled within 20 ms after the
     // tick that crossed the limit shuts its channel (a busy channel process).
@@ -196,10 +204,16 @@ describe('message quota (events per second)', () => {
     const joins = s.stats.joins - joinsBefore;
 
     await waitForBridge(db.sql, 'quota', 30_000);
-    await expectNoDrift(db.sql, r.store, us.map((u) => u.user));
+    await expectNoDrift(
+      db.sql,
+      r.store,
+      us.map((u) => u.user),
+    );
 
     const fmt = (xs: number[]) =>
-      xs.length ? `p50 ${pct(xs, 50).toFixed(1)} ms, p95 ${pct(xs, 95).toFixed(1)} ms, max ${Math.max(...xs).toFixed(1)} ms (n=${xs.length})` : 'n=0';
+      xs.length
+        ? `p50 ${pct(xs, 50).toFixed(1)} ms, p95 ${pct(xs, 95).toFixed(1)} ms, max ${Math.max(...xs).toFixed(1)} ms (n=${xs.length})`
+        : 'n=0';
     console.log(
       `2x quota (limit 40 events/s over a ${windowMs} ms window; offered ${((writes * 2) / loadSeconds).toFixed(0)} counted events/s for ${loadSeconds.toFixed(1)} s, ${writes} transactions): ` +
         `server episodes ${s.stats.rateLimitEpisodes}, rows dropped at the source ${s.stats.rateLimitedRows}, channels shut ${s.stats.rateLimitShutdowns}; ` +
@@ -226,10 +240,17 @@ describe('message quota (events per second)', () => {
 });
 
 describe('daily partitions of realtime.messages', () => {
-  it('partitions dropped while subscribed: /readyz and the metric say so, badges converge through catch-ups, recreated = green', { timeout: 60_000 }, async () => {
+  it('partitions dropped while subscribed: /readyz and the metric say so, badges converge through catch-ups, recreated = green', {
+    timeout: 60_000,
+  }, async () => {
     const s = await server();
     const port = await freePort();
-    const { src, running } = bridge(s, 'partitions', { partitionCheckIntervalMs: 200, catchupIntervalMs: 300 }, { UNREAD_METRICS_PORT: String(port) });
+    const { src, running } = bridge(
+      s,
+      'partitions',
+      { partitionCheckIntervalMs: 200, catchupIntervalMs: 300 },
+      { UNREAD_METRICS_PORT: String(port) },
+    );
     await waitFor(() => src.subscribedAll(), 'subscribed');
     await waitFor(async () => (await metric(running, 'unread_sync_realtime_partitions_missing')) === 0, 'partitions checked');
     expect(await readiness(src)).toBe('ok');
@@ -252,7 +273,11 @@ describe('daily partitions of realtime.messages', () => {
     const dbMessagesBefore = s.stats.dbMessages;
     for (const [i, u] of us.entries()) await db.sql`update chat_rooms set user_unread_count = ${i + 3} where id = ${u.room}`;
     await waitForBridge(db.sql, 'partitions', 20_000);
-    await expectNoDrift(db.sql, r.store, us.map((u) => u.user));
+    await expectNoDrift(
+      db.sql,
+      r.store,
+      us.map((u) => u.user),
+    );
     expect(s.stats.dbMessages).toBe(dbMessagesBefore); // nothing was ever inserted, nothing streamed
     expect(src.stats.liveDelivered).toBe(liveBefore); // so the catch-ups applied every one
     await waitFor(() => src.stats.liveMissed - missedBefore >= us.length, 'the loss is counted');
@@ -283,16 +308,30 @@ describe('replication starts after the join', () => {
     // Not waitForBridge: this source's position moves only with events and catch-ups (the next
     // periodic one is 120 s away), and the server-wide snapshot moves with other databases' work.
     await waitFor(
-      async () => src.stats.catchupsOnReady > catchupsBefore && (await drifted(db.sql, r.store, us.map((u) => u.user))).length === 0,
+      async () =>
+        src.stats.catchupsOnReady > catchupsBefore &&
+        (
+          await drifted(
+            db.sql,
+            r.store,
+            us.map((u) => u.user),
+          )
+        ).length === 0,
       'the catch-up on ready applied the window',
       10_000,
     );
     expect(src.stats.catchupsOnReady).toBeGreaterThan(catchupsBefore);
-    await expectNoDrift(db.sql, r.store, us.map((u) => u.user));
+    await expectNoDrift(
+      db.sql,
+      r.store,
+      us.map((u) => u.user),
+    );
     for (const [i, u] of us.entries()) expect((await r.store.read(u.user))?.rooms[u.room]).toBe(i + 1);
   });
 
-  it('replication not up within the timeout: topics shut, rejoined, ready later; a silent slot restart is covered by catch-ups', { timeout: 60_000 }, async () => {
+  it('replication not up within the timeout: topics shut, rejoined, ready later; a silent slot restart is covered by catch-ups', {
+    timeout: 60_000,
+  }, async () => {
     const s = await server({ replication: { startDelayMs: 2_500, readyTimeoutMs: 700 } });
     const { src, running } = bridge(s, 'timeout', { catchupIntervalMs: 400 });
     await waitFor(() => src.stats.shutdowns > 0, 'shut for replication timeout');
@@ -306,13 +345,19 @@ describe('replication starts after the join', () => {
     for (const [i, u] of us.entries()) await db.sql`update chat_rooms set user_unread_count = ${i + 10} where id = ${u.room}`;
     expect(s.stats.notStreamed).toBeGreaterThanOrEqual(notStreamed); // (counted as the notifications arrive)
     await waitForBridge(db.sql, 'timeout', 10_000);
-    await expectNoDrift(db.sql, r.store, us.map((u) => u.user));
+    await expectNoDrift(
+      db.sql,
+      r.store,
+      us.map((u) => u.user),
+    );
     await waitFor(() => s.stats.notStreamed >= notStreamed + us.length, 'restart window lost the broadcasts');
   });
 });
 
 describe('batches: one message per transaction and topic', () => {
-  it('a 200-change transaction is at most one message per topic; a bad element is dead-lettered, the rest applied', { timeout: 60_000 }, async () => {
+  it('a 200-change transaction is at most one message per topic; a bad element is dead-lettered, the rest applied', {
+    timeout: 60_000,
+  }, async () => {
     const s = await server();
     const { src, running } = bridge(s, 'batches', { catchupIntervalMs: 120_000 });
     await waitFor(() => src.subscribedAll(), 'subscribed');
@@ -322,7 +367,10 @@ describe('batches: one message per transaction and topic', () => {
     await db.sql.begin(async (tx) => {
       for (const [i, u] of us.entries()) await tx`update chat_rooms set user_unread_count = ${i + 1} where id = ${u.room}`;
     });
-    await waitFor(async () => (await Promise.all(us.map(async (u, i) => (await r.store.read(u.user))?.rooms[u.room] === i + 1))).every(Boolean), 'applied live');
+    await waitFor(
+      async () => (await Promise.all(us.map(async (u, i) => (await r.store.read(u.user))?.rooms[u.room] === i + 1))).every(Boolean),
+      'applied live',
+    );
     const after = await db.sql<{ n: number }[]>`select count(*)::int as n from realtime.messages where topic like 'unread-sync:bridge:%'`;
     expect(after[0]!.n - before[0]!.n).toBe(2); // 200 changes, 2 topics: 2 messages (was 200)
     expect(src.stats.liveBatches - batchesBefore).toBe(2);
@@ -358,7 +406,9 @@ describe('migration privileges and a missing realtime schema', () => {
       await su.unsafe(`alter database ${target.name} owner to ${role}`);
       const url = new URL(target.url);
       url.username = role;
-      const [{ superuser } = { superuser: true }] = await su<{ superuser: boolean }[]>`select rolsuper as superuser from pg_roles where rolname = ${role}`;
+      const [{ superuser } = { superuser: true }] = await su<
+        { superuser: boolean }[]
+      >`select rolsuper as superuser from pg_roles where rolname = ${role}`;
       expect(superuser).toBe(false);
 
       const ran = await migrate({ databaseUrl: url.toString(), direction: 'up' });
@@ -378,7 +428,9 @@ describe('migration privileges and a missing realtime schema', () => {
         await asRole.end({ timeout: 5 });
       }
       await migrate({ databaseUrl: url.toString(), direction: 'down' });
-      const [gone] = await su<{ n: number }[]>`select count(*)::int as n from pg_policies where schemaname = 'realtime' and policyname like 'unread_sync%'`;
+      const [gone] = await su<
+        { n: number }[]
+      >`select count(*)::int as n from pg_policies where schemaname = 'realtime' and policyname like 'unread_sync%'`;
       expect(gone?.n).toBe(0);
     } finally {
       await su.end({ timeout: 5 });
@@ -396,15 +448,29 @@ describe('migration privileges and a missing realtime schema', () => {
       const [meta] = await plain.sql<{ value: string }[]>`select value from unread_sync.meta where key = 'realtime_missing'`;
       expect(meta?.value).toMatch(/no realtime schema/);
       const lines: string[] = [];
-      const sink = new Writable({ write(chunk: Buffer, _enc, done) { lines.push(chunk.toString()); done(); } });
+      const sink = new Writable({
+        write(chunk: Buffer, _enc, done) {
+          lines.push(chunk.toString());
+          done();
+        },
+      });
       const src = new SupabaseSource({
-        supabaseUrl: 'http://127.0.0.1:9', serviceRoleKey: serviceKey, databaseUrl: plain.url,
-        bridgeName: 'nort', shards: 2, catchupIntervalMs: 500, batchSize: 500, logMinAgeSeconds: 3600, logMaxAgeSeconds: 86400,
+        supabaseUrl: 'http://127.0.0.1:9',
+        serviceRoleKey: serviceKey,
+        databaseUrl: plain.url,
+        bridgeName: 'nort',
+        shards: 2,
+        catchupIntervalMs: 500,
+        batchSize: 500,
+        logMinAgeSeconds: 3600,
+        logMaxAgeSeconds: 86400,
         log: pino({ level: 'info' }, sink),
       });
       await src.start(new AbortController().signal);
       try {
-        await expect(src.check()).rejects.toThrow(/broadcast not installed \(no realtime schema when the realtime migrations ran at .*\): catch-up only/);
+        await expect(src.check()).rejects.toThrow(
+          /broadcast not installed \(no realtime schema when the realtime migrations ran at .*\): catch-up only/,
+        );
         expect(lines.join('')).toMatch(/found no Supabase Realtime schema/);
       } finally {
         await src.stop();

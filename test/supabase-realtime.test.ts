@@ -197,7 +197,9 @@ describe('supabase source through the test Realtime server', () => {
 
     // --- faults while writes continue
     await waitForBridge(db.sql, 'default');
-    const [{ maxId } = { maxId: '0' }] = await db.sql<{ maxId: string }[]>`select coalesce(max(id), 0)::text as "maxId" from unread_sync.changes`;
+    const [{ maxId } = { maxId: '0' }] = await db.sql<
+      { maxId: string }[]
+    >`select coalesce(max(id), 0)::text as "maxId" from unread_sync.changes`;
     const rowsBefore = src.stats.catchupRows;
     const errorsBefore = src.stats.channelErrors + src.stats.timeouts + src.stats.closed;
     const subscribedBefore = src.stats.subscribed;
@@ -211,7 +213,8 @@ describe('supabase source through the test Realtime server', () => {
         i++;
         // Mix of increments, reads (to 0), deactivation and reassignment-free toggles.
         const op = i % 10;
-        if (op < 6) await db.sql`update chat_rooms set user_unread_count = user_unread_count + 1, company_unread_count = company_unread_count + 1 where id = ${room}`;
+        if (op < 6)
+          await db.sql`update chat_rooms set user_unread_count = user_unread_count + 1, company_unread_count = company_unread_count + 1 where id = ${room}`;
         else if (op < 8) await db.sql`update chat_rooms set user_unread_count = 0 where id = ${room}`;
         else await db.sql`update chat_rooms set is_active = not is_active where id = ${room}`;
         writes++;
@@ -250,7 +253,9 @@ describe('supabase source through the test Realtime server', () => {
       select count(*)::int as n from unread_sync.changes where id > ${maxId}::bigint`;
     const [{ n: tableRows } = { n: -1 }] = await db.sql<{ n: number }[]>`select count(*)::int as n from unread_sync.changes`;
     const readRows = src.stats.catchupRows - rowsBefore;
-    console.log(`catch-ups after the faults read ${readRows} rows; ${changedRows} changed; log holds ${tableRows}; chat_rooms ${rooms.length + 5000}`);
+    console.log(
+      `catch-ups after the faults read ${readRows} rows; ${changedRows} changed; log holds ${tableRows}; chat_rooms ${rooms.length + 5000}`,
+    );
     // Exactly what changed: neither the log's older rows nor chat_rooms are read again.
     expect(readRows).toBe(changedRows);
     expect(tableRows).toBeGreaterThan(changedRows);

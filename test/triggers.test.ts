@@ -30,7 +30,13 @@ async function newChanges(): Promise<Change[]> {
 
 const pick = <T extends object, K extends keyof T>(o: T, k: K, fallback: NonNullable<T[K]>) => (k in o ? (o[k] ?? null) : fallback);
 
-async function room(values: { user?: string | null; company?: string | null; uc?: number | null; cc?: number | null; active?: boolean | null }) {
+async function room(values: {
+  user?: string | null;
+  company?: string | null;
+  uc?: number | null;
+  cc?: number | null;
+  active?: boolean | null;
+}) {
   const id = uuid();
   await db.sql`
     insert into chat_rooms (id, user_id, company_id, user_unread_count, company_unread_count, is_active)
@@ -75,7 +81,12 @@ describe('trigger semantics: every committed change becomes exact per-(user, roo
     await stepper.hydrate([u, c]);
     await mark();
     await db.sql`update chat_rooms set is_active = false where id = ${id}`;
-    expect((await newChanges()).map((e) => [e.user_id, e.unread]).sort()).toEqual([[c, 0], [u, 0]].sort());
+    expect((await newChanges()).map((e) => [e.user_id, e.unread]).sort()).toEqual(
+      [
+        [c, 0],
+        [u, 0],
+      ].sort(),
+    );
     expect(await cached(u)).toEqual({});
     expect(await cached(c)).toEqual({});
     await db.sql`update chat_rooms set is_active = true where id = ${id}`;
@@ -108,7 +119,12 @@ describe('trigger semantics: every committed change becomes exact per-(user, roo
     await stepper.hydrate([a, b]);
     await mark();
     await db.sql`update chat_rooms set user_id = ${b} where id = ${id}`;
-    expect((await newChanges()).map((e) => [e.user_id, e.unread]).sort()).toEqual([[a, 0], [b, 6]].sort());
+    expect((await newChanges()).map((e) => [e.user_id, e.unread]).sort()).toEqual(
+      [
+        [a, 0],
+        [b, 6],
+      ].sort(),
+    );
     expect(await cached(a)).toEqual({});
     expect(await cached(b)).toEqual({ [id]: 6 });
   });
@@ -177,10 +193,12 @@ describe('trigger semantics: every committed change becomes exact per-(user, roo
       })
       .catch(() => {});
     await db.sql.begin(async (tx) => {
-      await tx.savepoint(async (sp) => {
-        await sp`update chat_rooms set user_unread_count = 50 where id = ${id}`;
-        throw new Error('rollback savepoint');
-      }).catch(() => {});
+      await tx
+        .savepoint(async (sp) => {
+          await sp`update chat_rooms set user_unread_count = 50 where id = ${id}`;
+          throw new Error('rollback savepoint');
+        })
+        .catch(() => {});
       await tx`update chat_rooms set user_unread_count = user_unread_count + 1 where id = ${id}`;
     });
     expect(await cached(u)).toEqual({ [id]: 2 });

@@ -12,8 +12,7 @@ describe('periodic verifier in the bridge', () => {
       const users = Array.from({ length: 12 }, () => uuid());
       await db.sql`insert into chat_rooms ${db.sql(users.map((u, i) => ({ id: uuid(), user_id: u, company_id: uuid(), user_unread_count: i + 1 })))}`;
       await stepper.hydrate(users);
-      const value = async (name: 'verifiedUsers' | 'driftRepairs') =>
-        (await stepper.bridge.metrics[name].get()).values[0]?.value ?? 0;
+      const value = async (name: 'verifiedUsers' | 'driftRepairs') => (await stepper.bridge.metrics[name].get()).values[0]?.value ?? 0;
       // Enough cycles for the rolling scan to pass every user at least once.
       for (let i = 0; i < 12; i++) {
         await db.sql`update chat_rooms set user_unread_count = user_unread_count + 1 where user_id = ${users[i]!}`;

@@ -48,8 +48,10 @@ export class TriggerSwitch {
       await this.sql.unsafe(`alter table public.chat_rooms ${system === 'ours' ? ENABLE[t.enabled] : 'disable'} trigger ${ident(t.name)}`);
     }
     const present = new Set(
-      (await this.sql<{ name: string }[]>`
-        select tgname as name from pg_trigger where tgrelid = 'public.chat_rooms'::regclass and tgname like 'peer\_%'`).map((t) => t.name),
+      (
+        await this.sql<{ name: string }[]>`
+        select tgname as name from pg_trigger where tgrelid = 'public.chat_rooms'::regclass and tgname like 'peer\_%'`
+      ).map((t) => t.name),
     );
     for (const [peer, trigger] of Object.entries(PEER_TRIGGERS)) {
       if (!present.has(trigger)) continue;
@@ -59,6 +61,7 @@ export class TriggerSwitch {
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what this rejects
 const ROOM = /^[^\s\x00-\x1f]{1,256}$/;
 
 /** Peer (a)'s Node side: LISTEN peer_notify; per notification HINCRBY the total, HSET the room. */

@@ -52,7 +52,10 @@ export interface BridgeOptions {
 /** A bridge with another name owns the key prefix: two bridge names must not share one prefix. */
 export class PrefixOwnedError extends UnreadSyncError {
   constructor(readonly owner: string) {
-    super(ErrorCode.PREFIX_OWNED, `the Redis key prefix is owned by bridge "${owner}"; give each bridge name its own UNREAD_KEY_PREFIX (or stop that bridge)`);
+    super(
+      ErrorCode.PREFIX_OWNED,
+      `the Redis key prefix is owned by bridge "${owner}"; give each bridge name its own UNREAD_KEY_PREFIX (or stop that bridge)`,
+    );
   }
 }
 
@@ -183,7 +186,10 @@ export class Bridge {
         skipUsers.add(u);
         groups.delete(u);
       }
-      const batch = new Map([...own.map((u): [string, HydratedRoom[]] => [u, read.get(u) ?? []]), ...users.map((u): [string, HydratedRoom[]] => [u, rooms.get(u) ?? []])]);
+      const batch = new Map([
+        ...own.map((u): [string, HydratedRoom[]] => [u, read.get(u) ?? []]),
+        ...users.map((u): [string, HydratedRoom[]] => [u, rooms.get(u) ?? []]),
+      ]);
       const written = await side.hydrate(batch, stamp);
       this.progressAt = Date.now();
       this.metrics.hydrations.inc(written.size);
@@ -552,7 +558,8 @@ export class Bridge {
     const meta = await store.meta();
     const identity = [id.incarnation ?? '-', id.systemId ?? '-', id.timeline ?? '-', id.dbOid].join('/');
     const reasons: string[] = [];
-    if (meta.identity !== undefined && meta.identity !== identity) reasons.push(`database identity changed (${meta.identity} -> ${identity})`);
+    if (meta.identity !== undefined && meta.identity !== identity)
+      reasons.push(`database identity changed (${meta.identity} -> ${identity})`);
     if (meta.xmax !== undefined && BigInt(id.xmax) < BigInt(meta.xmax)) reasons.push(`xid horizon went back (${meta.xmax} -> ${id.xmax})`);
     if (meta.logid !== undefined && BigInt(id.logId) < BigInt(meta.logid)) reasons.push(`log id went back (${meta.logid} -> ${id.logId})`);
     if (id.checkpointXmax !== null && BigInt(id.checkpointXmax) > BigInt(id.xmax)) {
@@ -589,9 +596,12 @@ export class Bridge {
     });
     if (done.installed > 0 || done.reset) {
       this.metrics.partitionSyncs.inc();
-      log.warn(done, done.reset
-        ? 'chat_rooms partitions changed (a filled table attached or a partition removed): reset logged, every cached user reloads'
-        : 'capture installed on new chat_rooms partitions');
+      log.warn(
+        done,
+        done.reset
+          ? 'chat_rooms partitions changed (a filled table attached or a partition removed): reset logged, every cached user reloads'
+          : 'capture installed on new chat_rooms partitions',
+      );
     }
   }
 
@@ -608,7 +618,10 @@ export class Bridge {
     const problem = problems.length > 0 ? `capture triggers not firing: ${problems.join(', ')}` : null;
     if (problem && this.state.captureProblem === null) {
       this.metrics.captureEpisodes.inc();
-      log.error({ triggers: problems }, `${problem}; some changes to chat_rooms are not captured (ALTER TABLE chat_rooms ENABLE ALWAYS TRIGGER <name>; the bridge then resets the cache by itself)`);
+      log.error(
+        { triggers: problems },
+        `${problem}; some changes to chat_rooms are not captured (ALTER TABLE chat_rooms ENABLE ALWAYS TRIGGER <name>; the bridge then resets the cache by itself)`,
+      );
     }
     // The episode is recorded in the database; its end logs a reset through the log (ordered
     // after every write the log missed), so users reload and the verifier is not the mechanism.

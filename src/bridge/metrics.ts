@@ -2,8 +2,14 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { ScanPosition, UnreadStore } from '../store/store.js';
 
 type Make<T> = (registry: Registry) => T;
-const counter = (name: string, help: string): Make<Counter> => (registry) => new Counter({ name, help, registers: [registry] });
-const gauge = (name: string, help: string): Make<Gauge> => (registry) => new Gauge({ name, help, registers: [registry] });
+const counter =
+  (name: string, help: string): Make<Counter> =>
+  (registry) =>
+    new Counter({ name, help, registers: [registry] });
+const gauge =
+  (name: string, help: string): Make<Gauge> =>
+  (registry) =>
+    new Gauge({ name, help, registers: [registry] });
 const histogram =
   (name: string, help: string, buckets: number[]): Make<Histogram> =>
   (registry) =>
@@ -21,24 +27,41 @@ const METRICS = {
   cycles: counter('unread_sync_cycles_total', 'Read cycles completed'),
   errors: counter('unread_sync_bridge_errors_total', 'Failed cycles (retried with backoff)'),
   batchSize: histogram('unread_sync_batch_size', 'Events per read cycle', [0, 1, 10, 100, 1_000, 10_000, 100_000]),
-  lag: histogram('unread_sync_commit_to_apply_seconds', 'From the change being written to it being applied in Redis', [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30]),
+  lag: histogram(
+    'unread_sync_commit_to_apply_seconds',
+    'From the change being written to it being applied in Redis',
+    [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30],
+  ),
   verifiedUsers: counter('unread_sync_verified_users_total', 'Cached users compared with the database by the periodic verifier'),
   driftRepairs: counter('unread_sync_drift_repairs_total', 'Users whose cache differed from the database and was repaired (should stay 0)'),
-  staleRefused: counter('unread_sync_stale_writes_refused_total', 'Hydrations or repairs Redis refused because the state they would overwrite came from a newer snapshot'),
+  staleRefused: counter(
+    'unread_sync_stale_writes_refused_total',
+    'Hydrations or repairs Redis refused because the state they would overwrite came from a newer snapshot',
+  ),
   prefixConflicts: counter('unread_sync_prefix_conflicts_total', 'Start-ups refused because another bridge name owns the key prefix'),
-  rewinds: counter('unread_sync_database_rewinds_total', 'Times the database was found rewound or moved (restore, PITR, failover loss, another cluster): cache reset'),
-  captureDisabled: gauge('unread_sync_capture_triggers_disabled', 'Capture triggers on chat_rooms that do not fire on ordinary writes (should be 0)'),
+  rewinds: counter(
+    'unread_sync_database_rewinds_total',
+    'Times the database was found rewound or moved (restore, PITR, failover loss, another cluster): cache reset',
+  ),
+  captureDisabled: gauge(
+    'unread_sync_capture_triggers_disabled',
+    'Capture triggers on chat_rooms that do not fire on ordinary writes (should be 0)',
+  ),
   captureEpisodes: counter('unread_sync_capture_disabled_total', 'Times capture triggers were found disabled (each episode counted once)'),
-  partitionSyncs: counter('unread_sync_partition_syncs_total', 'Times unread_sync.sync_partitions() changed something: capture installed on a new partition, or a reset logged for a filled partition attached or a partition removed'),
+  partitionSyncs: counter(
+    'unread_sync_partition_syncs_total',
+    'Times unread_sync.sync_partitions() changed something: capture installed on a new partition, or a reset logged for a filled partition attached or a partition removed',
+  ),
   reconnects: counter('unread_sync_source_restarts_total', 'Times the source had to be started again (lock lost, connection replaced)'),
 };
 
 type Metrics = { readonly [K in keyof typeof METRICS]: ReturnType<(typeof METRICS)[K]> };
 
-// The fields of METRICS, declared by this interface and set by the constructor.
+// The fields of METRICS, declared by this interface and set by the constructor from the table.
 export interface BridgeMetrics extends Metrics {}
 
 /** Bridge metrics, on their own registry so several bridges can live in one test process. */
+// biome-ignore lint/suspicious/noUnsafeDeclarationMerging: the constructor assigns every field the interface declares
 export class BridgeMetrics {
   readonly registry = new Registry();
 

@@ -5,5 +5,12 @@
 export { connectUnreadBadges, type ConnectUnreadBadgesOptions } from './socket.js';
 export { initialModel, reduce, hasGap, roomsBehind, roomsExact, type ClientEvent, type ClientModel } from './state.js';
 export { decodeTokenTimes, refreshDelayMs } from './token.js';
-export { TOTAL_EVENT, ROOMS_EVENT, COUNTS_EVENT, type RoomsUpdatedPayload, type TotalUnreadPayload, type UnreadCountsReply } from './protocol.js';
+export {
+  TOTAL_EVENT,
+  ROOMS_EVENT,
+  COUNTS_EVENT,
+  type RoomsUpdatedPayload,
+  type TotalUnreadPayload,
+  type UnreadCountsReply,
+} from './protocol.js';
 export type { UnreadBadgesClient, UnreadListener, UnreadState } from './types.js';

@@ -224,7 +224,8 @@ export function connectUnreadBadges(options: ConnectUnreadBadgesOptions): Unread
       conn.roomsEvents = true;
       const d = r.data;
       if (d.full) onFull(conn, { type: 'full', seq: d.seq, total: d.totalUnreadCount, unreadRooms: d.unreadRooms, rooms: d.rooms });
-      else dispatch({ type: 'delta', seq: d.seq, baseSeq: d.baseSeq, total: d.totalUnreadCount, unreadRooms: d.unreadRooms, rooms: d.rooms });
+      else
+        dispatch({ type: 'delta', seq: d.seq, baseSeq: d.baseSeq, total: d.totalUnreadCount, unreadRooms: d.unreadRooms, rooms: d.rooms });
     });
   }
 

@@ -37,7 +37,10 @@ export interface VerifyOptions {
 
 export class BridgeBehindError extends UnreadSyncError {
   constructor(ms: number) {
-    super(ErrorCode.BRIDGE_BEHIND, `the bridge did not reach the verification snapshot within ${ms} ms (is \`unread-sync bridge\` running?)`);
+    super(
+      ErrorCode.BRIDGE_BEHIND,
+      `the bridge did not reach the verification snapshot within ${ms} ms (is \`unread-sync bridge\` running?)`,
+    );
   }
 }
 
@@ -68,17 +71,19 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
       const stamp = snapshotStamp(snapshot);
       const cached = await Promise.all(users.map((u) => store.readVersioned(u)));
       const later: string[] = [];
-      const suspects = new Set(users.filter((u, i) => {
-        const c = cached[i];
-        if (!c || matchesTruth(c.counts, truth.get(u) ?? [])) return false;
-        // Loaded from a newer snapshot than S: its room versions do not tell what S had; compare
-        // again in a newer snapshot.
-        if (c.loadedAt && stampOlder(stamp, c.loadedAt)) {
-          later.push(u);
-          return false;
-        }
-        return true;
-      }));
+      const suspects = new Set(
+        users.filter((u, i) => {
+          const c = cached[i];
+          if (!c || matchesTruth(c.counts, truth.get(u) ?? [])) return false;
+          // Loaded from a newer snapshot than S: its room versions do not tell what S had; compare
+          // again in a newer snapshot.
+          if (c.loadedAt && stampOlder(stamp, c.loadedAt)) {
+            later.push(u);
+            return false;
+          }
+          return true;
+        }),
+      );
       const versions = suspects.size > 0 ? await queries.roomVersions(tx, [...suspects]) : new Map<string, Map<string, string>>();
       const bad: Drift[] = [];
       users.forEach((userId, i) => {

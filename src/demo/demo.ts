@@ -129,13 +129,47 @@ const DEMO_WRITES = new Map<string, DemoWrite>([
     demoWrite(
       sendBody,
       (b) => [b.senderId, b.receiverId],
-      (chat, b) => chat.notifyRoomUpdate(b.senderId, b.receiverId, b.roomId, { roomId: b.roomId, senderId: b.senderId, message: b.message ?? 'hello' }),
+      (chat, b) =>
+        chat.notifyRoomUpdate(b.senderId, b.receiverId, b.roomId, {
+          roomId: b.roomId,
+          senderId: b.senderId,
+          message: b.message ?? 'hello',
+        }),
     ),
   ],
-  ['/demo/mark-unread', demoWrite(markUnreadBody, (b) => [b.userId], (chat, b) => chat.markRoomUnread(b.userId, b.roomId, b.count ?? 1))],
-  ['/demo/mark-read', demoWrite(markReadBody, (b) => [b.userId], (chat, b) => chat.markRoomRead(b.userId, b.roomId))],
-  ['/demo/read-all', demoWrite(readAllBody, (b) => [b.userId], (chat, b) => chat.markAllRead(b.userId), 400)],
-  ['/demo/open', demoWrite(openBody, (b) => [b.userId], (chat, b) => chat.resetUnreadCountOnJoin(b.userId, b.roomId))],
+  [
+    '/demo/mark-unread',
+    demoWrite(
+      markUnreadBody,
+      (b) => [b.userId],
+      (chat, b) => chat.markRoomUnread(b.userId, b.roomId, b.count ?? 1),
+    ),
+  ],
+  [
+    '/demo/mark-read',
+    demoWrite(
+      markReadBody,
+      (b) => [b.userId],
+      (chat, b) => chat.markRoomRead(b.userId, b.roomId),
+    ),
+  ],
+  [
+    '/demo/read-all',
+    demoWrite(
+      readAllBody,
+      (b) => [b.userId],
+      (chat, b) => chat.markAllRead(b.userId),
+      400,
+    ),
+  ],
+  [
+    '/demo/open',
+    demoWrite(
+      openBody,
+      (b) => [b.userId],
+      (chat, b) => chat.resetUnreadCountOnJoin(b.userId, b.roomId),
+    ),
+  ],
 ]);
 
 /**

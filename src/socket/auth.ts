@@ -78,7 +78,10 @@ function toAuthError(err: unknown): AuthError {
 }
 
 /** The bearer token of a handshake: `auth.token` first, then the Authorization header. */
-export function tokenFromHandshake(handshake: { auth: Record<string, unknown>; headers: Record<string, string | string[] | undefined> }): string | null {
+export function tokenFromHandshake(handshake: {
+  auth: Record<string, unknown>;
+  headers: Record<string, string | string[] | undefined>;
+}): string | null {
   const fromAuth = handshake.auth?.token;
   if (typeof fromAuth === 'string' && fromAuth.length > 0) return fromAuth.replace(/^Bearer\s+/i, '');
   const header = handshake.headers.authorization;

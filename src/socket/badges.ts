@@ -224,7 +224,13 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
   // socket before its full state.
   const roomsRoomFor = (userId: string) => `${roomFor(userId)}#rooms`;
 
-  const roomsPayload = (state: UserState, s: RoomState, full: boolean, baseSeq: number, rooms: Record<string, number>): RoomsUpdatedPayload => ({
+  const roomsPayload = (
+    state: UserState,
+    s: RoomState,
+    full: boolean,
+    baseSeq: number,
+    rooms: Record<string, number>,
+  ): RoomsUpdatedPayload => ({
     userId: state.userId,
     seq: s.seq,
     totalUnreadCount: s.total,
@@ -364,10 +370,13 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
     let expiry: NodeJS.Timeout | null = null;
     const expiresAt = socket.data.unreadExpiresAt as number;
     if (disconnectOnExpiry && expiresAt > 0) {
-      expiry = setTimeout(() => {
-        socket.emit('unread-auth-expired', { error: 'token expired; reconnect with a fresh token' });
-        socket.disconnect(true);
-      }, Math.min(Math.max(expiresAt - Date.now(), 0), MAX_TIMEOUT));
+      expiry = setTimeout(
+        () => {
+          socket.emit('unread-auth-expired', { error: 'token expired; reconnect with a fresh token' });
+          socket.disconnect(true);
+        },
+        Math.min(Math.max(expiresAt - Date.now(), 0), MAX_TIMEOUT),
+      );
     }
     socket.once('disconnect', () => {
       left = true;
@@ -392,7 +401,9 @@ export function attachUnreadBadges(io: Server, options: AttachOptions): UnreadBa
       tokens = Math.min(countsLimit.burst, tokens + ((now - refilledAt) / 1000) * countsLimit.perSecond);
       refilledAt = now;
       if (tokens < 1 || inFlight >= COUNTS_IN_FLIGHT) {
-        reply({ error: `rate limited: at most ${countsLimit.perSecond} get-unread-counts per second (burst ${countsLimit.burst}); retry later` });
+        reply({
+          error: `rate limited: at most ${countsLimit.perSecond} get-unread-counts per second (burst ${countsLimit.burst}); retry later`,
+        });
         if (++refusedInRow === countsLimit.disconnectAfter) {
           log?.warn({ userId, refused: refusedInRow }, 'get-unread-counts flood: disconnecting the socket');
           socket.disconnect(true);

@@ -56,10 +56,16 @@ export async function startSocketServer(
   // The flags are read here, but their database side lives in the launcher: a config that asks for
   // it without it must not silently serve less.
   if (config.dbFallback && !overrides.fallback) {
-    throw new UnreadSyncError(ErrorCode.CONFIG_INVALID, 'UNREAD_DB_FALLBACK=true needs the database fallback: start the server with startServe (it wires it)');
+    throw new UnreadSyncError(
+      ErrorCode.CONFIG_INVALID,
+      'UNREAD_DB_FALLBACK=true needs the database fallback: start the server with startServe (it wires it)',
+    );
   }
   if (config.demo && !overrides.extend) {
-    throw new UnreadSyncError(ErrorCode.CONFIG_INVALID, 'UNREAD_DEMO=true needs the demo routes: start the server with startServe or startDemo');
+    throw new UnreadSyncError(
+      ErrorCode.CONFIG_INVALID,
+      'UNREAD_DEMO=true needs the demo routes: start the server with startServe or startDemo',
+    );
   }
   const redis = overrides.redis ?? createRedis(config.redisUrl, { clusterNodes: config.redisClusterNodes });
   if (!overrides.redis) {
@@ -118,7 +124,12 @@ export async function startSocketServer(
       sendJson(res, 200, {
         service: 'unread-sync socket server',
         socketio: `connect with auth { token: <Supabase JWT> }; events: ${TOTAL_EVENT}, ${ROOMS_EVENT}, ${COUNTS_EVENT}`,
-        endpoints: { readyz: '/readyz', healthz: '/healthz', metrics: '/metrics', demo: config.demo ? '/demo' : 'run `unread-sync demo` for the demo page' },
+        endpoints: {
+          readyz: '/readyz',
+          healthz: '/healthz',
+          metrics: '/metrics',
+          demo: config.demo ? '/demo' : 'run `unread-sync demo` for the demo page',
+        },
       });
       return;
     }

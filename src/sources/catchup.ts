@@ -72,7 +72,16 @@ export async function readCatchup(
       changes.push(
         r.kind === 'reset'
           ? { id: r.id, xid: r.xid, kind: r.kind, created_at: r.created_at }
-          : { id: r.id, xid: r.xid, kind: r.kind, user_id: r.user_id, room_id: r.room_id, unread: r.unread, negative: r.negative, created_at: r.created_at },
+          : {
+              id: r.id,
+              xid: r.xid,
+              kind: r.kind,
+              user_id: r.user_id,
+              room_id: r.room_id,
+              unread: r.unread,
+              negative: r.negative,
+              created_at: r.created_at,
+            },
       );
       if (r.xid && r.id) after = { xid: r.xid, id: r.id };
     }

@@ -75,18 +75,21 @@ export class BridgeLease {
   private armRenewal(): void {
     const { bridgeName, ttlMs } = this.options;
     this.clearTimer();
-    this.timer = setInterval(() => {
-      supabaseQueries
-        .acquireLease(this.sql, bridgeName, this.holder, ttlMs)
-        .then((held) => {
-          if (held) this.validUntil = Date.now() + ttlMs;
-          else this.lose('taken over by another bridge');
-        })
-        .catch((err: unknown) => {
-          // The database is unreachable: the lease holds until it expires, then assume it lost.
-          if (Date.now() > this.validUntil) this.lose(`renewal failed: ${(err as Error).message}`);
-        });
-    }, Math.max(100, Math.floor(ttlMs / 3)));
+    this.timer = setInterval(
+      () => {
+        supabaseQueries
+          .acquireLease(this.sql, bridgeName, this.holder, ttlMs)
+          .then((held) => {
+            if (held) this.validUntil = Date.now() + ttlMs;
+            else this.lose('taken over by another bridge');
+          })
+          .catch((err: unknown) => {
+            // The database is unreachable: the lease holds until it expires, then assume it lost.
+            if (Date.now() > this.validUntil) this.lose(`renewal failed: ${(err as Error).message}`);
+          });
+      },
+      Math.max(100, Math.floor(ttlMs / 3)),
+    );
     this.timer.unref();
   }
 

@@ -180,7 +180,11 @@ export class LogicalSource implements ChangeSource {
       'unread_sync_logical_stream_failures_total',
       'Logical replication streams that failed or stalled (the bridge polled until a new slot streamed)',
     );
-    this.wakeups = counter(registry, 'unread_sync_logical_wakeups_total', 'Waits for changes that a streamed commit ended before the index probe did');
+    this.wakeups = counter(
+      registry,
+      'unread_sync_logical_wakeups_total',
+      'Waits for changes that a streamed commit ended before the index probe did',
+    );
     (this.inner as ChangeSource).observe?.(registry);
   }
 
@@ -270,7 +274,10 @@ export class LogicalSource implements ChangeSource {
       } catch (err) {
         if (stop.aborted) break;
         this.failures?.inc();
-        log.warn({ err: (err as Error).message, slot: this.slot }, 'logical replication stream ended: polling the log until a new slot streams');
+        log.warn(
+          { err: (err as Error).message, slot: this.slot },
+          'logical replication stream ended: polling the log until a new slot streams',
+        );
       } finally {
         this.setStreaming(false);
       }
@@ -285,7 +292,10 @@ export class LogicalSource implements ChangeSource {
   private async streamOnce(stop: AbortSignal): Promise<void> {
     const { databaseUrl, bridgeName, log } = this.options;
     // Slot names are [a-z0-9_]{1,63}: built here, never taken from input as is.
-    const slot = `unread_sync_${bridgeName.toLowerCase().replace(/[^a-z0-9_]/g, '_').slice(0, 40)}_${randomBytes(4).toString('hex')}`;
+    const slot = `unread_sync_${bridgeName
+      .toLowerCase()
+      .replace(/[^a-z0-9_]/g, '_')
+      .slice(0, 40)}_${randomBytes(4).toString('hex')}`;
     this.slot = slot;
     const repl = postgres(databaseUrl, {
       max: 1,
@@ -335,10 +345,13 @@ export class LogicalSource implements ChangeSource {
         };
         // Asks for a keepalive every quarter of the stall limit (it also confirms what was
         // received, so the slot frees WAL); no answer within the limit means a stalled stream.
-        const timer = setInterval(() => {
-          if (Date.now() - lastSeen > stallMs) fail(new Error(`no data or keepalive for ${stallMs} ms`));
-          else s.write(statusUpdate(lsn, true));
-        }, Math.max(50, Math.floor(stallMs / 4)));
+        const timer = setInterval(
+          () => {
+            if (Date.now() - lastSeen > stallMs) fail(new Error(`no data or keepalive for ${stallMs} ms`));
+            else s.write(statusUpdate(lsn, true));
+          },
+          Math.max(50, Math.floor(stallMs / 4)),
+        );
         s.on('data', (buf: Buffer) => {
           lastSeen = Date.now();
           const m = parseCopyData(buf);

@@ -44,7 +44,12 @@ export function decodePgoutput(x: Buffer): PgoutputMessage {
       const relationId = x.readUInt32BE(1);
       const nsEnd = x.indexOf(0, 5);
       const nameEnd = x.indexOf(0, nsEnd + 1);
-      return { tag: 'relation', relationId, schema: x.toString('utf8', 5, nsEnd) || 'pg_catalog', table: x.toString('utf8', nsEnd + 1, nameEnd) };
+      return {
+        tag: 'relation',
+        relationId,
+        schema: x.toString('utf8', 5, nsEnd) || 'pg_catalog',
+        table: x.toString('utf8', nsEnd + 1, nameEnd),
+      };
     }
     case 'I': // Insert: relation id (4), 'N', tuple
       return { tag: 'insert', relationId: x.readUInt32BE(1) };

@@ -138,7 +138,11 @@ export class PostgresSource implements ChangeSource {
       this.checkpointTimer.unref();
     }
     if (!this.unlisten) {
-      const sub = await this.pool.listen('unread_sync', () => this.notify(), () => this.notify());
+      const sub = await this.pool.listen(
+        'unread_sync',
+        () => this.notify(),
+        () => this.notify(),
+      );
       this.unlisten = sub.unlisten;
     }
     log.info({ bridge: bridgeName, position: this.position }, 'postgres source active');
@@ -152,7 +156,8 @@ export class PostgresSource implements ChangeSource {
     const small = Math.min(this.options.batchSize, SMALL_CYCLE_ROWS);
     // Small cycles (nearly all of them) are one statement; a backlog goes through the cursor.
     // Many users to hydrate go through the cursor path too: its exported snapshot lets workers read them.
-    const read = (this.large || hydrate.length >= PARALLEL_HYDRATE_MIN ? null : await this.readSmall(previous, hydrate, handler, small)) ??
+    const read =
+      (this.large || hydrate.length >= PARALLEL_HYDRATE_MIN ? null : await this.readSmall(previous, hydrate, handler, small)) ??
       (await this.readLarge(previous, hydrate, handler));
     this.large = read.delivered > small;
     if (generation !== this.generation) throw new Error('cycle abandoned: the source reconnected meanwhile');
@@ -181,7 +186,7 @@ export class PostgresSource implements ChangeSource {
   ): Promise<{ delivered: number; snapshot: string; gap: boolean } | null> {
     const rows = await queries.readCycle(this.lockConn, previous, this.options.bridgeName, hydrate, limit);
     const head = rows[0];
-    if (!head || head.part !== 'head' || head.snapshot === null) throw new Error('read_cycle returned no head row');
+    if (head?.part !== 'head' || head.snapshot === null) throw new Error('read_cycle returned no head row');
     if (head.pid !== this.holder.pid) throw lockLost();
     const changes: unknown[] = [];
     const hydrated = new Map<string, HydratedRoom[]>(hydrate.map((id) => [id, []]));

@@ -133,7 +133,11 @@ export class RealtimeHealth {
         this.set(self.episodeOpen ? 1 : 0);
       },
     });
-    this.episodesMetric = counter(registry, 'unread_sync_realtime_rate_limit_episodes_total', 'Episodes of "Too many messages per second" from Supabase Realtime');
+    this.episodesMetric = counter(
+      registry,
+      'unread_sync_realtime_rate_limit_episodes_total',
+      'Episodes of "Too many messages per second" from Supabase Realtime',
+    );
     this.episodesMetric.inc(this.counts.episodes);
     this.missedMetric = counter(
       registry,

@@ -10,13 +10,9 @@ export interface Snapshot {
 }
 
 export function parseSnapshot(text: string): Snapshot {
-  const m = /^(\d+):(\d+):([\d,]*)$/.exec(text);
-  if (!m) throw new Error(`not a pg_snapshot: ${JSON.stringify(text)}`);
-  return {
-    xmin: BigInt(m[1]!),
-    xmax: BigInt(m[2]!),
-    xip: new Set((m[3] ?? '').split(',').filter(Boolean).map(BigInt)),
-  };
+  const [, xmin, xmax, xip = ''] = /^(\d+):(\d+):([\d,]*)$/.exec(text) ?? [];
+  if (xmin === undefined || xmax === undefined) throw new Error(`not a pg_snapshot: ${JSON.stringify(text)}`);
+  return { xmin: BigInt(xmin), xmax: BigInt(xmax), xip: new Set(xip.split(',').filter(Boolean).map(BigInt)) };
 }
 
 /** pg_visible_in_snapshot() for a committed xid: the same rule the catch-up reads by. */

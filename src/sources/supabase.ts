@@ -89,7 +89,6 @@ export interface SupabaseSourceStats {
   lastShutdown: string | null;
 }
 
-
 export const bridgeTopic = (shard: number): string => `unread-sync:bridge:${shard}`;
 export const userTopic = (userId: string): string => `unread-sync:user:${userId}`;
 
@@ -405,7 +404,12 @@ export class SupabaseSource implements ChangeSource {
     if (!this.realtimeInstalled) return;
     if (this.shards.length !== this.options.shards) {
       this.shards = Array.from({ length: this.options.shards }, (_, index) => ({
-        index, channel: null, live: false, attempt: 0, timer: null, pausedUntil: 0,
+        index,
+        channel: null,
+        live: false,
+        attempt: 0,
+        timer: null,
+        pausedUntil: 0,
       }));
     }
     for (const shard of this.shards) if (!shard.channel && !shard.timer) this.subscribe(shard);
@@ -549,8 +553,9 @@ export class SupabaseSource implements ChangeSource {
     channel.teardown();
     // Best effort: also forget it in the underlying Phoenix socket (internal API, may change).
     const inner = (channel as unknown as { channelAdapter?: { channel?: unknown } }).channelAdapter?.channel;
-    const socket = (client.realtime as unknown as { socketAdapter?: { getSocket?: () => { remove?: (c: unknown) => void } } })
-      .socketAdapter?.getSocket?.();
+    const socket = (
+      client.realtime as unknown as { socketAdapter?: { getSocket?: () => { remove?: (c: unknown) => void } } }
+    ).socketAdapter?.getSocket?.();
     if (inner && typeof socket?.remove === 'function') socket.remove(inner);
   }
 

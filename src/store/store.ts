@@ -83,8 +83,7 @@ function parseStamp(v: string | null | undefined): SnapshotStamp | null {
   return m ? { xmax: m[1] as string, inProgress: Number(m[2]) } : null;
 }
 
-const stampArgs = (s: SnapshotStamp | null | undefined): [string, string] =>
-  s ? [s.xmax, String(s.inProgress)] : ['', '0'];
+const stampArgs = (s: SnapshotStamp | null | undefined): [string, string] => (s ? [s.xmax, String(s.inProgress)] : ['', '0']);
 
 export interface ApplyResult {
   userId: string;
@@ -555,12 +554,7 @@ export class UnreadStore {
    * Both scripts are idempotent (versions; a hydration rewrites the same snapshot), so a retry
    * after "maybe ran" is safe.
    */
-  private async retryAlone(
-    first: () => Promise<number[]>,
-    script: string,
-    keys: readonly string[],
-    argv: string[],
-  ): Promise<number[]> {
+  private async retryAlone(first: () => Promise<number[]>, script: string, keys: readonly string[], argv: string[]): Promise<number[]> {
     try {
       return await first();
     } catch (err) {

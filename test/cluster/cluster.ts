@@ -121,10 +121,26 @@ export async function startCluster(basePort: number, options: { nodeTimeoutMs?: 
       const child = spawn(
         'redis-server',
         [
-          '--port', String(port), '--bind', '127.0.0.1', '--dir', dir,
-          '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
-          '--cluster-node-timeout', String(nodeTimeout),
-          '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--repl-diskless-sync-delay', '0',
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--dir',
+          dir,
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          `nodes-${port}.conf`,
+          '--cluster-node-timeout',
+          String(nodeTimeout),
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--protected-mode',
+          'no',
+          '--repl-diskless-sync-delay',
+          '0',
         ],
         { stdio: ['ignore', 'ignore', 'pipe'] },
       );
@@ -146,11 +162,10 @@ export async function startCluster(basePort: number, options: { nodeTimeoutMs?: 
         }
       }
     }
-    execFileSync(
-      'redis-cli',
-      ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '1', '--cluster-yes'],
-      { stdio: 'pipe', timeout: 60_000 },
-    );
+    execFileSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '1', '--cluster-yes'], {
+      stdio: 'pipe',
+      timeout: 60_000,
+    });
     await waitHealthy(ports, 30_000);
     await waitReplicasSynced(ports, 30_000);
   } catch (err) {
@@ -158,10 +173,11 @@ export async function startCluster(basePort: number, options: { nodeTimeoutMs?: 
     throw err;
   }
 
-  const livePorts = () => ports.filter((p) => {
-    const c = procs.get(p);
-    return c !== undefined && c.exitCode === null && c.signalCode === null;
-  });
+  const livePorts = () =>
+    ports.filter((p) => {
+      const c = procs.get(p);
+      return c !== undefined && c.exitCode === null && c.signalCode === null;
+    });
 
   const topology = async () => {
     const port = livePorts()[0];
@@ -183,9 +199,18 @@ export async function startCluster(basePort: number, options: { nodeTimeoutMs?: 
       await promisify(execFile)(
         'redis-cli',
         [
-          '--cluster', 'reshard', `127.0.0.1:${from.port}`,
-          '--cluster-from', from.id, '--cluster-to', to.id, '--cluster-slots', String(slots),
-          '--cluster-yes', '--cluster-pipeline', '5',
+          '--cluster',
+          'reshard',
+          `127.0.0.1:${from.port}`,
+          '--cluster-from',
+          from.id,
+          '--cluster-to',
+          to.id,
+          '--cluster-slots',
+          String(slots),
+          '--cluster-yes',
+          '--cluster-pipeline',
+          '5',
         ],
         { timeout: 120_000, maxBuffer: 64 * 1024 * 1024 },
       );
@@ -229,9 +254,7 @@ export async function startCluster(basePort: number, options: { nodeTimeoutMs?: 
 async function waitHealthy(ports: number[], timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const states = await Promise.all(
-      ports.map((p) => withNode(p, (r) => r.call('CLUSTER', 'INFO') as Promise<string>).catch(() => '')),
-    );
+    const states = await Promise.all(ports.map((p) => withNode(p, (r) => r.call('CLUSTER', 'INFO') as Promise<string>).catch(() => '')));
     if (states.every((s) => s.includes('cluster_state:ok') && s.includes('cluster_slots_ok:16384'))) return;
     if (Date.now() > deadline) throw new Error(`cluster not healthy within ${timeoutMs} ms`);
     await sleep(50);

@@ -60,7 +60,9 @@ describe('Redis Cluster (3 masters, 3 replicas)', () => {
         const cached = await Promise.all(users.map((u) => r.store.read(u)));
         expect(cached.every(Boolean)).toBe(true);
         const t = await truth(db.sql);
-        users.forEach((u, i) => expect(cached[i]?.total).toBe(Object.values(t[u] ?? {}).reduce((a, b) => a + b, 0)));
+        users.forEach((u, i) => {
+          expect(cached[i]?.total).toBe(Object.values(t[u] ?? {}).reduce((a, b) => a + b, 0));
+        });
       }),
       { numRuns: Number(process.env.CLUSTER_PROPERTY_RUNS ?? 6) },
     );

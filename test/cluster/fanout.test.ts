@@ -89,7 +89,13 @@ it('clients on two socket servers follow their badges through sharded pub/sub, a
   const users = Array.from({ length: USERS }, () => uuid());
   const rooms = Array.from({ length: ROOMS }, () => uuid());
   await db.sql`insert into chat_rooms ${db.sql(
-    rooms.map((id, i) => ({ id, user_id: users[i % USERS], company_id: users[(i * 7 + 3) % USERS], user_unread_count: i % 3, company_unread_count: 0 })),
+    rooms.map((id, i) => ({
+      id,
+      user_id: users[i % USERS],
+      company_id: users[(i * 7 + 3) % USERS],
+      user_unread_count: i % 3,
+      company_unread_count: 0,
+    })),
   )}`;
   for (let i = 0; i < CLIENTS; i++) {
     const user = users[i % USERS]!;

@@ -8,7 +8,6 @@ import { sleep } from '../../src/sleep.js';
 
 export { sleep };
 
-
 export interface ClusterRedis {
   prefix: string;
   redis: Cluster;

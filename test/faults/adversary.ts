@@ -57,9 +57,19 @@ export interface CliBridge {
 }
 
 /** `node dist/cli.js bridge` as a process, with its /metrics and /readyz on a free port. */
-export async function cliBridge(databaseUrl: string, redisUrl: string, prefix: string, extra: Record<string, string> = {}): Promise<CliBridge> {
+export async function cliBridge(
+  databaseUrl: string,
+  redisUrl: string,
+  prefix: string,
+  extra: Record<string, string> = {},
+): Promise<CliBridge> {
   const port = await freePort();
-  const env = bridgeEnv(databaseUrl, redisUrl, prefix, { UNREAD_METRICS_PORT: String(port), UNREAD_DB_CHECK_INTERVAL_MS: '200', UNREAD_VERIFY_INTERVAL_MS: '200', ...extra });
+  const env = bridgeEnv(databaseUrl, redisUrl, prefix, {
+    UNREAD_METRICS_PORT: String(port),
+    UNREAD_DB_CHECK_INTERVAL_MS: '200',
+    UNREAD_VERIFY_INTERVAL_MS: '200',
+    ...extra,
+  });
   const child = spawnCli(['bridge'], env);
   const base = `http://127.0.0.1:${port}`;
   const bridge: CliBridge = {
@@ -77,7 +87,10 @@ export async function cliBridge(databaseUrl: string, redisUrl: string, prefix: s
     async waitReady() {
       for (let i = 0; i < 400; i++) {
         if (child.exitCode !== null) throw new Error(`bridge exited ${child.exitCode}:\n${child.stderrText()}`);
-        const ok = await fetch(`${base}/readyz`).then((r) => r.status === 200, () => false);
+        const ok = await fetch(`${base}/readyz`).then(
+          (r) => r.status === 200,
+          () => false,
+        );
         if (ok) return;
         await sleep(50);
       }

@@ -8,7 +8,16 @@ import type { Sql } from '../../src/db.js';
 import { UnreadReader } from '../../src/read/reader.js';
 import { startBridge } from '../../src/launch.js';
 import { createRedis, UnreadStore } from '../../src/store/store.js';
-import { createTestDb, createTestRedis, enableCapture, testConfig, testLogger, uuid, waitForBridge, type TestRedis } from '../support/env.js';
+import {
+  createTestDb,
+  createTestRedis,
+  enableCapture,
+  testConfig,
+  testLogger,
+  uuid,
+  waitForBridge,
+  type TestRedis,
+} from '../support/env.js';
 import { bridgeEnv, exited, spawnCli } from '../support/processes.js';
 import { privatePostgres } from '../support/pg-server.js';
 import { privateRedis } from '../support/redis-server.js';
@@ -88,7 +97,13 @@ describe('fault suite', () => {
       const written = await load;
       await reads;
       const out = await converge(db.sql, server.url, prefix, users);
-      results.push({ scenario: 'Redis restarted, data wiped, readers active', written, faults: 2, ...out, note: `${readErrors} reads failed while down` });
+      results.push({
+        scenario: 'Redis restarted, data wiped, readers active',
+        written,
+        faults: 2,
+        ...out,
+        note: `${readErrors} reads failed while down`,
+      });
       expect(out.drifted).toBe(0);
     } finally {
       await running.stop();
@@ -161,7 +176,13 @@ describe('fault suite', () => {
       const check = postgres(url, { max: 2, onnotice: () => {} }) as unknown as Sql;
       try {
         const out = await converge(check, r.url, r.prefix, users);
-        results.push({ scenario: 'Postgres restart + pg_terminate_backend x3 + CLIENT KILL x3', written, faults, ...out, note: `bridge process exits: ${exits}` });
+        results.push({
+          scenario: 'Postgres restart + pg_terminate_backend x3 + CLIENT KILL x3',
+          written,
+          faults,
+          ...out,
+          note: `bridge process exits: ${exits}`,
+        });
         expect(out.drifted).toBe(0);
       } finally {
         await check.end({ timeout: 2 });
@@ -215,7 +236,13 @@ describe('fault suite', () => {
       const owner = (await db.sql<{ user_id: string }[]>`select user_id from chat_rooms where id = ${held}`)[0]!.user_id;
       const counts = await r.store.read(owner);
       expect(counts?.rooms[held]).toBeGreaterThanOrEqual(1000); // its change was not skipped
-      results.push({ scenario: `transaction open ${LONG_TX_MS / 1000} s during load`, written: written + 1, faults: 1, ...out, note: `catch-up while open <= ${maxCatchUpMs} ms` });
+      results.push({
+        scenario: `transaction open ${LONG_TX_MS / 1000} s during load`,
+        written: written + 1,
+        faults: 1,
+        ...out,
+        note: `catch-up while open <= ${maxCatchUpMs} ms`,
+      });
       expect(maxCatchUpMs).toBeLessThan(10_000);
       expect(out.drifted).toBe(0);
     } finally {
@@ -291,7 +318,13 @@ describe('fault suite', () => {
       const out = await converge(db.sql, r.url, r.prefix, users);
       const dead = (await running.bridge.metrics.deadLetters.get()).values[0]?.value ?? 0;
       expect(dead).toBe(injected);
-      results.push({ scenario: 'duplicated + reordered + malformed events', written, faults: injected, ...out, note: `${dead} dead-lettered` });
+      results.push({
+        scenario: 'duplicated + reordered + malformed events',
+        written,
+        faults: injected,
+        ...out,
+        note: `${dead} dead-lettered`,
+      });
       expect(out.drifted).toBe(0);
     } finally {
       await running.stop();
@@ -330,7 +363,14 @@ describe('fault suite', () => {
           if (total !== (expected.get(sample[i + k]!) ?? 0)) wrong++;
         });
       }
-      results.push({ scenario: 'maxmemory 2 MB allkeys-lru', written, faults: evicted, drifted: wrong, convergeMs: 0, note: `${evicted} keys evicted, 1,000 reads checked` });
+      results.push({
+        scenario: 'maxmemory 2 MB allkeys-lru',
+        written,
+        faults: evicted,
+        drifted: wrong,
+        convergeMs: 0,
+        note: `${evicted} keys evicted, 1,000 reads checked`,
+      });
       expect(wrong).toBe(0);
     } finally {
       await running.stop();
@@ -346,7 +386,10 @@ describe('fault suite', () => {
   };
   const waitReady = async (port: number) => {
     for (let i = 0; i < 400; i++) {
-      const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.status === 200, () => false);
+      const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+        (r) => r.status === 200,
+        () => false,
+      );
       if (ok) return;
       await sleep(50);
     }
@@ -399,8 +442,15 @@ describe('fault suite', () => {
       const t0 = Date.now();
       const out = await converge(db.sql, r.url, r.prefix, users, t0);
       const repairs = (await scrape(portA, 'unread_sync_drift_repairs_total')) + (await scrape(portB, 'unread_sync_drift_repairs_total'));
-      const refused = (await scrape(portA, 'unread_sync_stale_writes_refused_total')) + (await scrape(portB, 'unread_sync_stale_writes_refused_total'));
-      results.push({ scenario: 'issue 10: old bridge SIGSTOPped, takeover, SIGCONT (x3) while users re-hydrate', written, faults: pauses, ...out, note: `${hydrated} hydrations, ${refused} stale writes refused, verifier repairs ${repairs}` });
+      const refused =
+        (await scrape(portA, 'unread_sync_stale_writes_refused_total')) + (await scrape(portB, 'unread_sync_stale_writes_refused_total'));
+      results.push({
+        scenario: 'issue 10: old bridge SIGSTOPped, takeover, SIGCONT (x3) while users re-hydrate',
+        written,
+        faults: pauses,
+        ...out,
+        note: `${hydrated} hydrations, ${refused} stale writes refused, verifier repairs ${repairs}`,
+      });
       a.kill('SIGTERM');
       b?.kill('SIGTERM');
       await Promise.all([exited(a), b ? exited(b) : null]);
@@ -441,7 +491,13 @@ describe('fault suite', () => {
         return { drifted: (await drifted(db.sql, r.store, users)).length, convergeMs: Date.now() - t0 };
       })();
       const repairs = await scrape(portA, 'unread_sync_drift_repairs_total');
-      results.push({ scenario: 'issue 10: two bridge names on one prefix (second refused at start-up)', written, faults: 1, ...out, note: `verifier repairs ${repairs}` });
+      results.push({
+        scenario: 'issue 10: two bridge names on one prefix (second refused at start-up)',
+        written,
+        faults: 1,
+        ...out,
+        note: `verifier repairs ${repairs}`,
+      });
       first.kill('SIGTERM');
       second.kill('SIGTERM');
       await Promise.all([exited(first), exited(second)]);
@@ -460,7 +516,11 @@ describe('fault suite', () => {
     const port = 22_600 + Math.floor(Math.random() * 200);
     try {
       const { users, rooms } = await seedWorld(db.sql);
-      const env = bridgeEnv(db.url, r.url, r.prefix, { UNREAD_DB_CHECK_INTERVAL_MS: '200', UNREAD_VERIFY_INTERVAL_MS: '200', UNREAD_METRICS_PORT: String(port) });
+      const env = bridgeEnv(db.url, r.url, r.prefix, {
+        UNREAD_DB_CHECK_INTERVAL_MS: '200',
+        UNREAD_VERIFY_INTERVAL_MS: '200',
+        UNREAD_METRICS_PORT: String(port),
+      });
       const bridge = spawnCli(['bridge'], env);
       await waitReady(port);
       const reader = new UnreadReader(r.store, { hydrateTimeoutMs: 30_000 });
@@ -475,7 +535,13 @@ describe('fault suite', () => {
       const out = await converge(db.sql, r.url, r.prefix, users, Date.now());
       const rewinds = await scrape(port, 'unread_sync_database_rewinds_total');
       const repairs = await scrape(port, 'unread_sync_drift_repairs_total');
-      results.push({ scenario: 'issue 10: log sequence rewound under load (restore/PITR stand-in)', written, faults: 1, ...out, note: `${rewinds} rewind detected, verifier repairs ${repairs}` });
+      results.push({
+        scenario: 'issue 10: log sequence rewound under load (restore/PITR stand-in)',
+        written,
+        faults: 1,
+        ...out,
+        note: `${rewinds} rewind detected, verifier repairs ${repairs}`,
+      });
       bridge.kill('SIGTERM');
       await exited(bridge);
       expect(rewinds).toBe(1);
@@ -539,8 +605,16 @@ describe('fault suite', () => {
       const out = await converge(db.sql, r.url, r.prefix, sample, Date.now());
       const abandoned = await scrape(port, 'unread_sync_bridge_errors_total');
       const repairs = await scrape(port, 'unread_sync_drift_repairs_total');
-      console.log(`large transaction: ${ROWS} changes committed in ${committedMs} ms, drained in ${drainMs} ms (${Math.round(ROWS / (drainMs / 1000))}/s), ${abandoned} cycles failed; ${latencies.length} hydrations during the drain: p50 ${p(0.5)} ms, p99 ${p(0.99)} ms, max ${latencies.at(-1)} ms`);
-      results.push({ scenario: `issue 10: one ${ROWS.toLocaleString('en')}-change transaction, cycle timeout 5 s`, written: ROWS, faults: 1, ...out, note: `drained in ${(drainMs / 1000).toFixed(1)} s, ${abandoned} cycles failed; ${latencies.length} hydrations meanwhile: p50 ${p(0.5)} ms, p99 ${p(0.99)} ms` });
+      console.log(
+        `large transaction: ${ROWS} changes committed in ${committedMs} ms, drained in ${drainMs} ms (${Math.round(ROWS / (drainMs / 1000))}/s), ${abandoned} cycles failed; ${latencies.length} hydrations during the drain: p50 ${p(0.5)} ms, p99 ${p(0.99)} ms, max ${latencies.at(-1)} ms`,
+      );
+      results.push({
+        scenario: `issue 10: one ${ROWS.toLocaleString('en')}-change transaction, cycle timeout 5 s`,
+        written: ROWS,
+        faults: 1,
+        ...out,
+        note: `drained in ${(drainMs / 1000).toFixed(1)} s, ${abandoned} cycles failed; ${latencies.length} hydrations meanwhile: p50 ${p(0.5)} ms, p99 ${p(0.99)} ms`,
+      });
       bridge.kill('SIGTERM');
       await exited(bridge);
       expect(out.drifted).toBe(0);

@@ -23,7 +23,9 @@ export function printTable(): void {
   const lines = [
     '| scenario | changes written | faults injected | drifted users | time to converge |',
     '|---|---:|---:|---:|---:|',
-    ...results.map((r) => `| ${r.scenario}${r.note ? ` (${r.note})` : ''} | ${r.written} | ${r.faults} | ${r.drifted} | ${r.convergeMs} ms |`),
+    ...results.map(
+      (r) => `| ${r.scenario}${r.note ? ` (${r.note})` : ''} | ${r.written} | ${r.faults} | ${r.drifted} | ${r.convergeMs} ms |`,
+    ),
   ];
   console.log(`\nFault suite\n${lines.join('\n')}\n`);
 }

@@ -19,11 +19,7 @@ export interface Env {
   /** testConfig(db, r, extra): a bridge config on this env with fast polling and checkpoints. */
   config(extra?: Record<string, string>): Config;
   /** A bridge driven step by step on this env (support/bridge.ts), stopped in afterAll unless stopped before. */
-  steppedBridge(
-    config?: Config,
-    interceptor?: (rows: unknown[]) => unknown[],
-    extra?: Partial<BridgeOptions>,
-  ): Promise<SteppedBridge>;
+  steppedBridge(config?: Config, interceptor?: (rows: unknown[]) => unknown[], extra?: Partial<BridgeOptions>): Promise<SteppedBridge>;
   /** Registers a teardown; teardowns run in reverse order in afterAll, before Redis and the database go. */
   defer(teardown: () => unknown): void;
   /** expectNoDrift(db.sql, r.store, users): no cached badge differs from the truth computed by SQL. */

@@ -8,7 +8,13 @@ import { uuid } from './env.js';
 export async function seedWorld(sql: Sql, users = 40, rooms = 200) {
   const ids = Array.from({ length: users }, () => uuid());
   const roomIds = Array.from({ length: rooms }, () => uuid());
-  const rows = roomIds.map((id, i) => ({ id, user_id: ids[i % users], company_id: ids[(i * 7 + 3) % users], user_unread_count: i % 3, company_unread_count: 0 }));
+  const rows = roomIds.map((id, i) => ({
+    id,
+    user_id: ids[i % users],
+    company_id: ids[(i * 7 + 3) % users],
+    user_unread_count: i % 3,
+    company_unread_count: 0,
+  }));
   // Chunks: one statement takes at most 65,534 parameters.
   for (let i = 0; i < rows.length; i += 5_000) await sql`insert into chat_rooms ${sql(rows.slice(i, i + 5_000))}`;
   return { users: ids, rooms: roomIds };

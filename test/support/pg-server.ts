@@ -30,8 +30,7 @@ export function privatePostgres(port: number): PrivatePostgres {
   const dir = mkdtempSync(join(tmpdir(), 'unread-pg-'));
   chmodSync(dir, 0o777);
   const data = join(dir, 'data');
-  const ctl = (action: string, extra: string[] = []) =>
-    asPostgres(join(BIN, 'pg_ctl'), [action, '-D', data, '-w', '-t', '60', ...extra]);
+  const ctl = (action: string, extra: string[] = []) => asPostgres(join(BIN, 'pg_ctl'), [action, '-D', data, '-w', '-t', '60', ...extra]);
   asPostgres(join(BIN, 'initdb'), ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync']);
   const options = `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c fsync=off -c max_connections=100`;
   ctl('start', ['-o', options, '-l', join(dir, 'log')]);

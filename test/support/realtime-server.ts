@@ -14,6 +14,6 @@ export {
   type RealtimeServerStats,
   type ReplicationOptions,
   type StartRealtimeServerOptions,
-} from './realtime/server.js'
-export { signTestJwt } from './realtime/auth.js'
-export type { RealtimeServerFaults } from './realtime/faults.js'
+} from './realtime/server.js';
+export { signTestJwt } from './realtime/auth.js';
+export type { RealtimeServerFaults } from './realtime/faults.js';

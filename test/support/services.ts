@@ -95,7 +95,17 @@ export async function resolveServices(): Promise<Services> {
       new PostgreSqlContainer('postgres:15')
         .withUsername('postgres')
         .withPassword('postgres')
-        .withCommand(['postgres', '-c', 'wal_level=logical', '-c', 'max_replication_slots=64', '-c', 'max_wal_senders=64', '-c', 'max_connections=300'])
+        .withCommand([
+          'postgres',
+          '-c',
+          'wal_level=logical',
+          '-c',
+          'max_replication_slots=64',
+          '-c',
+          'max_wal_senders=64',
+          '-c',
+          'max_connections=300',
+        ])
         .start(),
       new RedisContainer('redis:7').start(),
     ]);

@@ -78,8 +78,7 @@ export async function refusal(url: string, auth: { token?: string; header?: stri
   throw new Error('connection was accepted');
 }
 
-export const token = (secret: string, userId: string, expiresInSeconds = 300) =>
-  mintToken(secret, userId, { expiresInSeconds });
+export const token = (secret: string, userId: string, expiresInSeconds = 300) => mintToken(secret, userId, { expiresInSeconds });
 
 export async function until(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -89,8 +88,7 @@ export async function until(check: () => boolean | Promise<boolean>, timeoutMs =
   }
 }
 
-export const sum = (rooms: Record<string, number> | undefined): number =>
-  Object.values(rooms ?? {}).reduce((a, b) => a + b, 0);
+export const sum = (rooms: Record<string, number> | undefined): number => Object.values(rooms ?? {}).reduce((a, b) => a + b, 0);
 
 export interface SocketServerProcess {
   url: string;

@@ -91,7 +91,7 @@ export async function seedRooms(sql: Sql, rooms: string[], users: string[]): Pro
 }
 
 function runOp(q: Sql, o: Op, rooms: string[], users: string[]) {
-  const id = rooms["room" in o ? o.room : 0]!;
+  const id = rooms['room' in o ? o.room : 0]!;
   switch (o.t) {
     case 'msg':
       return o.side === 'user'
@@ -135,7 +135,6 @@ function runOp(q: Sql, o: Op, rooms: string[], users: string[]) {
       return q`update chat_rooms set last_message = md5(random()::text) where id = ${id}`;
   }
 }
-
 
 /** Runs one connection's transactions; rollbacks and deadlocks are real outcomes, not failures. */
 export async function runConnection(sql: Sql, txs: Tx[], rooms: string[], users: string[]): Promise<void> {

@@ -4,10 +4,10 @@
  * are authorized by RLS on realtime.messages (Tenants.Authorization: probe rows read back as the
  * JWT's role, then rolled back).
  */
-import { randomUUID } from 'node:crypto'
-import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT } from 'jose'
-import postgres from 'postgres'
-import type { Json } from './codec.js'
+import { randomUUID } from 'node:crypto';
+import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import postgres from 'postgres';
+import type { Json } from './codec.js';
 
 /** Mint a Supabase-style HS256 JWT (role + exp are what Realtime requires). */
 export async function signTestJwt(
@@ -15,31 +15,29 @@ export async function signTestJwt(
   claims: { role: string; [claim: string]: unknown },
   expiresInSeconds = 3600,
 ): Promise<string> {
-  const now = Math.floor(Date.now() / 1000)
+  const now = Math.floor(Date.now() / 1000);
   return new SignJWT({ iss: 'supabase', ...claims })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setIssuedAt(now)
     .setExpirationTime(now + expiresInSeconds)
-    .sign(new TextEncoder().encode(jwtSecret))
+    .sign(new TextEncoder().encode(jwtSecret));
 }
 
 export interface Claims {
-  role: string
-  exp: number
-  sub?: string
-  [claim: string]: unknown
+  role: string;
+  exp: number;
+  sub?: string;
+  [claim: string]: unknown;
 }
 
-export type TokenResult =
-  | { ok: true; claims: Claims }
-  | { ok: false; reason: TokenFailure; code: string; message: string }
+export type TokenResult = { ok: true; claims: Claims } | { ok: false; reason: TokenFailure; code: string; message: string };
 
-export type TokenFailure = 'malformed' | 'signer' | 'expired' | 'signature' | 'missing_claims' | 'invalid'
+export type TokenFailure = 'malformed' | 'signer' | 'expired' | 'signature' | 'missing_claims' | 'invalid';
 
 export interface Policies {
-  broadcastRead: boolean | null
-  presenceRead: boolean | null
-  broadcastWrite: boolean | null
+  broadcastRead: boolean | null;
+  presenceRead: boolean | null;
+  broadcastWrite: boolean | null;
 }
 
 /** A join refused with the reason the real channel replies with. */
@@ -48,14 +46,14 @@ export class JoinRefused extends Error {}
 /** Thrown inside sql.begin() to force a ROLLBACK while carrying a result out. */
 class Rollback<T> extends Error {
   constructor(readonly value: T) {
-    super('rollback')
+    super('rollback');
   }
 }
 
-const HS_ALGS = ['HS256', 'HS384', 'HS512']
+const HS_ALGS = ['HS256', 'HS384', 'HS512'];
 
 function pgCode(err: unknown): string | undefined {
-  return err instanceof postgres.PostgresError ? err.code : undefined
+  return err instanceof postgres.PostgresError ? err.code : undefined;
 }
 
 /** UserSocket.connect: apikey must be a valid JWT or the upgrade is refused with 401 and this error. */
@@ -66,34 +64,34 @@ export const upgradeErrors: Record<TokenFailure, string> = {
   signature: 'Failed to validate JWT signature',
   missing_claims: 'Fields `role` and `exp` are required in JWT',
   invalid: 'The token provided is not a valid JWT',
-}
+};
 
 export interface AuthOptions {
   /** The server's own connection (a superuser, as the real server's connection effectively is). */
-  sql: postgres.Sql
-  jwtSecret: string
-  log: (message: string, detail?: unknown) => void
+  sql: postgres.Sql;
+  jwtSecret: string;
+  log: (message: string, detail?: unknown) => void;
 }
 
 export function createAuth({ sql, jwtSecret, log }: AuthOptions) {
-  const secretKey = new TextEncoder().encode(jwtSecret)
+  const secretKey = new TextEncoder().encode(jwtSecret);
 
   // --- tokens (ChannelsAuthorization.authorize_conn + JwtVerification) ---------
 
   async function verifyToken(raw: string): Promise<TokenResult> {
-    let token = raw
+    let token = raw;
     try {
-      token = decodeURIComponent(raw)
+      token = decodeURIComponent(raw);
     } catch {
       /* keep as-is */
     }
-    token = token.replace(/\s/g, '')
-    let alg: string | undefined
+    token = token.replace(/\s/g, '');
+    let alg: string | undefined;
     try {
-      alg = decodeProtectedHeader(token).alg
-      decodeJwt(token)
+      alg = decodeProtectedHeader(token).alg;
+      decodeJwt(token);
     } catch {
-      return { ok: false, reason: 'malformed', code: 'MalformedJWT', message: 'The token provided is not a valid JWT' }
+      return { ok: false, reason: 'malformed', code: 'MalformedJWT', message: 'The token provided is not a valid JWT' };
     }
     if (!alg || !HS_ALGS.includes(alg)) {
       return {
@@ -101,33 +99,33 @@ export function createAuth({ sql, jwtSecret, log }: AuthOptions) {
         reason: 'signer',
         code: 'JwtSignerError',
         message: 'Failed to generate JWT signer, check your JWT secret or JWKS configuration',
-      }
+      };
     }
-    let payload: Json
+    let payload: Json;
     try {
-      payload = (await jwtVerify(token, secretKey, { algorithms: HS_ALGS })).payload as Json
+      payload = (await jwtVerify(token, secretKey, { algorithms: HS_ALGS })).payload as Json;
     } catch (err) {
       if (err instanceof joseErrors.JWTExpired) {
-        const exp = typeof err.payload.exp === 'number' ? err.payload.exp : 0
-        const ago = Math.floor(Date.now() / 1000) - exp
-        return { ok: false, reason: 'expired', code: 'InvalidJWTToken', message: `Token has expired ${ago} seconds ago` }
+        const exp = typeof err.payload.exp === 'number' ? err.payload.exp : 0;
+        const ago = Math.floor(Date.now() / 1000) - exp;
+        return { ok: false, reason: 'expired', code: 'InvalidJWTToken', message: `Token has expired ${ago} seconds ago` };
       }
       if (err instanceof joseErrors.JWSSignatureVerificationFailed) {
-        return { ok: false, reason: 'signature', code: 'JwtSignatureError', message: 'Failed to validate JWT signature' }
+        return { ok: false, reason: 'signature', code: 'JwtSignatureError', message: 'Failed to validate JWT signature' };
       }
-      return { ok: false, reason: 'invalid', code: 'InvalidJWTToken', message: (err as Error).message }
+      return { ok: false, reason: 'invalid', code: 'InvalidJWTToken', message: (err as Error).message };
     }
     if (typeof payload.role !== 'string' || typeof payload.exp !== 'number') {
-      return { ok: false, reason: 'missing_claims', code: 'InvalidJWTToken', message: 'Fields `role` and `exp` are required in JWT' }
+      return { ok: false, reason: 'missing_claims', code: 'InvalidJWTToken', message: 'Fields `role` and `exp` are required in JWT' };
     }
-    return { ok: true, claims: payload as Claims }
+    return { ok: true, claims: payload as Claims };
   }
 
   // --- RLS authorization (Tenants.Authorization) --------------------------------
 
   /** set_conn_config: what RLS policies on realtime.messages can read. */
   async function setConnConfig(tx: postgres.TransactionSql, subTopic: string, claims: Claims): Promise<void> {
-    const sub = typeof claims.sub === 'string' ? claims.sub : ''
+    const sub = typeof claims.sub === 'string' ? claims.sub : '';
     await tx`
       select
         set_config('role', ${claims.role}, true),
@@ -135,22 +133,22 @@ export function createAuth({ sql, jwtSecret, log }: AuthOptions) {
         set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
         set_config('request.jwt.claim.sub', ${sub}, true),
         set_config('request.jwt.claim.role', ${claims.role}, true),
-        set_config('request.headers', '{}', true)`
+        set_config('request.headers', '{}', true)`;
   }
 
   /** Maps authorization DB errors to the join error reasons the real channel returns. */
   function authorizationError(err: unknown, subTopic: string): JoinRefused {
-    const code = pgCode(err)
+    const code = pgCode(err);
     if (code === '23514') {
-      return new JoinRefused('MissingPartition: Realtime was unable to find the expected messages partition')
+      return new JoinRefused('MissingPartition: Realtime was unable to find the expected messages partition');
     }
-    if (code === '57014') return new JoinRefused(`QueryCanceled: ${(err as Error).message}`)
+    if (code === '57014') return new JoinRefused(`QueryCanceled: ${(err as Error).message}`);
     if (code !== undefined) {
-      log('RlsPolicyError', err)
-      return new JoinRefused(`Unauthorized: You do not have permissions to read from this Channel topic: ${subTopic}`)
+      log('RlsPolicyError', err);
+      return new JoinRefused(`Unauthorized: You do not have permissions to read from this Channel topic: ${subTopic}`);
     }
-    log('UnableToConnectToProject', err)
-    return new JoinRefused('UnableToConnectToProject: Realtime was unable to connect to the project database')
+    log('UnableToConnectToProject', err);
+    return new JoinRefused('UnableToConnectToProject: Realtime was unable to connect to the project database');
   }
 
   /**
@@ -160,29 +158,29 @@ export function createAuth({ sql, jwtSecret, log }: AuthOptions) {
    * through RLS, then ROLLBACK. A probe you can see = read permission.
    */
   async function readPolicies(subTopic: string, claims: Claims, presenceEnabled: boolean, prev: Policies | null): Promise<Policies> {
-    const probes = new Map<string, string>([['broadcast', randomUUID()]])
-    if (presenceEnabled) probes.set('presence', randomUUID())
+    const probes = new Map<string, string>([['broadcast', randomUUID()]]);
+    if (presenceEnabled) probes.set('presence', randomUUID());
     try {
       await sql.begin(async (tx) => {
         for (const [extension, id] of probes) {
           await tx`
             insert into realtime.messages (id, topic, extension, inserted_at, updated_at)
-            values (${id}::uuid, ${subTopic}, ${extension}, now() at time zone 'utc', now() at time zone 'utc')`
+            values (${id}::uuid, ${subTopic}, ${extension}, now() at time zone 'utc', now() at time zone 'utc')`;
         }
-        await setConnConfig(tx, subTopic, claims)
-        const rows = await tx`select id::text as id from realtime.messages where id::text in ${tx([...probes.values()])}`
-        throw new Rollback(new Set(rows.map((r) => String(r.id))))
-      })
-      throw new Error('unreachable')
+        await setConnConfig(tx, subTopic, claims);
+        const rows = await tx`select id::text as id from realtime.messages where id::text in ${tx([...probes.values()])}`;
+        throw new Rollback(new Set(rows.map((r) => String(r.id))));
+      });
+      throw new Error('unreachable');
     } catch (err) {
-      if (!(err instanceof Rollback)) throw authorizationError(err, subTopic)
-      const seen = err.value as Set<string>
-      const presenceId = probes.get('presence')
+      if (!(err instanceof Rollback)) throw authorizationError(err, subTopic);
+      const seen = err.value as Set<string>;
+      const presenceId = probes.get('presence');
       return {
         broadcastRead: seen.has(probes.get('broadcast') ?? ''),
         presenceRead: presenceId ? seen.has(presenceId) : (prev?.presenceRead ?? null),
         broadcastWrite: null, // re-evaluated lazily with the new claims
-      }
+      };
     }
   }
 
@@ -190,27 +188,27 @@ export function createAuth({ sql, jwtSecret, log }: AuthOptions) {
   async function broadcastWritePolicy(sub: { subTopic: string; claims: Claims }): Promise<boolean> {
     try {
       await sql.begin(async (tx) => {
-        await setConnConfig(tx, sub.subTopic, sub.claims)
-        let allowed = true
+        await setConnConfig(tx, sub.subTopic, sub.claims);
+        let allowed = true;
         try {
           await tx.savepoint(async (sp) => {
             await sp`
               insert into realtime.messages (topic, extension, inserted_at, updated_at)
-              values (${sub.subTopic}, 'broadcast', now() at time zone 'utc', now() at time zone 'utc')`
-          })
+              values (${sub.subTopic}, 'broadcast', now() at time zone 'utc', now() at time zone 'utc')`;
+          });
         } catch (err) {
-          if (pgCode(err) !== '42501') throw err
-          allowed = false
+          if (pgCode(err) !== '42501') throw err;
+          allowed = false;
         }
-        throw new Rollback(allowed)
-      })
-      throw new Error('unreachable')
+        throw new Rollback(allowed);
+      });
+      throw new Error('unreachable');
     } catch (err) {
-      if (err instanceof Rollback) return err.value === true
-      log('broadcast write authorization failed', err)
-      return false
+      if (err instanceof Rollback) return err.value === true;
+      log('broadcast write authorization failed', err);
+      return false;
     }
   }
 
-  return { verifyToken, readPolicies, broadcastWritePolicy }
+  return { verifyToken, readPolicies, broadcastWritePolicy };
 }
