@@ -434,14 +434,12 @@ function renderReport(res: Results, heading: string | null): string {
   const env = `bridge cycle failures during the run: ${res.bridgeErrors ?? 0}${res.bridgeErrors ? ' (connections killed from outside, e.g. a concurrent fault-injection test: affected numbers are not clean)' : ''}; load average at end ${(res.loadAverage ?? []).map((x) => x.toFixed(2)).join(' ')} on ${res.machine.cpus} CPUs`;
   const title = (s: string) => (heading ? `${heading} ${s}` : `**${s}.**`);
   const conditions = `${res.dataset.users.toLocaleString('en-US')} users, ${res.dataset.rooms.toLocaleString('en-US')} rooms, ${res.options.durationMs / 1000} s per run${res.options.quick ? ' (--quick)' : ''}, started ${res.startedAt}, Node ${res.machine.node}`;
-  return (
-    `${[
-      `${title('Results')}\n\n${conditions}\n\n${main}\n\n${env}`,
-      `${title('Side by side with the peers (issue 13)')}\n\n${sideBySide(res)}`,
-      `${title('Targets (issue 13)')}\n\n${targetsTable(res.targets13 ?? [])}`,
-      `${title('Targets (earlier issues)')}\n\n${t}`,
-    ].join('\n\n')}\n`
-  );
+  return `${[
+    `${title('Results')}\n\n${conditions}\n\n${main}\n\n${env}`,
+    `${title('Side by side with the peers (issue 13)')}\n\n${sideBySide(res)}`,
+    `${title('Targets (issue 13)')}\n\n${targetsTable(res.targets13 ?? [])}`,
+    `${title('Targets (earlier issues)')}\n\n${t}`,
+  ].join('\n\n')}\n`;
 }
 
 function targets(res: Results): Array<{ target: string; achieved: string; met: boolean | null }> {

@@ -15,6 +15,7 @@ import { testConfig, testLogger, waitForBridge, withDatabase, type TestDb, type 
 import { useEnv } from './support/fixture.js';
 import { seedWorld, steadyLoad } from './support/load.js';
 import { bridgeEnv, exited, spawnCli } from './support/processes.js';
+import { sourceOptions } from './support/bridge.js';
 
 /** Value of one sample of a bridge metric ("name{labels}"), or null. */
 async function metric(running: RunningBridge, name: string, labels = ''): Promise<number | null> {
@@ -226,14 +227,8 @@ describe('logical source (UNREAD_SOURCE=auto on a wal_level=logical server)', ()
     const proxy = await stallingProxy(new URL(db.url));
     const config = testConfig(db, r);
     const source = new LogicalSource({
+      ...sourceOptions(config, testLogger()),
       databaseUrl: proxy.url,
-      bridgeName: config.bridgeName,
-      batchSize: config.batchSize,
-      checkpointIntervalMs: 0,
-      pollMinMs: config.pollMinMs,
-      logMinAgeSeconds: config.logMinAgeSeconds,
-      logMaxAgeSeconds: config.logMaxAgeSeconds,
-      log: testLogger(),
       mode: 'auto',
       stallMs: 1_000,
     });

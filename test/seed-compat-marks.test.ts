@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig, testLogger, truth, uuid, waitForBridge } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 import { connectClient, socketConfig, startTestSocketServer, testSecret, token, until } from './support/socket.js';
-import { startBridge, type RunningBridge } from '../src/launch.js';
+import { startBridge, startServe, type RunningBridge, type RunningServe } from '../src/launch.js';
 import type { RunningSocketServer } from '../src/socket/server.js';
 import { SeedCompatChatSocket, RoomNotFoundError, InvalidInputError } from '../src/compat/seed-compat.js';
 import { seedDemo, DEMO_ROOMS, DEMO_USERS } from '../src/demo/demo.js';
@@ -10,7 +10,7 @@ import type { RoomsUpdatedPayload } from '../src/socket/badges.js';
 
 const { db, r } = useEnv();
 let bridge: RunningBridge;
-let server: RunningSocketServer;
+let server: RunningServe;
 let chat: SeedCompatChatSocket;
 const secret = testSecret();
 const log = testLogger();
@@ -31,7 +31,8 @@ const logRows = async () => Number((await db.sql<{ n: string }[]>`select count(*
 
 beforeAll(async () => {
   bridge = startBridge(testConfig(db, r), log);
-  server = await startTestSocketServer(socketConfig(r, secret, { UNREAD_DEMO: 'true', DATABASE_URL: db.url }), log);
+  // startServe wires the demo routes (UNREAD_DEMO) the way `unread-sync serve` does.
+  server = await startServe(socketConfig(r, secret, { UNREAD_DEMO: 'true', DATABASE_URL: db.url }), log);
   chat = new SeedCompatChatSocket(db.sql, server.badges);
 });
 

@@ -14,7 +14,7 @@ import { LogicalSource } from '../src/sources/logical.js';
 import { PostgresSource } from '../src/sources/postgres.js';
 import { SourceLeaseLostError, type ChangeSource, type CycleHandler } from '../src/sources/source.js';
 import { SupabaseSource } from '../src/sources/supabase.js';
-import { applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
+import { startRealtimeForDb, applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
 import { createTestDb, testLogger, uuid, type TestDb } from './support/env.js';
 
 const JWT_SECRET = 'unread-sync-test-secret-with-at-least-32-characters';
@@ -165,10 +165,7 @@ const firsts = (values: number[]): number[] => values.filter((v, i) => values.in
 
 beforeAll(async () => {
   db = await createTestDb({ migrate: false, prefix: 'srcconf' });
-  await applyRealtimeShim(db.url);
-  await migrate({ databaseUrl: db.url, direction: 'up' });
-  server = await startRealtimeServer({ databaseUrl: db.url, jwtSecret: JWT_SECRET });
-  serviceKey = await signTestJwt(JWT_SECRET, { role: 'service_role' });
+  ({ server, serviceKey } = await startRealtimeForDb(db.url, JWT_SECRET));
 }, 60_000);
 
 afterAll(async () => {

@@ -9,7 +9,7 @@ import { UnreadReader } from '../src/read/reader.js';
 import { uuid } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 import { ensureBuilt, eventually, freePort, spawnCli, type CliChild } from './support/built-cli.js';
-import { applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
+import { prepareRealtimeDb, applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
 
 const JWT_SECRET = 'unread-sync-startup-realtime-secret-of-32-chars-or-more';
 
@@ -27,8 +27,7 @@ describe('start-up with Realtime down (built CLI, UNREAD_SOURCE=supabase)', () =
   const { db, r } = useEnv({ db: { migrate: false, prefix: 'sbup' } });
   beforeAll(async () => {
     ensureBuilt();
-    await applyRealtimeShim(db.url);
-    await migrate({ databaseUrl: db.url, direction: 'up' });
+    await prepareRealtimeDb(db.url);
   }, 60_000);
 
   it('waits with /readyz 503 naming the unsubscribed topics, stays correct by catch-up, joins when Realtime is up; SIGTERM exits 0', async () => {

@@ -17,7 +17,7 @@ import { migrate, MIGRATIONS_DIR } from '../src/migrate.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import { connectUnreadBadgesSupabase, parseSnapshotText } from '../src/client/supabase.js';
 import type { UnreadBadgesClient, UnreadState } from '../src/client/types.js';
-import { applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
+import { prepareRealtimeDb, applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
 import { testConfig, testLogger, truth, uuid, waitForBridge } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 
@@ -107,8 +107,7 @@ async function expectEqualsTruth(client: UnreadBadgesClient, userId: string): Pr
 }
 
 beforeAll(async () => {
-  await applyRealtimeShim(db.url);
-  await migrate({ databaseUrl: db.url, direction: 'up' });
+  await prepareRealtimeDb(db.url);
   server = await startRealtimeServer({ databaseUrl: db.url, jwtSecret: JWT_SECRET, httpHandler: rpcStandIn });
   anonKey = await signTestJwt(JWT_SECRET, { role: 'anon' });
   bridge = startBridge(testConfig(db, r, { UNREAD_USER_TOPICS: 'true' }), testLogger());

@@ -10,7 +10,7 @@ import { Bridge } from '../src/bridge/bridge.js';
 import { queries } from '../src/db.js';
 import { migrate } from '../src/migrate.js';
 import { SupabaseSource } from '../src/sources/supabase.js';
-import { applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
+import { prepareRealtimeDb, applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
 import { expectNoDrift, testLogger, uuid } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 
@@ -20,8 +20,7 @@ const { db, r } = useEnv({ db: { migrate: false, prefix: 'sbgap' } });
 let server: RealtimeServer;
 
 beforeAll(async () => {
-  await applyRealtimeShim(db.url);
-  await migrate({ databaseUrl: db.url, direction: 'up' });
+  await prepareRealtimeDb(db.url);
   server = await startRealtimeServer({ databaseUrl: db.url, jwtSecret: JWT_SECRET });
 }, 60_000);
 

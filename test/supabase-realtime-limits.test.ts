@@ -15,6 +15,7 @@ import { migrate } from '../src/migrate.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import { SupabaseSource, type SupabaseSourceOptions } from '../src/sources/supabase.js';
 import {
+  prepareRealtimeDb,
   applyRealtimeShim,
   signTestJwt,
   startRealtimeServer,
@@ -130,8 +131,7 @@ async function readiness(src: SupabaseSource): Promise<string> {
 }
 
 beforeAll(async () => {
-  await applyRealtimeShim(db.url);
-  await migrate({ databaseUrl: db.url, direction: 'up' });
+  await prepareRealtimeDb(db.url);
   serviceKey = await signTestJwt(JWT_SECRET, { role: 'service_role' });
 }, 60_000);
 

@@ -13,7 +13,14 @@ import { startBridge, type RunningBridge } from '../src/launch.js';
 import { backoffDelay } from '../src/backoff.js';
 import { parseSnapshot, visibleIn } from '../src/sources/snapshot.js';
 import { SupabaseSource, userTopic, bridgeTopic } from '../src/sources/supabase.js';
-import { applyRealtimeShim, REAL_PROFILE, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
+import {
+  startRealtimeForDb,
+  applyRealtimeShim,
+  REAL_PROFILE,
+  signTestJwt,
+  startRealtimeServer,
+  type RealtimeServer,
+} from './support/realtime-server.js';
 import { createTestRedis, expectNoDrift, testConfig, testLogger, truth, uuid, waitForBridge, type TestRedis } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 
@@ -91,10 +98,7 @@ async function roomsOf(users: string[]): Promise<string[]> {
 const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 beforeAll(async () => {
-  await applyRealtimeShim(db.url);
-  await migrate({ databaseUrl: db.url, direction: 'up' });
-  server = await startRealtimeServer({ databaseUrl: db.url, jwtSecret: JWT_SECRET });
-  serviceKey = await signTestJwt(JWT_SECRET, { role: 'service_role' });
+  ({ server, serviceKey } = await startRealtimeForDb(db.url, JWT_SECRET));
 }, 60_000);
 
 afterAll(async () => {

@@ -1,7 +1,21 @@
 import { Bridge, type BridgeOptions } from '../../src/bridge/bridge.js';
-import { PostgresSource } from '../../src/sources/postgres.js';
+import { PostgresSource, type PostgresSourceOptions } from '../../src/sources/postgres.js';
 import type { Config } from '../../src/config.js';
 import { testLogger, type TestRedis } from './env.js';
+
+/** The polling source's options from a test config (checkpoints on every cycle: deterministic tests). */
+export function sourceOptions(config: Config, log: PostgresSourceOptions['log']): PostgresSourceOptions {
+  return {
+    databaseUrl: config.databaseUrl,
+    bridgeName: config.bridgeName,
+    batchSize: config.batchSize,
+    checkpointIntervalMs: 0,
+    pollMinMs: config.pollMinMs,
+    logMinAgeSeconds: config.logMinAgeSeconds,
+    logMaxAgeSeconds: config.logMaxAgeSeconds,
+    log,
+  };
+}
 
 /** A bridge driven step by step (runOnce) for deterministic tests. */
 export async function steppedBridge(
@@ -11,16 +25,7 @@ export async function steppedBridge(
   extra: Partial<BridgeOptions> = {},
 ) {
   const log = testLogger();
-  const source = new PostgresSource({
-    databaseUrl: config.databaseUrl,
-    bridgeName: config.bridgeName,
-    batchSize: config.batchSize,
-    checkpointIntervalMs: 0,
-    pollMinMs: config.pollMinMs,
-    logMinAgeSeconds: config.logMinAgeSeconds,
-    logMaxAgeSeconds: config.logMaxAgeSeconds,
-    log,
-  });
+  const source = new PostgresSource(sourceOptions(config, log));
   const controller = new AbortController();
   await source.start(controller.signal);
   const bridge = new Bridge({ source, store: r.store, log, ...(interceptor ? { interceptor } : {}), ...extra });
