@@ -435,6 +435,19 @@ export const queries = {
     await sql`select 1`;
   },
 
+  /**
+   * What node-pg-migrate recorded in `table`: null when the table does not exist (then `schema`
+   * says whether unread-sync's schema was installed some other way, e.g. by the Supabase CLI).
+   */
+  async appliedMigrations(sql: Sql, table: string): Promise<{ applied: string[] | null; schema: boolean }> {
+    const [found] = await sql<{ table: boolean; schema: boolean }[]>`
+      select to_regclass(${`public.${table}`}) is not null as table,
+             to_regclass('unread_sync.bridge_state') is not null as schema`;
+    if (!found?.table) return { applied: null, schema: found?.schema ?? false };
+    const rows = await sql<{ name: string }[]>`select name from ${sql('public')}.${sql(table)}`;
+    return { applied: rows.map((r) => r.name), schema: true };
+  },
+
   /** Fails (42P01, "not migrated") unless the unread_sync schema is there: one-shot commands check it first. */
   async checkSchema(sql: Sql): Promise<void> {
     await sql`select 1 from unread_sync.bridge_state limit 1`;
@@ -633,3 +646,25 @@ export const supabaseQueries = {
     return row?.installed ?? false;
   },
 };
+
+/**
+ * Replication-protocol commands of the logical source (a `replication: 'database'` connection).
+ * They take no parameters, so both names must be identifiers the caller generated or fixed
+ * (checked here, never user input).
+ */
+export const replication = {
+  createTemporarySlot(repl: postgres.Sql, slot: string) {
+    return repl.unsafe(`CREATE_REPLICATION_SLOT ${identifier(slot)} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
+  },
+  start(repl: postgres.Sql, slot: string, lsn: string, publication: string) {
+    if (!/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/i.test(lsn)) throw new Error(`not an LSN: ${JSON.stringify(lsn)}`);
+    return repl.unsafe(
+      `START_REPLICATION SLOT ${identifier(slot)} LOGICAL ${lsn} (proto_version '1', publication_names '${identifier(publication)}')`,
+    );
+  },
+};
+
+function identifier(name: string): string {
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) throw new Error(`not a plain identifier: ${JSON.stringify(name)}`);
+  return name;
+}

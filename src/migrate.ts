@@ -1,7 +1,7 @@
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runner } from 'node-pg-migrate';
-import { connect } from './db.js';
+import { connect, queries } from './db.js';
 import { ErrorCode, SqlState, UnreadSyncError, errorCode } from './errors.js';
 import { backoffDelay } from './backoff.js';
 import { sleep } from './sleep.js';
@@ -106,14 +106,12 @@ export async function pendingMigrations(databaseUrl: string): Promise<string[]> 
     .sort();
   const sql = connect(databaseUrl, { max: 1, applicationName: 'unread-sync schema check' });
   try {
-    const [found] = await sql<{ table: boolean; schema: boolean }[]>`
-      select to_regclass(${`public.${MIGRATIONS_TABLE}`}) is not null as table,
-             to_regclass('unread_sync.bridge_state') is not null as schema`;
+    const { applied, schema } = await queries.appliedMigrations(sql, MIGRATIONS_TABLE);
     // Installed by another tool (the Supabase CLI applies supabase/migrations and records them
     // elsewhere): the schema is there, which is all this check can know.
-    if (!found?.table) return found?.schema ? [] : shipped;
-    const applied = new Set((await sql<{ name: string }[]>`select name from ${sql('public')}.${sql(MIGRATIONS_TABLE)}`).map((r) => r.name));
-    return shipped.filter((n) => !applied.has(n));
+    if (applied === null) return schema ? [] : shipped;
+    const done = new Set(applied);
+    return shipped.filter((n) => !done.has(n));
   } finally {
     await sql.end({ timeout: 5 });
   }

@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig, testLogger, truth, uuid, waitForBridge } from './support/env.js';
 import { useEnv } from './support/fixture.js';
-import { connectClient, socketConfig, startTestSocketServer, testSecret, token, until } from './support/socket.js';
+import { connectClient, socketConfig, testSecret, token, until } from './support/socket.js';
 import { startBridge, startServe, type RunningBridge, type RunningServe } from '../src/launch.js';
-import type { RunningSocketServer } from '../src/socket/server.js';
 import { SeedCompatChatSocket, RoomNotFoundError, InvalidInputError } from '../src/compat/seed-compat.js';
 import { seedDemo, DEMO_ROOMS, DEMO_USERS } from '../src/demo/demo.js';
 import type { RoomsUpdatedPayload } from '../src/socket/badges.js';

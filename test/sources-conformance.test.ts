@@ -9,12 +9,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../src/errors.js';
-import { migrate } from '../src/migrate.js';
 import { LogicalSource } from '../src/sources/logical.js';
 import { PostgresSource } from '../src/sources/postgres.js';
 import { SourceLeaseLostError, type ChangeSource, type CycleHandler } from '../src/sources/source.js';
 import { SupabaseSource } from '../src/sources/supabase.js';
-import { startRealtimeForDb, applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
+import { startRealtimeForDb, type RealtimeServer } from './support/realtime-server.js';
 import { createTestDb, testLogger, uuid, type TestDb } from './support/env.js';
 
 const JWT_SECRET = 'unread-sync-test-secret-with-at-least-32-characters';

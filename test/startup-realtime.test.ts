@@ -4,12 +4,11 @@
  * right through catch-up reads meanwhile, and joins by itself once Realtime comes up.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../src/migrate.js';
 import { UnreadReader } from '../src/read/reader.js';
 import { uuid } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 import { ensureBuilt, eventually, freePort, spawnCli, type CliChild } from './support/built-cli.js';
-import { prepareRealtimeDb, applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
+import { prepareRealtimeDb, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
 
 const JWT_SECRET = 'unread-sync-startup-realtime-secret-of-32-chars-or-more';
 

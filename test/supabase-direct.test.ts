@@ -17,7 +17,7 @@ import { migrate, MIGRATIONS_DIR } from '../src/migrate.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import { connectUnreadBadgesSupabase, parseSnapshotText } from '../src/client/supabase.js';
 import type { UnreadBadgesClient, UnreadState } from '../src/client/types.js';
-import { prepareRealtimeDb, applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
+import { prepareRealtimeDb, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
 import { testConfig, testLogger, truth, uuid, waitForBridge } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 

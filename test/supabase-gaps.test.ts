@@ -8,9 +8,8 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Bridge } from '../src/bridge/bridge.js';
 import { queries } from '../src/db.js';
-import { migrate } from '../src/migrate.js';
 import { SupabaseSource } from '../src/sources/supabase.js';
-import { prepareRealtimeDb, applyRealtimeShim, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
+import { prepareRealtimeDb, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
 import { expectNoDrift, testLogger, uuid } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 

@@ -8,19 +8,11 @@ import { RealtimeClient, type WebSocketLikeConstructor } from '@supabase/realtim
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { supabaseQueries } from '../src/db.js';
-import { migrate } from '../src/migrate.js';
 import { startBridge, type RunningBridge } from '../src/launch.js';
 import { backoffDelay } from '../src/backoff.js';
 import { parseSnapshot, visibleIn } from '../src/sources/snapshot.js';
 import { SupabaseSource, userTopic, bridgeTopic } from '../src/sources/supabase.js';
-import {
-  startRealtimeForDb,
-  applyRealtimeShim,
-  REAL_PROFILE,
-  signTestJwt,
-  startRealtimeServer,
-  type RealtimeServer,
-} from './support/realtime-server.js';
+import { startRealtimeForDb, REAL_PROFILE, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
 import { createTestRedis, expectNoDrift, testConfig, testLogger, truth, uuid, waitForBridge, type TestRedis } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 

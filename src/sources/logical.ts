@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import postgres from 'postgres';
 import { Gauge, type Counter, type Registry } from 'prom-client';
-import { connect, queries, type DatabaseIdentity, type Sql } from '../db.js';
+import { connect, queries, replication, type DatabaseIdentity, type Sql } from '../db.js';
 import { ErrorCode, UnreadSyncError } from '../errors.js';
 import { sleep } from '../sleep.js';
 import { backoffDelay } from '../backoff.js';
@@ -306,7 +306,7 @@ export class LogicalSource implements ChangeSource {
       connection: { application_name: 'unread-sync bridge (logical)', replication: 'database' },
       types: {},
     });
-    let creating: postgres.PendingQuery<postgres.Row[]> | null = null;
+    let creating: ReturnType<typeof replication.createTemporarySlot> | null = null;
     let ended: (() => void) | null = null;
     const onAbort = () => {
       void creating?.cancel();
@@ -315,16 +315,14 @@ export class LogicalSource implements ChangeSource {
     stop.addEventListener('abort', onAbort, { once: true });
     try {
       // Waits for every transaction running now to end: meanwhile the bridge polls.
-      creating = repl.unsafe(`CREATE_REPLICATION_SLOT ${slot} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
+      creating = replication.createTemporarySlot(repl, slot);
       const [created] = await creating;
       creating = null;
       if (stop.aborted) return;
       const start = String(created?.consistent_point ?? '');
       let lsn = parseLsn(start);
       // CopyBoth: postgres.js hands back a Duplex (typed as Writable).
-      const s = (await repl
-        .unsafe(`START_REPLICATION SLOT ${slot} LOGICAL ${start} (proto_version '1', publication_names '${PUBLICATION}')`)
-        .writable()) as unknown as Duplex;
+      const s = (await replication.start(repl, slot, start, PUBLICATION).writable()) as unknown as Duplex;
       log.info({ slot, lsn: start }, 'logical replication stream open: commits wake the bridge');
       // Commits before the consistent point were not streamed: one cycle reads them (its
       // snapshot is taken after this point); every later commit arrives by the stream.

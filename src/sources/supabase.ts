@@ -294,7 +294,7 @@ export class SupabaseSource implements ChangeSource {
    * a bridge topic not subscribed, the project rate-limited, a missing daily partition.
    */
   async check(): Promise<void> {
-    await this.sql`select 1`;
+    await queries.ping(this.sql);
     if (!this.realtimeInstalled) {
       throw new Error(`realtime: broadcast not installed (${this.realtimeMissing ?? 'no realtime schema'}): catch-up only`);
     }
