@@ -87,11 +87,31 @@ function progress(label: string): { update: (n: number) => void; done: () => voi
 }
 
 /** Runs until SIGINT/SIGTERM, then stops cleanly (the checkpoint is saved on the way out). */
-async function runUntilSignal(running: RunningProcess): Promise<void> {
-  const onSignal = () => void running.stop();
+/** How long a stop may take after SIGINT/SIGTERM before the process exits anyway (status 1). */
+const STOP_DEADLINE_MS = 20_000;
+/** How long a stopped process may stay alive for handles it left open before it exits (status kept). */
+const EXIT_GRACE_MS = 2_000;
+
+/**
+ * Runs until SIGINT/SIGTERM, then stops cleanly (the checkpoint is saved on the way out). A stop
+ * that hangs, or a handle left open after it, must not keep an orchestrator waiting: both are
+ * bounded (unref'd timers, so a clean exit is never delayed) and logged.
+ */
+async function runUntilSignal(running: RunningProcess, log: Logger): Promise<void> {
+  const onSignal = () => {
+    setTimeout(() => {
+      log.error(`did not stop within ${STOP_DEADLINE_MS} ms of the signal: exiting`);
+      process.exit(1);
+    }, STOP_DEADLINE_MS).unref();
+    void running.stop();
+  };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   await running.done;
+  setTimeout(() => {
+    log.warn(`stopped, but open handles kept the process alive for ${EXIT_GRACE_MS} ms: exiting`);
+    process.exit();
+  }, EXIT_GRACE_MS).unref();
 }
 
 /**
@@ -106,7 +126,7 @@ function runProcess(
     const config = loadConfig();
     const log = createLogger(config.logLevel, logName);
     installPostgresWriteGuard(log);
-    await runUntilSignal(await launch(config, log));
+    await runUntilSignal(await launch(config, log), log);
   };
 }
 
@@ -175,7 +195,7 @@ program
   .action(async () => {
     const socketConfig = loadSocketConfig();
     const log = createLogger(socketConfig.logLevel, 'unread-sync-socket');
-    await runUntilSignal(await startServe(socketConfig, log));
+    await runUntilSignal(await startServe(socketConfig, log), log);
   });
 
 program

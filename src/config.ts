@@ -35,7 +35,7 @@ export const settings = {
     socketSchema: postgresUrl.optional(),
   },
   redisUrl: { env: 'REDIS_URL', schema: url(['redis:', 'rediss:', 'redis+cluster:']).default('redis://127.0.0.1:6379'), scope: 'both' },
-  /** Cluster seed nodes ("host:port"); empty for a single Redis. REDIS_URL=redis+cluster://h:p,h:p works too. */
+  /** Cluster seed nodes ("host:port"); empty for a single Redis. REDIS_URL=redis+cluster://h:p gives one seed (a host list fails the URL check). */
   redisClusterNodes: {
     env: 'REDIS_CLUSTER_NODES',
     schema: z

@@ -395,6 +395,19 @@ describe('fault suite', () => {
     }
     throw new Error(`bridge on ${port} never ready`);
   };
+  /** /readyz once its text matches (a process started under load may take seconds to listen). */
+  const readyzMatching = async (port: number, pattern: RegExp) => {
+    let last = '';
+    for (let i = 0; i < 400; i++) {
+      last = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+        (r) => r.text(),
+        (err: Error) => `(${err.message})`,
+      );
+      if (pattern.test(last)) return last;
+      await sleep(50);
+    }
+    return last;
+  };
   const churnHydrations = (store: UnreadStore, users: string[], stop: () => boolean) => {
     const reader = new UnreadReader(store, { hydrateTimeoutMs: 30_000 });
     return (async () => {
@@ -466,12 +479,15 @@ describe('fault suite', () => {
     const db = await createTestDb();
     const r = await createTestRedis();
     const [portA, portB] = [22_000 + Math.floor(Math.random() * 200), 22_300 + Math.floor(Math.random() * 200)];
+    const children: ReturnType<typeof spawnCli>[] = [];
     try {
       const { users, rooms } = await seedWorld(db.sql);
       const env = bridgeEnv(db.url, r.url, r.prefix, { UNREAD_VERIFY_INTERVAL_MS: '100' });
       const first = spawnCli(['bridge'], { ...env, UNREAD_BRIDGE_NAME: 'first', UNREAD_METRICS_PORT: String(portA) });
+      children.push(first);
       await waitReady(portA);
       const second = spawnCli(['bridge'], { ...env, UNREAD_BRIDGE_NAME: 'second', UNREAD_METRICS_PORT: String(portB) });
+      children.push(second);
       let stop = false;
       const load = steadyLoad(db.sql, rooms, 4, () => stop);
       const churn = churnHydrations(r.store, users, () => stop);
@@ -479,7 +495,7 @@ describe('fault suite', () => {
       stop = true;
       const written = await load;
       await churn;
-      const readyz = await (await fetch(`http://127.0.0.1:${portB}/readyz`)).text();
+      const readyz = await readyzMatching(portB, /owned by bridge/);
       const t0 = Date.now();
       // converge() waits on bridge 'default'; this one is named 'first'.
       await waitForBridge(db.sql, 'first');
@@ -505,6 +521,8 @@ describe('fault suite', () => {
       expect(out.drifted).toBe(0);
       expect(repairs).toBe(0);
     } finally {
+      // A failed assertion must not leave bridge processes running into the next suites.
+      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
       await r.cleanup();
       await db.drop();
     }
