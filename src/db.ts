@@ -85,12 +85,15 @@ export interface CycleRow extends LogRowColumns {
   pid: number | null;
 }
 
+/** This session's backend_start, which with its pid names the session that holds the bridge lock. */
+const sessionStart = (sql: Sql) => sql`(select extract(epoch from backend_start)::text from pg_stat_activity where pid = pg_backend_pid())`;
+
 export const queries = {
   async tryBridgeLock(sql: Sql, name: string): Promise<{ locked: boolean } & LockHolder> {
     const [row] = await sql<({ locked: boolean } & LockHolder)[]>`
       select pg_try_advisory_lock(hashtextextended(${LOCK_NAMESPACE + name}, 0)) as locked,
              pg_backend_pid() as pid,
-             (select extract(epoch from backend_start)::text from pg_stat_activity where pid = pg_backend_pid()) as start`;
+             ${sessionStart(sql)} as start`;
     return row ? { ...row, start: row.start ?? '' } : { locked: false, pid: -1, start: '' };
   },
 
@@ -102,7 +105,7 @@ export const queries = {
   bridgeLock(sql: Sql, name: string) {
     return sql<LockHolder[]>`
       select pg_backend_pid() as pid,
-             (select extract(epoch from backend_start)::text from pg_stat_activity where pid = pg_backend_pid()) as start
+             ${sessionStart(sql)} as start
         from (select pg_advisory_lock(hashtextextended(${LOCK_NAMESPACE + name}, 0))) l`;
   },
 

@@ -4,6 +4,7 @@ import { queries } from '../src/db.js';
 import { expectNoDrift, testConfig, uuid } from './support/env.js';
 import { useEnv } from './support/fixture.js';
 import { steppedBridge } from './support/bridge.js';
+import { holdAgedTransaction } from './support/load.js';
 
 describe('gap detection covers every pruned, unapplied row (issue 10, point 8)', () => {
   const { db, r } = useEnv();
@@ -21,17 +22,7 @@ describe('gap detection covers every pruned, unapplied row (issue 10, point 8)',
       const firstStart = await resets(); // the first start counts as one
 
       // A transaction opened now (older xid) and left open past the log's retention.
-      let commit!: () => void;
-      const committed = new Promise<void>((res) => (commit = res));
-      let opened!: () => void;
-      const isOpen = new Promise<void>((res) => (opened = res));
-      const held = longTx.begin(async (tx) => {
-        await tx`update chat_rooms set user_unread_count = 5 where id = ${r2}`;
-        await tx`update unread_sync.changes set created_at = now() - interval '10 days' where xid = pg_current_xact_id()`;
-        opened();
-        await committed;
-      });
-      await isOpen;
+      const held = await holdAgedTransaction(longTx, r2, 5);
 
       // Gap 1: a later change is pruned before the bridge read it.
       await db.sql`update chat_rooms set user_unread_count = 7 where id = ${r1}`;
@@ -43,8 +34,7 @@ describe('gap detection covers every pruned, unapplied row (issue 10, point 8)',
       expect((await r.store.read(u))?.total).toBe(7); // the open transaction is not visible yet
 
       // Gap 2: the long transaction commits and its rows are pruned before the bridge reads them.
-      commit();
-      await held;
+      await held.commit();
       expect(await queries.prune(db.sql, 0, 86_400)).toBeGreaterThan(0);
       await bridge.drain();
       expect(await resets()).toBe(firstStart + 2);

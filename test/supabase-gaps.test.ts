@@ -12,6 +12,7 @@ import { SupabaseSource } from '../src/sources/supabase.js';
 import { prepareRealtimeDb, signTestJwt, startRealtimeServer, type RealtimeServer } from './support/realtime-server.js';
 import { expectNoDrift, testLogger, uuid } from './support/env.js';
 import { useEnv } from './support/fixture.js';
+import { holdAgedTransaction } from './support/load.js';
 
 const JWT_SECRET = 'unread-sync-test-secret-with-at-least-32-characters';
 
@@ -64,17 +65,7 @@ describe('supabase catch-up: gaps per bridge (issue 10, point 8)', () => {
       const firstStart = await resets();
 
       // A transaction opened now (older xid) and left open past the log's retention.
-      let commit!: () => void;
-      const committed = new Promise<void>((res) => (commit = res));
-      let opened!: () => void;
-      const isOpen = new Promise<void>((res) => (opened = res));
-      const held = longTx.begin(async (tx) => {
-        await tx`update chat_rooms set user_unread_count = 5 where id = ${r2}`;
-        await tx`update unread_sync.changes set created_at = now() - interval '10 days' where xid = pg_current_xact_id()`;
-        opened();
-        await committed;
-      });
-      await isOpen;
+      const held = await holdAgedTransaction(longTx, r2, 5);
 
       // Gap 1: a later change is pruned before the catch-up read it.
       await db.sql`update chat_rooms set user_unread_count = 7 where id = ${r1}`;
@@ -88,8 +79,7 @@ describe('supabase catch-up: gaps per bridge (issue 10, point 8)', () => {
       // Gap 2: the long transaction commits and its rows are pruned before the catch-up reads
       // them. The global record (newest pruned xid) is older news to this checkpoint; only the
       // bridge's own record (bridge_state.lost_xid) says the checkpoint never saw these rows.
-      commit();
-      await held;
+      await held.commit();
       expect(await queries.prune(db.sql, 0, 86_400)).toBeGreaterThan(0);
       await bridge.runOnce();
       expect(await resets()).toBe(firstStart + 2);

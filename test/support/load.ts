@@ -43,3 +43,28 @@ export function steadyLoad(sql: Sql, rooms: string[], connections: number, stop:
   };
   return Promise.all(Array.from({ length: connections }, worker)).then(() => written);
 }
+
+/**
+ * Opens a transaction on `sql` (a connection of its own) that sets `room` to `unread` and ages its
+ * own log rows past any retention, then holds it open (older xid, not yet visible) until
+ * `commit()`; resolves once it is open. For gap scenarios: a change the log may prune unread.
+ */
+export async function holdAgedTransaction(sql: Sql, room: string, unread: number): Promise<{ commit: () => Promise<void> }> {
+  let release!: () => void;
+  const released = new Promise<void>((res) => (release = res));
+  let opened!: () => void;
+  const isOpen = new Promise<void>((res) => (opened = res));
+  const held = sql.begin(async (tx) => {
+    await tx`update chat_rooms set user_unread_count = ${unread} where id = ${room}`;
+    await tx`update unread_sync.changes set created_at = now() - interval '10 days' where xid = pg_current_xact_id()`;
+    opened();
+    await released;
+  });
+  await Promise.race([isOpen, held]);
+  return {
+    commit: async () => {
+      release();
+      await held;
+    },
+  };
+}
